@@ -1,0 +1,204 @@
+/**
+ * The `s3vault` command. Only this folder parses flags; everything else takes a validated Config.
+ *   s3vault                      embedded default: local S3 server + bucket "s3vault" mounted at ./mnt
+ *   s3vault mount BUCKET[/PREFIX] MOUNTPOINT
+ *   s3vault unmount MOUNTPOINT
+ *   s3vault server               the embedded S3 server alone, in the foreground
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, envConfig, readConfigFile, resolveConfig } from '../config.js';
+import { startEmbeddedServer } from '../storage/embedded-server.js';
+import { runInBackground, notifyParent } from './daemon.js';
+import { EXIT } from './exit-codes.js';
+import { runMount } from './mount-runner.js';
+import { isMounted, mountOwner } from './mountpoint.js';
+import { spawnSync } from 'node:child_process';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function fail(message: string, code: number = EXIT.ERROR): never {
+  process.stderr.write(`s3vault: error: ${message}\n`);
+  process.exit(code);
+}
+
+interface MountFlags {
+  endpoint?: string;
+  region?: string;
+  profile?: string;
+  vault?: string;
+  readOnly?: boolean;
+  foreground?: boolean;
+  verbose?: boolean;
+  config?: string;
+  allowOther?: boolean;
+  notifyFd?: string;
+  logFile?: string;
+}
+
+function splitBucket(spec: string): { bucket: string; prefix: string } {
+  const clean = spec.replace(/^s3:\/\//, '');
+  const slash = clean.indexOf('/');
+  return slash < 0 ? { bucket: clean, prefix: '' } : { bucket: clean.slice(0, slash), prefix: clean.slice(slash + 1).replace(/\/+$/, '') };
+}
+
+/** Background unless --foreground: the same command runs again in a detached child. */
+async function mountCommand(argv: string[], flags: MountFlags, logFile: string, job: () => Parameters<typeof runMount>[0]): Promise<number> {
+  if (!flags.foreground) {
+    const msg = await runInBackground(argv, logFile);
+    if (!msg.ok) fail(msg.message, msg.exit);
+    process.stdout.write(`s3vault: ${msg.message}\n  log: ${logFile}\n`);
+    return EXIT.OK;
+  }
+  const fd = flags.notifyFd !== undefined ? Number(flags.notifyFd) : undefined;
+  const j = job();
+  if (fd !== undefined) j.notify = (m) => notifyParent(fd, m);
+  else j.notify = (m) => (m.ok ? process.stdout.write(`s3vault: ${m.message} (Ctrl-C to unmount)\n`) : process.stderr.write(`s3vault: error: ${m.message}\n`));
+  return runMount(j);
+}
+
+function addMountOptions(cmd: Command): Command {
+  return cmd
+    .option('--vault <dir>', 'vault directory (default: ~/.cache/s3vault/vaults/<bucket>-<id>)')
+    .option('--read-only', 'mount read-only: every change fails with EROFS')
+    .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')
+    .option('--verbose', 'debug logging')
+    .option('--config <file>', 'JSON config file (default: ~/.config/s3vault/config.json if present)')
+    .option('--allow-other', 'let other users access the mount (FUSE allow_other)')
+    .addOption(new Option('--notify-fd <fd>').hideHelp())
+    .option('--log-file <file>', 'log file of a background mount');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command('s3vault')
+    .description('Mount an S3 bucket as a local drive, through a SQLite-journaled local vault.\nWith no command: start a local S3 server and mount its bucket at ./mnt.')
+    .version(pkg.version, '-V, --version')
+    .exitOverride()
+    .showHelpAfterError();
+
+  let result: Promise<number> = Promise.resolve(EXIT.OK);
+
+  addMountOptions(
+    program
+      .command('up', { isDefault: true })
+      .description('the embedded default: start a local S3-compatible server (s3rver), create bucket "s3vault", mount it')
+      .option('--dir <dir>', 'state directory: server data, vault, log', '.s3vault')
+      .option('--mountpoint <dir>', 'where to mount', 'mnt'),
+  ).action((flags: MountFlags & { dir: string; mountpoint: string }) => {
+    const dir = path.resolve(flags.dir);
+    const args = ['up', '--dir', dir, '--mountpoint', path.resolve(flags.mountpoint), ...(flags.verbose ? ['--verbose'] : []), ...(flags.readOnly ? ['--read-only'] : [])];
+    result = mountCommand(args, flags, flags.logFile ?? path.join(dir, 's3vault.log'), () => {
+      const config = resolveConfig({ file: readConfigFile(flags.config), flags: { s3: { bucket: 's3vault' }, vault: { dir: flags.vault ?? path.join(dir, 'vault') }, fs: { readOnly: flags.readOnly } } });
+      return { config, mountpoint: flags.mountpoint, createMountpoint: true, embedded: { dataDir: dir }, verbose: flags.verbose };
+    }).then((code) => {
+      if (code === EXIT.OK && !flags.foreground) process.stdout.write(`  stop it with: ${process.argv[1] ? path.relative(process.cwd(), process.argv[1]) : 's3vault'} unmount ${flags.mountpoint}\n`);
+      return code;
+    });
+  });
+
+  addMountOptions(
+    program
+      .command('mount')
+      .description('mount BUCKET (or BUCKET/PREFIX) at MOUNTPOINT')
+      .argument('<bucket>', 'bucket name, optionally with a key prefix: my-bucket/photos')
+      .argument('<mountpoint>', 'an existing empty directory')
+      .option('--endpoint <url>', 'S3 endpoint URL (env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)')
+      .option('--region <region>', 'region (env AWS_REGION / AWS_DEFAULT_REGION)')
+      .option('--profile <name>', 'AWS profile (env AWS_PROFILE)'),
+  ).action((bucketSpec: string, mountpoint: string, flags: MountFlags) => {
+    const { bucket, prefix } = splitBucket(bucketSpec);
+    const passthrough = ['mount', bucketSpec, path.resolve(mountpoint)];
+    for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--profile', flags.profile], ['--vault', flags.vault], ['--config', flags.config]] as const) {
+      if (value) passthrough.push(flag, flag === '--vault' || flag === '--config' ? path.resolve(value) : value);
+    }
+    if (flags.readOnly) passthrough.push('--read-only');
+    if (flags.verbose) passthrough.push('--verbose');
+    if (flags.allowOther) passthrough.push('--allow-other');
+    // Validate here too, so a bad flag fails in the foreground, before anything runs in the background.
+    const build = () => {
+      const config = resolveConfig({
+        file: readConfigFile(flags.config),
+        env: envConfig(),
+        flags: { s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile }, vault: { dir: flags.vault && path.resolve(flags.vault) }, fs: { readOnly: flags.readOnly, allowOther: flags.allowOther } },
+      });
+      return { config, mountpoint, verbose: flags.verbose };
+    };
+    build();
+    const logFile = flags.logFile ?? path.join(process.env.HOME ?? '/tmp', '.cache', 's3vault', 'logs', `${bucket}.log`);
+    result = mountCommand(passthrough, flags, logFile, build);
+  });
+
+  program
+    .command('unmount')
+    .alias('umount')
+    .description('flush and unmount a mounted bucket')
+    .argument('<mountpoint>')
+    .option('--timeout <seconds>', 'how long to wait for the flush', '600')
+    .action((mountpoint: string, flags: { timeout: string }) => {
+      result = unmount(path.resolve(mountpoint), Number(flags.timeout) * 1000);
+    });
+
+  program
+    .command('server')
+    .description('run the embedded S3-compatible server (s3rver) in the foreground')
+    .option('--dir <dir>', 'data directory', '.s3vault/s3')
+    .option('--port <port>', 'port (0: any free one)', '0')
+    .option('--bucket <name...>', 'buckets to create', ['s3vault'])
+    .action((flags: { dir: string; port: string; bucket: string[] }) => {
+      result = (async () => {
+        const server = await startEmbeddedServer({ dataDir: path.resolve(flags.dir), port: Number(flags.port), buckets: flags.bucket });
+        process.stdout.write(`s3vault: S3 server at ${server.endpoint} (access key S3RVER, secret S3RVER), buckets: ${flags.bucket.join(', ')}; Ctrl-C stops it\n`);
+        await new Promise<void>((resolve) => {
+          process.once('SIGINT', resolve);
+          process.once('SIGTERM', resolve);
+        });
+        await server.stop();
+        return EXIT.OK;
+      })();
+    });
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    throw err;
+  }
+  return result;
+}
+
+async function unmount(mountpoint: string, timeoutMs: number): Promise<number> {
+  if (!isMounted(mountpoint)) fail(`${mountpoint} is not mounted`, EXIT.MOUNT);
+  const pid = mountOwner(mountpoint);
+  if (pid === undefined) {
+    // No live s3vault behind it (crashed): detach the dead mount.
+    const r = spawnSync('fusermount3', ['-u', '-z', mountpoint], { stdio: 'inherit' });
+    return r.status === 0 ? EXIT.OK : EXIT.MOUNT;
+  }
+  process.kill(pid, 'SIGTERM');
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+    if (!alive && !isMounted(mountpoint)) {
+      process.stdout.write(`s3vault: unmounted ${mountpoint}\n`);
+      return EXIT.OK;
+    }
+  }
+  fail(`s3vault process ${pid} did not finish unmounting ${mountpoint} within ${timeoutMs / 1000} s`, EXIT.MOUNT);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exit(code);
+  },
+  (err: unknown) => {
+    if (err instanceof ConfigError) fail(err.message, EXIT.USAGE);
+    fail(err instanceof Error ? err.message : String(err));
+  },
+);

@@ -1,0 +1,135 @@
+/**
+ * The mount job, in the foreground process that serves FUSE: check everything that can be checked before
+ * mounting (mountpoint, FUSE, storage, vault), mount, serve until unmounted or signalled, then flush and
+ * close every layer in order. Every failure becomes one line and an exit code (exit-codes.ts).
+ */
+import { createHash } from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { VaultError } from '../cache/errors.js';
+import { Vault } from '../cache/vault.js';
+import { ConfigError, type Config } from '../config.js';
+import { FuseSession } from '../fs/fuse/session.js';
+import { FuseUnavailableError, loadFuse } from '../fs/fuse/native.js';
+import { encodeMeta } from '../fs/mirror/meta.js';
+import { S3Mirror } from '../fs/mirror/mirror.js';
+import { createLogger, type Logger } from '../log.js';
+import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
+import { StorageError } from '../storage/rwresult.js';
+import { S3Storage } from '../storage/s3.js';
+import { EXIT } from './exit-codes.js';
+import { checkMountpoint, MountpointError, registerMount, unregisterMount } from './mountpoint.js';
+
+export interface MountJob {
+  config: Config;
+  mountpoint: string;
+  createMountpoint?: boolean;
+  /** Start the embedded S3 server first (data under dataDir) and mount its bucket. */
+  embedded?: { dataDir: string };
+  verbose?: boolean;
+  /** Told once: mounted (ok) or the reason it could not be. */
+  notify?: (msg: { ok: boolean; message: string; exit: number }) => void;
+}
+
+export function defaultVaultDir(config: Config): string {
+  const id = createHash('sha1').update(`${config.s3.endpoint ?? ''}|${config.s3.bucket}|${config.s3.prefix}`).digest('hex').slice(0, 12);
+  return path.join(os.homedir(), '.cache', 's3vault', 'vaults', `${config.s3.bucket}-${id}`);
+}
+
+/** One line for the user, and the exit code, for anything that stops a mount. */
+export function explain(err: unknown, where: string): { message: string; exit: number } {
+  if (err instanceof MountpointError || err instanceof FuseUnavailableError) return { message: err.message, exit: EXIT.MOUNT };
+  if (err instanceof StorageError) return { message: `cannot use ${where}: ${err.detail}`, exit: EXIT.STORAGE };
+  if (err instanceof VaultError) return { message: err.message, exit: EXIT.VAULT };
+  if (err instanceof ConfigError) return { message: err.message, exit: EXIT.USAGE };
+  return { message: (err as Error)?.message ?? String(err), exit: EXIT.ERROR };
+}
+
+export async function runMount(job: MountJob): Promise<number> {
+  const log: Logger = createLogger({ verbose: job.verbose });
+  const config = structuredClone(job.config);
+  let server: EmbeddedServer | undefined;
+  let storage: S3Storage | undefined;
+  let vault: Vault | undefined;
+  let session: FuseSession | undefined;
+  let mountpoint: string | undefined;
+  let where = `s3://${config.s3.bucket}/${config.s3.prefix}`;
+  const notify = (ok: boolean, message: string, exit: number): void => {
+    job.notify?.({ ok, message, exit });
+    job.notify = undefined;
+  };
+  try {
+    mountpoint = checkMountpoint(job.mountpoint, job.createMountpoint);
+    loadFuse();
+    if (job.embedded) {
+      server = await startEmbeddedServer({ dataDir: path.join(job.embedded.dataDir, 's3'), buckets: [config.s3.bucket] });
+      config.s3.endpoint = server.endpoint;
+      config.s3.credentials = EMBEDDED_CREDENTIALS;
+      log.info({ endpoint: server.endpoint, pid: server.pid }, 'embedded S3 server started');
+    }
+    storage = new S3Storage(config.s3);
+    where = storage.description;
+    await storage.probe();
+    const vaultDir = config.vault.dir ?? defaultVaultDir(config);
+    vault = Vault.open({
+      dir: vaultDir,
+      storage,
+      blockSize: config.vault.blockSize,
+      fetchBlocks: config.vault.fetchBlocks,
+      readAheadBlocks: config.vault.readAheadBlocks,
+      objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
+      log,
+    });
+    if (vault.orphans.length) log.warn({ count: vault.orphans.length, keys: vault.orphans.slice(0, 20).map((r) => r.key) }, 'orphan files found (changed, never uploaded): uploading them');
+    const mirror = new S3Mirror({
+      vault,
+      log,
+      owner: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
+      metadataTtlMs: config.fs.metadataTtlMs,
+      metadataCacheSize: config.fs.metadataCacheSize,
+      capacityBytes: config.fs.capacityBytes,
+      readOnly: config.fs.readOnly,
+    });
+    session = new FuseSession(mirror, {
+      mountpoint,
+      fsname: `s3vault:${config.s3.bucket}${config.s3.prefix ? `/${config.s3.prefix}` : ''}`,
+      readOnly: config.fs.readOnly,
+      allowOther: config.fs.allowOther,
+      attrTimeout: config.fs.attrTimeoutSec,
+      log,
+    });
+    session.mount();
+    registerMount(mountpoint, process.pid);
+    const loop = session.run();
+    let stopping: Promise<void> | undefined;
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'stopping: flushing, then unmounting');
+      stopping ??= mirror
+        .unmount()
+        .catch(() => undefined)
+        .then(() => session!.unmount());
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGHUP', () => stop('SIGHUP'));
+    log.info({ mountpoint, storage: where, vault: vaultDir }, 'mounted');
+    notify(true, `mounted ${where} at ${mountpoint}${server ? ` (embedded S3 server at ${server.endpoint})` : ''}`, EXIT.OK);
+    await loop;
+    await stopping;
+    await mirror.unmount();
+    log.info({ mountpoint }, 'unmounted');
+    return EXIT.OK;
+  } catch (err) {
+    const { message, exit } = explain(err, where);
+    log.debug({ err }, 'mount failed');
+    if (job.notify) notify(false, message, exit);
+    else process.stderr.write(`s3vault: error: ${message}\n`);
+    return exit;
+  } finally {
+    session?.close();
+    await vault?.close().catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
+    await storage?.close();
+    await server?.stop();
+    if (mountpoint) unregisterMount(mountpoint);
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The whole configuration: one section per layer, validated with zod. Sources, strongest first:
+ * command-line flags, environment (AWS_* as the AWS tools read them), a JSON config file, built-in defaults.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+import { s3ConfigSchema } from './storage/config.js';
+
+const MiB = 1024 * 1024;
+
+export const vaultConfigSchema = z.object({
+  dir: z.string().optional(),
+  blockSize: z.number().int().min(64 * 1024).max(64 * MiB).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(MiB),
+  fetchBlocks: z.number().int().min(1).max(64).default(4),
+  readAheadBlocks: z.number().int().min(0).max(256).default(16),
+});
+
+export const fsConfigSchema = z.object({
+  metadataTtlMs: z.number().int().min(0).default(5000),
+  metadataCacheSize: z.number().int().min(16).max(65536).default(2048),
+  attrTimeoutSec: z.number().min(0).default(1),
+  capacityBytes: z.number().int().min(49152).default(2 ** 50),
+  readOnly: z.boolean().default(false),
+  allowOther: z.boolean().default(false),
+});
+
+export const configSchema = z.object({
+  s3: s3ConfigSchema,
+  vault: vaultConfigSchema.default({} as never),
+  fs: fsConfigSchema.default({} as never),
+});
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {}
+
+type Json = Record<string, unknown>;
+
+export const DEFAULT_CONFIG_FILE = path.join(os.homedir(), '.config', 's3vault', 'config.json');
+
+export function readConfigFile(file: string | undefined): Json {
+  const chosen = file ?? (existsSync(DEFAULT_CONFIG_FILE) ? DEFAULT_CONFIG_FILE : undefined);
+  if (!chosen) return {};
+  let text: string;
+  try {
+    text = readFileSync(chosen, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${chosen}: ${(err as Error).message}`);
+  }
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not a JSON object');
+    return parsed as Json;
+  } catch (err) {
+    throw new ConfigError(`config file ${chosen} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+/** The AWS tools' environment variables that s3vault honours (credentials are read by the SDK itself). */
+export function envConfig(env: NodeJS.ProcessEnv = process.env): Json {
+  const s3: Json = {};
+  const endpoint = env.AWS_ENDPOINT_URL_S3 ?? env.AWS_ENDPOINT_URL;
+  if (endpoint) s3.endpoint = endpoint;
+  const region = env.AWS_REGION ?? env.AWS_DEFAULT_REGION;
+  if (region) s3.region = region;
+  if (env.AWS_PROFILE) s3.profile = env.AWS_PROFILE;
+  return { s3 };
+}
+
+function merge(base: Json, over: Json): Json {
+  const out: Json = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    if (v === undefined) continue;
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && typeof out[k] === 'object' ? merge(out[k] as Json, v as Json) : v;
+  }
+  return out;
+}
+
+/** Merge the sources and validate; any problem is one ConfigError naming the setting. */
+export function resolveConfig(sources: { file?: Json; env?: Json; flags?: Json }): Config {
+  const { $comment: _, ...file } = sources.file ?? {};
+  const merged = merge(merge(file, sources.env ?? {}), sources.flags ?? {});
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new ConfigError(`invalid configuration: ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  return result.data;
+}

@@ -1,0 +1,75 @@
+/**
+ * The CBFS event API: what a filesystem implementation handles, named after the CBFS events
+ * (spec/seed-inventory.md §1.1). It is path-based and knows nothing of FUSE: the FUSE adapter
+ * (src/fs/fuse) turns kernel requests into these calls, and any backend can be mounted by implementing
+ * them. Handlers throw FsError to fail an event with an errno.
+ */
+
+export type FileKind = 'file' | 'dir';
+
+export interface FileInfo {
+  kind: FileKind;
+  size: number;
+  /** Permission bits (07777), without the file-type bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  mtimeMs: number;
+}
+
+export interface DirEntry {
+  name: string;
+  info: FileInfo;
+}
+
+export interface Caller {
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+export interface AttributeChange {
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  mtimeMs?: number;
+  size?: number;
+}
+
+export const RENAME_NOREPLACE = 1;
+export const RENAME_EXCHANGE = 2;
+
+export interface CbfsHandlers {
+  /** Mount: the volume is live. */
+  mount(): Promise<void>;
+  /** Unmount: flush everything; no event follows. */
+  unmount(): Promise<void>;
+  /** GetFileInfo: null when the path does not exist. */
+  getFileInfo(path: string): Promise<FileInfo | null>;
+  /** EnumerateDirectory: every entry of a directory, without "." and "..". */
+  enumerateDirectory(path: string): Promise<DirEntry[]>;
+  /** CreateFile for a file: returns the handle of the new open file. */
+  createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }>;
+  /** CreateFile for a directory. */
+  createDirectory(path: string, mode: number, caller: Caller): Promise<FileInfo>;
+  /** OpenFile: returns a handle (handle context). */
+  openFile(path: string, flags: number): Promise<number>;
+  readFile(handle: number, offset: number, length: number): Promise<Buffer>;
+  writeFile(handle: number, offset: number, data: Buffer): Promise<number>;
+  /** CleanupFile: one close(2) of a handle (may fire several times per handle after dup). */
+  cleanupFile(handle: number): Promise<void>;
+  /** CloseFile: the handle is gone. */
+  closeFile(handle: number): Promise<void>;
+  /** FlushFile: fsync/fdatasync of an open file. */
+  flushFile(handle: number, dataOnly: boolean): Promise<void>;
+  /** SetFileAttributes and SetFileSize in one: returns the new info. */
+  setFileAttributes(path: string, change: AttributeChange, handle?: number): Promise<FileInfo>;
+  /** DeleteFile of a file (CanFileBeDeleted is part of it). */
+  deleteFile(path: string): Promise<void>;
+  /** DeleteFile of a directory: fails with ENOTEMPTY unless IsDirectoryEmpty. */
+  deleteDirectory(path: string): Promise<void>;
+  /** RenameOrMoveFile, with RENAME_NOREPLACE / RENAME_EXCHANGE flags. */
+  renameOrMoveFile(from: string, to: string, flags: number): Promise<void>;
+  /** GetVolumeSize, in bytes. */
+  getVolumeSize(): { total: number; free: number };
+}

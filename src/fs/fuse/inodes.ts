@@ -1,0 +1,70 @@
+/**
+ * Inode numbers ↔ paths, with the kernel's lookup counts (passthrough_ll's refcount + forget): an inode
+ * lives while the kernel holds a reference, and keeps its number for as long as the mount lives once seen
+ * (so `ls -i` and `find` stay stable). Rename moves a path and everything under it.
+ */
+export const ROOT_INO = 1;
+
+interface Node {
+  path: string;
+  nlookup: number;
+}
+
+export class InodeTable {
+  private readonly byIno = new Map<number, Node>([[ROOT_INO, { path: '/', nlookup: 1 }]]);
+  private readonly byPath = new Map<string, number>([['/', ROOT_INO]]);
+  private next = ROOT_INO + 1;
+
+  path(ino: number): string | undefined {
+    return this.byIno.get(ino)?.path;
+  }
+
+  /** The number a path has or will get, without taking a reference (readdir d_ino). */
+  peek(path: string): number {
+    let ino = this.byPath.get(path);
+    if (ino === undefined) {
+      ino = this.next++;
+      this.byPath.set(path, ino);
+      this.byIno.set(ino, { path, nlookup: 0 });
+    }
+    return ino;
+  }
+
+  /** A successful lookup/create/mkdir: the kernel now holds one more reference. */
+  lookup(path: string): number {
+    const ino = this.peek(path);
+    this.byIno.get(ino)!.nlookup++;
+    return ino;
+  }
+
+  forget(ino: number, n: number): void {
+    const node = this.byIno.get(ino);
+    if (!node || ino === ROOT_INO) return;
+    node.nlookup = Math.max(0, node.nlookup - n);
+  }
+
+  /** The path no longer exists (unlink, rmdir): a new file there gets a new number. */
+  remove(path: string): void {
+    const ino = this.byPath.get(path);
+    if (ino === undefined) return;
+    this.byPath.delete(path);
+    const node = this.byIno.get(ino)!;
+    node.path = `${path}\0deleted`;
+  }
+
+  rename(from: string, to: string): void {
+    this.remove(to);
+    const moves: [string, number][] = [];
+    for (const [p, ino] of this.byPath) if (p === from || p.startsWith(`${from}/`)) moves.push([p, ino]);
+    for (const [p, ino] of moves) {
+      const np = to + p.slice(from.length);
+      this.byPath.delete(p);
+      this.byPath.set(np, ino);
+      this.byIno.get(ino)!.path = np;
+    }
+  }
+
+  get size(): number {
+    return this.byIno.size;
+  }
+}

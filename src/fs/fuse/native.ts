@@ -1,0 +1,123 @@
+/**
+ * The only file that talks to libfuse3 (low-level API, FUSE_USE_VERSION 34) through koffi. Pointers are
+ * BigInts (koffi 3); fuse_req_t stays opaque. Struct layouts are x86-64 / libfuse 3.14 (spec/fuse-binding.md),
+ * encoded by structs.ts and checked against the C headers by test/integration/fuse-layout.test.ts.
+ */
+import { existsSync } from 'node:fs';
+import koffi, { type LibraryHandle } from 'koffi';
+
+export type Ptr = bigint;
+
+/** The 44 operations of struct fuse_lowlevel_ops, in header order. */
+export const OP_NAMES = [
+  'init', 'destroy', 'lookup', 'forget', 'getattr', 'setattr', 'readlink', 'mknod', 'mkdir', 'unlink', 'rmdir', 'symlink', 'rename', 'link',
+  'open', 'read', 'write', 'flush', 'release', 'fsync', 'opendir', 'readdir', 'releasedir', 'fsyncdir', 'statfs', 'setxattr', 'getxattr',
+  'listxattr', 'removexattr', 'access', 'create', 'getlk', 'setlk', 'bmap', 'ioctl', 'poll', 'write_buf', 'retrieve_reply', 'forget_multi',
+  'flock', 'fallocate', 'readdirplus', 'copy_file_range', 'lseek',
+] as const;
+export type OpName = (typeof OP_NAMES)[number];
+export const OPS_SIZE = OP_NAMES.length * 8; // 352
+
+/** C prototypes of the operations s3vault implements (the others stay NULL: libfuse answers ENOSYS). */
+export const OP_PROTOS: Partial<Record<OpName, string>> = {
+  init: 'void fuse_op_init(void *userdata, void *conn)',
+  destroy: 'void fuse_op_destroy(void *userdata)',
+  lookup: 'void fuse_op_lookup(void *req, uint64_t parent, const char *name)',
+  forget: 'void fuse_op_forget(void *req, uint64_t ino, uint64_t nlookup)',
+  getattr: 'void fuse_op_getattr(void *req, uint64_t ino, void *fi)',
+  setattr: 'void fuse_op_setattr(void *req, uint64_t ino, void *attr, int to_set, void *fi)',
+  mkdir: 'void fuse_op_mkdir(void *req, uint64_t parent, const char *name, uint32_t mode)',
+  unlink: 'void fuse_op_unlink(void *req, uint64_t parent, const char *name)',
+  rmdir: 'void fuse_op_rmdir(void *req, uint64_t parent, const char *name)',
+  rename: 'void fuse_op_rename(void *req, uint64_t parent, const char *name, uint64_t newparent, const char *newname, uint32_t flags)',
+  link: 'void fuse_op_link(void *req, uint64_t ino, uint64_t newparent, const char *newname)',
+  open: 'void fuse_op_open(void *req, uint64_t ino, void *fi)',
+  read: 'void fuse_op_read(void *req, uint64_t ino, size_t size, int64_t off, void *fi)',
+  write: 'void fuse_op_write(void *req, uint64_t ino, void *buf, size_t size, int64_t off, void *fi)',
+  flush: 'void fuse_op_flush(void *req, uint64_t ino, void *fi)',
+  release: 'void fuse_op_release(void *req, uint64_t ino, void *fi)',
+  fsync: 'void fuse_op_fsync(void *req, uint64_t ino, int datasync, void *fi)',
+  opendir: 'void fuse_op_opendir(void *req, uint64_t ino, void *fi)',
+  readdir: 'void fuse_op_readdir(void *req, uint64_t ino, size_t size, int64_t off, void *fi)',
+  releasedir: 'void fuse_op_releasedir(void *req, uint64_t ino, void *fi)',
+  fsyncdir: 'void fuse_op_fsyncdir(void *req, uint64_t ino, int datasync, void *fi)',
+  statfs: 'void fuse_op_statfs(void *req, uint64_t ino)',
+  create: 'void fuse_op_create(void *req, uint64_t parent, const char *name, uint32_t mode, void *fi)',
+};
+
+export class FuseUnavailableError extends Error {}
+
+const FuseArgs = koffi.struct('s3vault_fuse_args', { argc: 'int', argv: 'char **', allocated: 'int' });
+
+function bind(lib: LibraryHandle) {
+  return {
+    sessionNew: lib.func('void *fuse_session_new(s3vault_fuse_args *args, const void *ops, size_t op_size, void *userdata)'),
+    sessionMount: lib.func('int fuse_session_mount(void *se, const char *mountpoint)'),
+    sessionUnmount: lib.func('void fuse_session_unmount(void *se)'),
+    sessionDestroy: lib.func('void fuse_session_destroy(void *se)'),
+    sessionExit: lib.func('void fuse_session_exit(void *se)'),
+    loopMt: lib.func('int fuse_session_loop_mt_312(void *se, void *config)'),
+    loopCfgCreate: lib.func('void *fuse_loop_cfg_create()'),
+    loopCfgSetMaxThreads: lib.func('void fuse_loop_cfg_set_max_threads(void *config, unsigned int value)'),
+    loopCfgSetIdleThreads: lib.func('void fuse_loop_cfg_set_idle_threads(void *config, unsigned int value)'),
+    replyErr: lib.func('int fuse_reply_err(void *req, int err)'),
+    replyNone: lib.func('void fuse_reply_none(void *req)'),
+    replyEntry: lib.func('int fuse_reply_entry(void *req, const void *e)'),
+    replyCreate: lib.func('int fuse_reply_create(void *req, const void *e, const void *fi)'),
+    replyAttr: lib.func('int fuse_reply_attr(void *req, const void *attr, double timeout)'),
+    replyOpen: lib.func('int fuse_reply_open(void *req, const void *fi)'),
+    replyWrite: lib.func('int fuse_reply_write(void *req, size_t count)'),
+    replyBuf: lib.func('int fuse_reply_buf(void *req, const void *buf, size_t size)'),
+    replyStatfs: lib.func('int fuse_reply_statfs(void *req, const void *stbuf)'),
+    addDirentry: lib.func('size_t fuse_add_direntry(void *req, void *buf, size_t bufsize, const char *name, const void *stbuf, int64_t off)'),
+    reqCtx: lib.func('void *fuse_req_ctx(void *req)'),
+  };
+}
+
+export type FuseLib = ReturnType<typeof bind> & { makeArgs(argv: string[]): unknown };
+
+let loaded: FuseLib | undefined;
+
+/** Load libfuse3 once; a missing library or /dev/fuse is one clear FuseUnavailableError. */
+export function loadFuse(): FuseLib {
+  if (loaded) return loaded;
+  if (!existsSync('/dev/fuse')) throw new FuseUnavailableError('FUSE is not available: /dev/fuse is missing (load the fuse module, or give the container --device /dev/fuse)');
+  let lib: LibraryHandle;
+  try {
+    lib = koffi.load('libfuse3.so.3');
+  } catch (err) {
+    throw new FuseUnavailableError(`FUSE is not available: cannot load libfuse3.so.3 (install the Debian packages fuse3 and libfuse3-3): ${(err as Error).message}`);
+  }
+  loaded = { ...bind(lib), makeArgs: (argv: string[]) => ({ argc: argv.length, argv, allocated: 0 }) };
+  void FuseArgs;
+  return loaded;
+}
+
+/** Register a JS function as a C callback of the given prototype; keep the result referenced while mounted. */
+export function registerCallback(proto: string, fn: (...args: never[]) => void): { ptr: Ptr; release(): void } {
+  const type = koffi.proto(proto);
+  const cb = koffi.register(fn as (...args: unknown[]) => unknown, koffi.pointer(type));
+  return { ptr: cb, release: () => koffi.unregister(cb) };
+}
+
+export function copyIn(ptr: Ptr, size: number): Buffer {
+  const out = Buffer.allocUnsafe(size);
+  if (size > 0) out.set(new Uint8Array(koffi.view(ptr, size)));
+  return out;
+}
+
+export function readI32(ptr: Ptr, offset: number): number {
+  return koffi.decode(ptr, offset, 'int32_t') as number;
+}
+
+export function readU32(ptr: Ptr, offset: number): number {
+  return koffi.decode(ptr, offset, 'uint32_t') as number;
+}
+
+export function readI64(ptr: Ptr, offset: number): number {
+  return Number(koffi.decode(ptr, offset, 'int64_t'));
+}
+
+export function writeU32(ptr: Ptr, offset: number, value: number): void {
+  koffi.encode(ptr, offset, 'uint32_t', value);
+}

@@ -1,0 +1,342 @@
+/**
+ * The FUSE adapter: a dispatch table from libfuse low-level operations to CBFS events (src/fs/cbfs).
+ * libfuse's multi-threaded loop runs on a libuv worker thread (koffi async call); each operation callback is
+ * relayed by koffi to the Node main thread, where it only decodes its arguments, starts the event and
+ * returns. The reply (fuse_reply_*) is sent when the event settles — so a read waiting on S3 never blocks
+ * other requests. Every request is answered exactly once (`answer`).
+ * Never touch the mountpoint from this process: the main thread would wait on the kernel, which waits on it.
+ */
+import { spawn } from 'node:child_process';
+import type { Logger } from '../../log.js';
+import type { AttributeChange, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
+import { E, FsError, toFsError } from '../errors.js';
+import { joinPath } from '../mirror/keys.js';
+import { InodeTable, ROOT_INO } from './inodes.js';
+import { copyIn, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
+import { entryBuffer, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF } from './structs.js';
+
+export interface FuseOptions {
+  mountpoint: string;
+  fsname: string;
+  readOnly?: boolean;
+  allowOther?: boolean;
+  /** Seconds the kernel may cache attributes and names. */
+  attrTimeout?: number;
+  negativeTimeout?: number;
+  maxThreads?: number;
+  log: Logger;
+}
+
+const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
+
+interface DirHandle {
+  path: string;
+  entries: { name: string; ino: number; mode: number }[];
+}
+
+export class FuseSession {
+  private readonly lib: FuseLib;
+  private readonly inodes = new InodeTable();
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextDir = 1;
+  private readonly callbacks: { release(): void }[] = [];
+  private se: Ptr | null = null;
+  private loopDone: Promise<number> | null = null;
+  private readonly attrTimeout: number;
+  private readonly negativeTimeout: number;
+  private unmounting = false;
+  /** libfuse keeps a pointer into the ops table: it must outlive the session. */
+  private opsBuffer: Buffer | null = null;
+
+  constructor(
+    private readonly fs: CbfsHandlers,
+    private readonly options: FuseOptions,
+  ) {
+    this.lib = loadFuse();
+    this.attrTimeout = options.attrTimeout ?? 1;
+    this.negativeTimeout = options.negativeTimeout ?? 0;
+  }
+
+  private get log(): Logger {
+    return this.options.log;
+  }
+
+  /** Create the session and mount it. Throws FsError-free plain Errors with a clear message. */
+  mount(): void {
+    const ops = Buffer.alloc(OPS_SIZE);
+    const impl = this.operations();
+    OP_NAMES.forEach((name, i) => {
+      const proto = OP_PROTOS[name];
+      const fn = impl[name];
+      if (!proto || !fn) return;
+      const cb = registerCallback(proto, fn as (...args: never[]) => void);
+      this.callbacks.push(cb);
+      ops.writeBigUInt64LE(cb.ptr, i * 8);
+    });
+    const opts = [`fsname=${this.options.fsname}`, 'subtype=s3vault', 'default_permissions'];
+    if (this.options.readOnly) opts.push('ro');
+    if (this.options.allowOther) opts.push('allow_other');
+    const se = this.lib.sessionNew(this.lib.makeArgs(['s3vault', '-o', opts.join(',')]), ops, OPS_SIZE, null) as Ptr | null;
+    if (!se) throw new Error('fuse_session_new failed (bad mount options?)');
+    this.opsBuffer = ops;
+    if (this.lib.sessionMount(se, this.options.mountpoint) !== 0) {
+      this.lib.sessionDestroy(se);
+      throw new Error(`cannot mount FUSE at ${this.options.mountpoint} (see the message above; is it already mounted?)`);
+    }
+    this.se = se;
+  }
+
+  /** Run the request loop on a worker thread; resolves when the filesystem is unmounted. */
+  run(): Promise<number> {
+    if (!this.se) throw new Error('not mounted');
+    const cfg = this.lib.loopCfgCreate();
+    this.lib.loopCfgSetMaxThreads(cfg, this.options.maxThreads ?? 16);
+    this.loopDone = new Promise((resolve, reject) => {
+      this.lib.loopMt.async(this.se, cfg, (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
+    });
+    return this.loopDone;
+  }
+
+  /** Unmount (from a signal or the CLI): the loop returns, then `close()` frees the session. */
+  async unmount(): Promise<void> {
+    if (this.unmounting || !this.se) return;
+    this.unmounting = true;
+    const mp = this.options.mountpoint;
+    if ((await run('fusermount3', ['-u', mp])) !== 0) {
+      this.log.warn({ mountpoint: mp }, 'mount busy: detaching it lazily (it disappears once the last file is closed)');
+      await run('fusermount3', ['-u', '-z', mp]);
+    }
+  }
+
+  /** After the loop has returned: destroy the session and release the callbacks. */
+  close(): void {
+    if (!this.se) return;
+    this.lib.sessionDestroy(this.se);
+    this.se = null;
+    for (const cb of this.callbacks) cb.release();
+    this.callbacks.length = 0;
+    this.opsBuffer = null;
+  }
+
+  // ---- reply helpers ----
+
+  /** Run an event and answer the request exactly once: the reply on success, an errno on failure. */
+  private answer(req: Ptr, op: string, path: string, work: () => Promise<void>): void {
+    work().catch((err: unknown) => {
+      const fe = toFsError(err, op, path);
+      if (fe.errno === E.EIO || fe.errno === E.EACCES || fe.errno === E.ESTALE) this.log.error({ op, path, errno: fe.errno, err: fe.message }, 'request failed');
+      else this.log.debug({ op, path, errno: fe.errno }, 'request failed');
+      this.lib.replyErr(req, fe.errno);
+    });
+  }
+
+  private pathOf(ino: number | bigint, op: string): string {
+    const p = this.inodes.path(Number(ino));
+    if (p === undefined || p.includes('\0')) throw new FsError(E.ESTALE, op, `inode ${ino}`);
+    return p;
+  }
+
+  private caller(req: Ptr): { uid: number; gid: number; pid: number } {
+    const ctx = this.lib.reqCtx(req) as Ptr;
+    return { uid: readU32(ctx, 0), gid: readU32(ctx, 4), pid: readU32(ctx, 8) };
+  }
+
+  private replyEntry(req: Ptr, path: string, info: FileInfo): void {
+    const ino = this.inodes.lookup(path);
+    this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
+  }
+
+  private fh(fi: Ptr): number {
+    return Number(readI64(fi, FILE_INFO.fh));
+  }
+
+  // ---- the dispatch table ----
+
+  private operations(): Partial<Record<OpName, (...args: never[]) => void>> {
+    const lib = this.lib;
+    const fs = this.fs;
+    return {
+      init: (_userdata: Ptr, conn: Ptr) => {
+        // Ask for large requests: 1 MiB writes (max_write @8) and read-ahead (max_readahead @16).
+        writeU32(conn, 8, 1024 * 1024);
+        writeU32(conn, 16, 1024 * 1024);
+        void fs.mount().catch((err) => this.log.error({ err: (err as Error).message }, 'mount event failed'));
+      },
+      destroy: () => {},
+      lookup: (req: Ptr, parent: number, name: string) =>
+        this.answer(req, 'lookup', name, async () => {
+          const path = joinPath(this.pathOf(parent, 'lookup'), name);
+          const info = await fs.getFileInfo(path);
+          if (!info) {
+            if (this.negativeTimeout > 0) lib.replyEntry(req, negativeEntryBuffer(this.negativeTimeout));
+            else lib.replyErr(req, E.ENOENT);
+            return;
+          }
+          this.replyEntry(req, path, info);
+        }),
+      forget: (req: Ptr, ino: number, nlookup: number) => {
+        this.inodes.forget(Number(ino), Number(nlookup));
+        lib.replyNone(req);
+      },
+      getattr: (req: Ptr, ino: number) =>
+        this.answer(req, 'getattr', `inode ${ino}`, async () => {
+          const path = this.pathOf(ino, 'getattr');
+          const info = await fs.getFileInfo(path);
+          if (!info) throw new FsError(E.ENOENT, 'getattr', path);
+          lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
+        }),
+      setattr: (req: Ptr, ino: number, attr: Ptr, toSet: number, fi: Ptr | null) => {
+        const change: AttributeChange = {};
+        if (toSet & SET.MODE) change.mode = readU32(attr, STAT.mode) & 0o7777;
+        if (toSet & SET.UID) change.uid = readU32(attr, STAT.uid);
+        if (toSet & SET.GID) change.gid = readU32(attr, STAT.gid);
+        if (toSet & SET.SIZE) change.size = readI64(attr, STAT.size);
+        if (toSet & SET.MTIME_NOW) change.mtimeMs = Date.now();
+        else if (toSet & SET.MTIME) change.mtimeMs = readI64(attr, STAT.mtim) * 1000 + Math.floor(readI64(attr, STAT.mtim + 8) / 1e6);
+        const handle = fi ? this.fh(fi) : undefined;
+        this.answer(req, 'setattr', `inode ${ino}`, async () => {
+          const path = this.pathOf(ino, 'setattr');
+          const info = Object.keys(change).length ? await fs.setFileAttributes(path, change, handle) : await fs.getFileInfo(path);
+          if (!info) throw new FsError(E.ENOENT, 'setattr', path);
+          lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
+        });
+      },
+      mkdir: (req: Ptr, parent: number, name: string, mode: number) => {
+        const caller = this.caller(req);
+        this.answer(req, 'mkdir', name, async () => {
+          const path = joinPath(this.pathOf(parent, 'mkdir'), name);
+          this.replyEntry(req, path, await fs.createDirectory(path, mode, caller));
+        });
+      },
+      unlink: (req: Ptr, parent: number, name: string) =>
+        this.answer(req, 'unlink', name, async () => {
+          const path = joinPath(this.pathOf(parent, 'unlink'), name);
+          await fs.deleteFile(path);
+          this.inodes.remove(path);
+          lib.replyErr(req, 0);
+        }),
+      rmdir: (req: Ptr, parent: number, name: string) =>
+        this.answer(req, 'rmdir', name, async () => {
+          const path = joinPath(this.pathOf(parent, 'rmdir'), name);
+          await fs.deleteDirectory(path);
+          this.inodes.remove(path);
+          lib.replyErr(req, 0);
+        }),
+      rename: (req: Ptr, parent: number, name: string, newParent: number, newName: string, flags: number) =>
+        this.answer(req, 'rename', name, async () => {
+          const from = joinPath(this.pathOf(parent, 'rename'), name);
+          const to = joinPath(this.pathOf(newParent, 'rename'), newName);
+          await fs.renameOrMoveFile(from, to, flags);
+          this.inodes.rename(from, to);
+          lib.replyErr(req, 0);
+        }),
+      link: (req: Ptr) => lib.replyErr(req, E.EPERM), // S3 has no hard links
+      open: (req: Ptr, ino: number, fi: Ptr) => {
+        const flags = readI32(fi, FILE_INFO.flags);
+        this.answer(req, 'open', `inode ${ino}`, async () => {
+          const handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
+          lib.replyOpen(req, fileInfoBuffer(flags, handle));
+        });
+      },
+      create: (req: Ptr, parent: number, name: string, mode: number, fi: Ptr) => {
+        const flags = readI32(fi, FILE_INFO.flags);
+        const caller = this.caller(req);
+        this.answer(req, 'create', name, async () => {
+          const path = joinPath(this.pathOf(parent, 'create'), name);
+          const { handle, info } = await fs.createFile(path, mode, flags, caller);
+          const ino = this.inodes.lookup(path);
+          lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle));
+        });
+      },
+      read: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'read', `inode ${ino}`, async () => {
+          const data = await fs.readFile(handle, Number(off), Number(size));
+          lib.replyBuf(req, data, data.length);
+        });
+      },
+      write: (req: Ptr, ino: number, buf: Ptr, size: number, off: number, fi: Ptr) => {
+        // The buffer belongs to libfuse and is reused once this callback returns: copy it now.
+        const data = copyIn(buf, Number(size));
+        const handle = this.fh(fi);
+        this.answer(req, 'write', `inode ${ino}`, async () => {
+          lib.replyWrite(req, await fs.writeFile(handle, Number(off), data));
+        });
+      },
+      flush: (req: Ptr, ino: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'flush', `inode ${ino}`, async () => {
+          await fs.cleanupFile(handle);
+          lib.replyErr(req, 0);
+        });
+      },
+      release: (req: Ptr, ino: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'release', `inode ${ino}`, async () => {
+          await fs.closeFile(handle);
+          lib.replyErr(req, 0);
+        });
+      },
+      fsync: (req: Ptr, ino: number, datasync: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'fsync', `inode ${ino}`, async () => {
+          await fs.flushFile(handle, datasync !== 0);
+          lib.replyErr(req, 0);
+        });
+      },
+      opendir: (req: Ptr, ino: number, fi: Ptr) => {
+        const flags = readI32(fi, FILE_INFO.flags);
+        this.answer(req, 'opendir', `inode ${ino}`, async () => {
+          const path = this.pathOf(ino, 'opendir');
+          const listed: DirEntry[] = await fs.enumerateDirectory(path);
+          const parent = path === '/' ? ROOT_INO : this.inodes.peek(path.slice(0, path.lastIndexOf('/')) || '/');
+          const entries = [
+            { name: '.', ino: Number(ino), mode: 0o040000 },
+            { name: '..', ino: parent, mode: 0o040000 },
+            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: e.info.kind === 'dir' ? 0o040000 : 0o100000 })),
+          ];
+          const dh = this.nextDir++;
+          this.dirs.set(dh, { path, entries });
+          lib.replyOpen(req, fileInfoBuffer(flags, dh));
+        });
+      },
+      readdir: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
+        const dir = this.dirs.get(this.fh(fi));
+        if (!dir) {
+          lib.replyErr(req, E.EBADF);
+          return;
+        }
+        const buf = Buffer.alloc(Number(size));
+        const stat = Buffer.alloc(SIZEOF.stat);
+        let used = 0;
+        for (let i = Number(off); i < dir.entries.length; i++) {
+          const e = dir.entries[i]!;
+          stat.writeBigUInt64LE(BigInt(e.ino), STAT.ino);
+          stat.writeUInt32LE(e.mode, STAT.mode);
+          const need = Number(lib.addDirentry(req, buf.subarray(used), buf.length - used, e.name, stat, i + 1));
+          if (need > buf.length - used) break;
+          used += need;
+        }
+        lib.replyBuf(req, buf, used);
+      },
+      releasedir: (req: Ptr, _ino: number, fi: Ptr) => {
+        this.dirs.delete(this.fh(fi));
+        lib.replyErr(req, 0);
+      },
+      fsyncdir: (req: Ptr) => lib.replyErr(req, 0),
+      statfs: (req: Ptr) => {
+        const { total, free } = fs.getVolumeSize();
+        lib.replyStatfs(req, statvfsBuffer(total, free));
+      },
+    };
+  }
+}
+
+function run(cmd: string, args: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: 'ignore' });
+    child.on('error', () => resolve(127));
+    child.on('exit', (code) => resolve(code ?? 1));
+  });
+}
+

@@ -1,0 +1,89 @@
+/**
+ * Encoders for the C structs replies carry (x86-64 glibc, libfuse 3.14; offsets from spec/fuse-binding.md and
+ * checked against the headers in test/integration/fuse-layout.test.ts). Plain Buffers, no koffi structs:
+ * they are built on every getattr/lookup, so they must be cheap.
+ */
+import type { FileInfo } from '../cbfs/events.js';
+
+export const SIZEOF = { stat: 144, entry: 176, fileInfo: 40, statvfs: 112 } as const;
+export const STAT = { ino: 8, nlink: 16, mode: 24, uid: 28, gid: 32, size: 48, blksize: 56, blocks: 64, atim: 72, mtim: 88, ctim: 104 } as const;
+export const ENTRY = { ino: 0, generation: 8, attr: 16, attrTimeout: 160, entryTimeout: 168 } as const;
+export const FILE_INFO = { flags: 0, bits: 4, fh: 16 } as const;
+export const FI_BITS = { directIo: 1 << 1, keepCache: 1 << 2 } as const;
+
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+
+/** The I/O size programs such as cp use for this filesystem. */
+const BLKSIZE = 1024 * 1024;
+
+export function typeBits(info: Pick<FileInfo, 'kind'>): number {
+  return info.kind === 'dir' ? S_IFDIR : S_IFREG;
+}
+
+function writeTime(buf: Buffer, offset: number, ms: number): void {
+  const sec = Math.floor(ms / 1000);
+  buf.writeBigInt64LE(BigInt(sec), offset);
+  buf.writeBigInt64LE(BigInt(Math.round((ms - sec * 1000) * 1e6)), offset + 8);
+}
+
+export function encodeStat(buf: Buffer, base: number, ino: number, info: FileInfo): void {
+  buf.fill(0, base, base + SIZEOF.stat);
+  buf.writeBigUInt64LE(BigInt(ino), base + STAT.ino);
+  buf.writeBigUInt64LE(info.kind === 'dir' ? 2n : 1n, base + STAT.nlink);
+  buf.writeUInt32LE(typeBits(info) | (info.mode & 0o7777), base + STAT.mode);
+  buf.writeUInt32LE(info.uid, base + STAT.uid);
+  buf.writeUInt32LE(info.gid, base + STAT.gid);
+  buf.writeBigInt64LE(BigInt(info.size), base + STAT.size);
+  buf.writeBigInt64LE(BigInt(BLKSIZE), base + STAT.blksize);
+  buf.writeBigInt64LE(BigInt(Math.ceil(info.size / 512)), base + STAT.blocks);
+  writeTime(buf, base + STAT.atim, info.mtimeMs);
+  writeTime(buf, base + STAT.mtim, info.mtimeMs);
+  writeTime(buf, base + STAT.ctim, info.mtimeMs);
+}
+
+export function statBuffer(ino: number, info: FileInfo): Buffer {
+  const buf = Buffer.alloc(SIZEOF.stat);
+  encodeStat(buf, 0, ino, info);
+  return buf;
+}
+
+export function entryBuffer(ino: number, info: FileInfo, timeout: number): Buffer {
+  const buf = Buffer.alloc(SIZEOF.entry);
+  buf.writeBigUInt64LE(BigInt(ino), ENTRY.ino);
+  encodeStat(buf, ENTRY.attr, ino, info);
+  buf.writeDoubleLE(timeout, ENTRY.attrTimeout);
+  buf.writeDoubleLE(timeout, ENTRY.entryTimeout);
+  return buf;
+}
+
+/** A negative entry (ino 0): the kernel caches "does not exist" for `timeout` seconds. */
+export function negativeEntryBuffer(timeout: number): Buffer {
+  const buf = Buffer.alloc(SIZEOF.entry);
+  buf.writeDoubleLE(timeout, ENTRY.entryTimeout);
+  return buf;
+}
+
+export function fileInfoBuffer(flags: number, fh: number, bits = 0): Buffer {
+  const buf = Buffer.alloc(SIZEOF.fileInfo);
+  buf.writeInt32LE(flags, FILE_INFO.flags);
+  buf.writeUInt32LE(bits, FILE_INFO.bits);
+  buf.writeBigUInt64LE(BigInt(fh), FILE_INFO.fh);
+  return buf;
+}
+
+export function statvfsBuffer(total: number, free: number, blockSize = 4096): Buffer {
+  const buf = Buffer.alloc(SIZEOF.statvfs);
+  const blocks = BigInt(Math.floor(total / blockSize));
+  const freeBlocks = BigInt(Math.floor(free / blockSize));
+  buf.writeBigUInt64LE(BigInt(blockSize), 0); // f_bsize
+  buf.writeBigUInt64LE(BigInt(blockSize), 8); // f_frsize
+  buf.writeBigUInt64LE(blocks, 16);
+  buf.writeBigUInt64LE(freeBlocks, 24);
+  buf.writeBigUInt64LE(freeBlocks, 32);
+  buf.writeBigUInt64LE(1_000_000_000n, 40); // f_files
+  buf.writeBigUInt64LE(1_000_000_000n, 48);
+  buf.writeBigUInt64LE(1_000_000_000n, 56);
+  buf.writeBigUInt64LE(255n, 80); // f_namemax
+  return buf;
+}

@@ -1,0 +1,447 @@
+/**
+ * The S3 mirror: CBFS event handlers implemented on the vault. Files are objects, directories are common
+ * prefixes or `dir/` marker objects. File data goes through the vault; a changed file is uploaded when it
+ * is closed (CleanupFile) — one upload path (CachedFile.upload) that a later write-back queue can defer.
+ * Rename is server-side copy + delete. See docs/SEMANTICS.md for each operation.
+ */
+import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
+import type { Vault } from '../../cache/vault.js';
+import type { ObjectInfo } from '../../storage/driver.js';
+import type { Logger } from '../../log.js';
+import type { AttributeChange, Caller, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
+import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
+import { E, FsError, toFsError } from '../errors.js';
+import { checkPath, dirPrefix, joinPath, markerKey, pathToKey } from './keys.js';
+import { decodeMeta, DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
+import { MetadataCache } from './metadata-cache.js';
+
+export interface MirrorOptions {
+  vault: Vault;
+  log: Logger;
+  owner: Owner;
+  metadataTtlMs?: number;
+  metadataCacheSize?: number;
+  capacityBytes?: number;
+  readOnly?: boolean;
+}
+
+interface Handle {
+  file: CachedFile;
+  path: string;
+}
+
+export class S3Mirror implements CbfsHandlers {
+  private readonly vault: Vault;
+  private readonly log: Logger;
+  private readonly owner: Owner;
+  private readonly cache: MetadataCache;
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+  private readonly mountedAt = Date.now();
+
+  constructor(private readonly options: MirrorOptions) {
+    this.vault = options.vault;
+    this.log = options.log;
+    this.owner = options.owner;
+    this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048);
+  }
+
+  private get storage() {
+    return this.vault.storage;
+  }
+
+  private async run<T>(op: string, path: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toFsError(err, op, path);
+    }
+  }
+
+  private writable(op: string, path: string): void {
+    if (this.options.readOnly) throw new FsError(E.EROFS, op, path);
+  }
+
+  private handle(h: number, op: string): Handle {
+    const found = this.handles.get(h);
+    if (!found) throw new FsError(E.EBADF, op, `handle ${h}`);
+    return found;
+  }
+
+  private addHandle(file: CachedFile, path: string): number {
+    const h = this.nextHandle++;
+    this.handles.set(h, { file, path });
+    return h;
+  }
+
+  private fileInfoOf(file: CachedFile): FileInfo {
+    const r = file.rec;
+    return { kind: 'file', size: r.size, mode: r.mode, uid: r.uid, gid: r.gid, mtimeMs: r.mtimeMs };
+  }
+
+  private rootInfo(): FileInfo {
+    return { kind: 'dir', size: 0, mode: 0o755, uid: this.owner.uid, gid: this.owner.gid, mtimeMs: this.mountedAt };
+  }
+
+  // ---- lifecycle ----
+
+  async mount(): Promise<void> {
+    // Orphans: files changed and closed in an earlier run but never uploaded (R45). Upload them now.
+    for (const rec of this.vault.orphans) {
+      try {
+        const file = await this.vault.openFile(rec.key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+        try {
+          await file.upload();
+          this.log.info({ key: rec.key, size: rec.size }, 'orphan file from an earlier run uploaded');
+        } finally {
+          await this.vault.closeFile(file);
+        }
+      } catch (err) {
+        this.log.error({ key: rec.key, err: (err as Error).message }, 'orphan file could not be uploaded; it stays in the vault');
+      }
+    }
+  }
+
+  async unmount(): Promise<void> {
+    for (const file of this.vault.dirtyOpenFiles()) {
+      await file.upload().catch((err) => this.log.error({ key: file.key, err: (err as Error).message }, 'upload at unmount failed; the file stays in the vault'));
+    }
+  }
+
+  // ---- lookups ----
+
+  async getFileInfo(path: string): Promise<FileInfo | null> {
+    if (path === '/') return this.rootInfo();
+    checkPath(path, 'getattr');
+    const key = pathToKey(path);
+    const rec = this.vault.record(key);
+    // Local state wins while the file is open or has changes that storage does not have yet.
+    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) {
+      return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+    }
+    const cached = this.cache.get(key);
+    if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
+    return this.run('getattr', path, () => this.lookupRemote(key));
+  }
+
+  private async lookupRemote(key: string): Promise<FileInfo | null> {
+    const [head, children] = await Promise.all([this.storage.head(key), this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 })]);
+    if (head) {
+      // A key ending in "/" is a directory marker, never a file.
+      const info = decodeMeta('file', head.size, head.lastModified, head.meta, this.owner);
+      this.cache.set(key, { info, etag: head.etag, complete: true });
+      return info;
+    }
+    if (children.objects.length || children.prefixes.length) {
+      const hasMarker = children.objects.some((o) => o.key === `${key}/`);
+      const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
+      const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
+      this.cache.set(key, { info, complete: true });
+      return info;
+    }
+    this.cache.set(key, { info: null, complete: true });
+    return null;
+  }
+
+  async enumerateDirectory(path: string): Promise<DirEntry[]> {
+    return this.run('readdir', path, async () => {
+      const prefix = dirPrefix(path);
+      const listing = await this.storage.list(prefix, { delimiter: '/' });
+      const entries = new Map<string, DirEntry>();
+      for (const p of listing.prefixes) {
+        const name = p.slice(prefix.length, -1);
+        if (!name) continue;
+        const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
+        entries.set(name, { name, info });
+        if (!this.cache.get(p.slice(0, -1))) this.cache.set(p.slice(0, -1), { info, complete: false });
+      }
+      for (const o of listing.objects) {
+        const name = o.key.slice(prefix.length);
+        if (!name) continue; // the directory's own marker
+        const info = this.listedFileInfo(o);
+        // A file and a directory of the same name: the file is shown (rule in docs/SEMANTICS.md).
+        entries.set(name, { name, info });
+      }
+      for (const rec of this.vault.recordsUnder(prefix)) {
+        const name = rec.key.slice(prefix.length);
+        if (!name || name.includes('/')) continue;
+        if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
+          entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
+        }
+      }
+      return [...entries.values()];
+    });
+  }
+
+  private listedFileInfo(o: ObjectInfo): FileInfo {
+    const cached = this.cache.get(o.key);
+    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
+    const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
+    this.cache.set(o.key, { info, etag: o.etag, complete: false });
+    return info;
+  }
+
+  /** The remote version of a file as last seen, for opening it in the vault. */
+  private async remoteVersion(path: string, key: string): Promise<{ info: FileInfo; etag: string } | null> {
+    let cached = this.cache.get(key);
+    if (!cached?.complete) {
+      await this.lookupRemote(key);
+      cached = this.cache.get(key);
+    }
+    if (!cached?.info) return null;
+    if (cached.info.kind === 'dir') throw new FsError(E.EISDIR, 'open', path);
+    return { info: cached.info, etag: cached.etag! };
+  }
+
+  // ---- files ----
+
+  async openFile(path: string, flags: number): Promise<number> {
+    const writing = (flags & 3) !== 0 || (flags & 0o1000) !== 0; // O_WRONLY|O_RDWR, O_TRUNC
+    if (writing) this.writable('open', path);
+    return this.run('open', path, async () => {
+      const key = pathToKey(path);
+      let file: CachedFile;
+      const rec = this.vault.record(key);
+      if (this.vault.isOpen(key) || (rec && (rec.dirty || rec.remoteEtag === null))) {
+        file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec!);
+      } else {
+        const remote = await this.remoteVersion(path, key);
+        if (!remote) throw new FsError(E.ENOENT, 'open', path);
+        file = await this.vault.openFile(key, { etag: remote.etag, size: remote.info.size }, remote.info);
+      }
+      if (flags & 0o1000) await file.setSize(0);
+      return this.addHandle(file, path);
+    });
+  }
+
+  async createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }> {
+    this.writable('create', path);
+    checkPath(path, 'create');
+    return this.run('create', path, async () => {
+      const key = pathToKey(path);
+      const attrs: FileAttrs = { mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
+      const existing = await this.getFileInfo(path);
+      if (existing && flags & 0o200) throw new FsError(E.EEXIST, 'create', path); // O_EXCL
+      if (existing?.kind === 'dir') throw new FsError(E.EISDIR, 'create', path);
+      const file = existing ? await this.vault.openFile(key, await this.remoteBase(path, key), attrs) : await this.vault.openFile(key, null, attrs);
+      if (existing) await file.setSize(0);
+      this.cache.delete(key);
+      return { handle: this.addHandle(file, path), info: this.fileInfoOf(file) };
+    });
+  }
+
+  private async remoteBase(path: string, key: string): Promise<{ etag: string; size: number } | null> {
+    const rec = this.vault.record(key);
+    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) return rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null;
+    const remote = await this.remoteVersion(path, key);
+    return remote && { etag: remote.etag, size: remote.info.size };
+  }
+
+  async readFile(handle: number, offset: number, length: number): Promise<Buffer> {
+    const h = this.handle(handle, 'read');
+    return this.run('read', h.path, () => h.file.read(offset, length));
+  }
+
+  async writeFile(handle: number, offset: number, data: Buffer): Promise<number> {
+    const h = this.handle(handle, 'write');
+    this.writable('write', h.path);
+    if (offset + data.length > 5 * 1024 ** 4) throw new FsError(E.EFBIG, 'write', h.path, 'S3 objects are limited to 5 TiB');
+    return this.run('write', h.path, () => h.file.write(offset, data));
+  }
+
+  async cleanupFile(handle: number): Promise<void> {
+    const h = this.handle(handle, 'flush');
+    await this.run('flush', h.path, () => this.upload(h.file));
+  }
+
+  private async upload(file: CachedFile): Promise<void> {
+    if (await file.upload()) {
+      this.cache.set(file.key, { info: this.fileInfoOf(file), etag: file.rec.remoteEtag!, complete: true });
+      this.log.debug({ key: file.key, size: file.size }, 'uploaded');
+    }
+  }
+
+  async closeFile(handle: number): Promise<void> {
+    const h = this.handle(handle, 'release');
+    this.handles.delete(handle);
+    await this.run('release', h.path, () => this.vault.closeFile(h.file));
+  }
+
+  async flushFile(handle: number): Promise<void> {
+    const h = this.handle(handle, 'fsync');
+    await this.run('fsync', h.path, () => h.file.commit());
+  }
+
+  async setFileAttributes(path: string, change: AttributeChange, handle?: number): Promise<FileInfo> {
+    this.writable('setattr', path);
+    return this.run('setattr', path, async () => {
+      const info = await this.getFileInfo(path);
+      if (!info) throw new FsError(E.ENOENT, 'setattr', path);
+      const key = pathToKey(path);
+      if (info.kind === 'dir') return this.setDirAttributes(path, info, change);
+      const attrs: Partial<FileAttrs> = {};
+      if (change.mode !== undefined) attrs.mode = change.mode & 0o7777;
+      if (change.uid !== undefined) attrs.uid = change.uid;
+      if (change.gid !== undefined) attrs.gid = change.gid;
+      if (change.mtimeMs !== undefined) attrs.mtimeMs = change.mtimeMs;
+      const open = handle !== undefined ? this.handles.get(handle)?.file : undefined;
+      const file = open ?? (this.vault.isOpen(key) || change.size !== undefined || this.vault.record(key)?.dirty ? await this.openForChange(path, key) : undefined);
+      if (file) {
+        try {
+          if (change.size !== undefined) await file.setSize(change.size);
+          if (Object.keys(attrs).length) file.setAttrs(attrs);
+          // A file nobody has open gets no close to upload it: upload now.
+          if (!open && file.openCount === 1) await this.upload(file);
+          return this.fileInfoOf(file);
+        } finally {
+          if (!open) await this.vault.closeFile(file);
+        }
+      }
+      // Metadata only, data unchanged in storage: copy the object onto itself with new metadata.
+      const next: FileInfo = { ...info, ...attrs };
+      const { etag } = await this.storage.copy(key, key, encodeMeta('file', next));
+      this.vault.rebase(key, etag, attrs);
+      this.cache.set(key, { info: next, etag, complete: true });
+      return next;
+    });
+  }
+
+  private async openForChange(path: string, key: string): Promise<CachedFile> {
+    const rec = this.vault.record(key);
+    const base = await this.remoteBase(path, key);
+    return this.vault.openFile(key, base, rec ?? (await this.getFileInfo(path))!);
+  }
+
+  private async setDirAttributes(path: string, info: FileInfo, change: AttributeChange): Promise<FileInfo> {
+    const next: FileInfo = { ...info };
+    if (change.mode !== undefined) next.mode = change.mode & 0o7777;
+    if (change.uid !== undefined) next.uid = change.uid;
+    if (change.gid !== undefined) next.gid = change.gid;
+    if (change.mtimeMs !== undefined) next.mtimeMs = change.mtimeMs;
+    if (path === '/') return next; // the root has no marker object to hold attributes
+    await this.putMarker(path, next);
+    return next;
+  }
+
+  private async putMarker(path: string, info: FileInfo): Promise<void> {
+    await this.storage.write(markerKey(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+    this.cache.set(pathToKey(path), { info, complete: true });
+  }
+
+  // ---- namespace changes ----
+
+  async createDirectory(path: string, mode: number, caller: Caller): Promise<FileInfo> {
+    this.writable('mkdir', path);
+    checkPath(path, 'mkdir');
+    return this.run('mkdir', path, async () => {
+      if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
+      const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
+      await this.putMarker(path, info);
+      return info;
+    });
+  }
+
+  async deleteFile(path: string): Promise<void> {
+    this.writable('unlink', path);
+    return this.run('unlink', path, async () => {
+      const info = await this.getFileInfo(path);
+      if (!info) throw new FsError(E.ENOENT, 'unlink', path);
+      if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
+      const key = pathToKey(path);
+      const rec = this.vault.record(key);
+      if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
+      this.vault.removeRecord(key);
+      this.cache.set(key, { info: null, complete: true });
+    });
+  }
+
+  async deleteDirectory(path: string): Promise<void> {
+    this.writable('rmdir', path);
+    return this.run('rmdir', path, async () => {
+      const prefix = dirPrefix(path);
+      if (!(await this.isDirectoryEmpty(prefix))) throw new FsError(E.ENOTEMPTY, 'rmdir', path);
+      await this.storage.delete(prefix);
+      this.cache.set(pathToKey(path), { info: null, complete: true });
+    });
+  }
+
+  /** IsDirectoryEmpty: nothing under the prefix but its own marker, in storage or in the vault. */
+  private async isDirectoryEmpty(prefix: string): Promise<boolean> {
+    const listing = await this.storage.list(prefix, { maxKeys: 2 });
+    if (listing.objects.some((o) => o.key !== prefix)) return false;
+    return !this.vault.recordsUnder(prefix).some((r) => r.remoteEtag === null || this.vault.isOpen(r.key));
+  }
+
+  async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {
+    this.writable('rename', from);
+    checkPath(to, 'rename');
+    if (flags & RENAME_EXCHANGE) throw new FsError(E.EINVAL, 'rename', from, 'RENAME_EXCHANGE is not supported yet');
+    return this.run('rename', from, async () => {
+      const src = await this.getFileInfo(from);
+      if (!src) throw new FsError(E.ENOENT, 'rename', from);
+      const dst = await this.getFileInfo(to);
+      if (dst && flags & RENAME_NOREPLACE) throw new FsError(E.EEXIST, 'rename', to);
+      if (src.kind === 'file') {
+        if (dst?.kind === 'dir') throw new FsError(E.EISDIR, 'rename', to);
+        await this.renameFile(from, to, src);
+      } else {
+        if (dst?.kind === 'file') throw new FsError(E.ENOTDIR, 'rename', to);
+        if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
+        if (dirPrefix(to).startsWith(dirPrefix(from))) throw new FsError(E.EINVAL, 'rename', from, 'cannot move a directory into itself');
+        await this.renameDirectory(from, to);
+      }
+    });
+  }
+
+  private async renameFile(from: string, to: string, src: FileInfo): Promise<void> {
+    const fromKey = pathToKey(from);
+    const toKey = pathToKey(to);
+    const rec = this.vault.record(fromKey);
+    if (rec && (rec.dirty || rec.remoteEtag === null)) {
+      // Local changes go up first, under the old name, so the server-side copy carries them.
+      const file = await this.vault.openFile(fromKey, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+      try {
+        await file.upload();
+      } finally {
+        await this.vault.closeFile(file);
+      }
+    }
+    const { etag } = await this.storage.copy(fromKey, toKey);
+    await this.storage.delete(fromKey);
+    this.vault.renameFile(fromKey, toKey);
+    this.vault.rebase(toKey, etag, {});
+    this.cache.set(fromKey, { info: null, complete: true });
+    this.cache.set(toKey, { info: src, etag, complete: true });
+    for (const h of this.handles.values()) if (h.path === from) h.path = to;
+  }
+
+  private async renameDirectory(from: string, to: string): Promise<void> {
+    const fromPrefix = dirPrefix(from);
+    const toPrefix = dirPrefix(to);
+    for (const file of this.vault.dirtyOpenFiles()) if (file.key.startsWith(fromPrefix)) await file.upload();
+    const all = await this.storage.list(fromPrefix);
+    // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
+    await this.putMarker(to, (await this.getFileInfo(from))!);
+    // Copy everything first, then delete: a failure half-way leaves both trees, never neither.
+    for (const o of all.objects) {
+      if (o.key === fromPrefix) continue;
+      const target = toPrefix + o.key.slice(fromPrefix.length);
+      await this.storage.copy(o.key, target);
+      this.vault.renameFile(o.key, target);
+    }
+    await this.storage.deleteMany(all.objects.map((o) => o.key));
+    if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
+    this.cache.clear();
+    for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
+  }
+
+  getVolumeSize(): { total: number; free: number } {
+    const total = this.options.capacityBytes ?? 2 ** 50;
+    return { total, free: total };
+  }
+
+  /** For the FUSE adapter's readdir: the full path of a child. */
+  static child(dir: string, name: string): string {
+    return joinPath(dir, name);
+  }
+}

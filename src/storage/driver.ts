@@ -1,0 +1,68 @@
+/**
+ * The external-storage driver interface. A driver knows buckets and keys, nothing of the vault or of FUSE.
+ * Reads and writes report an RWRESULT; failures throw StorageError (see rwresult.ts).
+ */
+import type { RwResult } from './rwresult.js';
+
+/** User metadata as stored with the object (`x-amz-meta-*` on S3), names lower-case without the prefix. */
+export type ObjectMeta = Record<string, string>;
+
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  etag: string;
+  lastModified: Date;
+  /** Present when the call returns it (HEAD, GET); listings do not carry user metadata. */
+  meta?: ObjectMeta;
+  contentType?: string;
+}
+
+export interface Listing {
+  objects: ObjectInfo[];
+  /** Common prefixes ("sub-directories"), each ending with the delimiter. */
+  prefixes: string[];
+}
+
+export interface ReadResult {
+  data: Buffer;
+  /** SUCCESS, PARTIAL (short read) or RANGE_BEYOND_EOF (nothing at or after the offset). */
+  result: RwResult;
+}
+
+/** Supplies the bytes of an upload, a range at a time, so a large file never sits in memory whole. */
+export type ByteSource = (offset: number, length: number) => Promise<Buffer>;
+
+export interface WriteOptions {
+  meta?: ObjectMeta;
+  contentType?: string;
+  /** Replace only if the current object has this ETag (conditional write where the server supports it). */
+  ifMatch?: string;
+}
+
+export interface WriteResult {
+  etag: string;
+  result: RwResult;
+}
+
+export interface ListOptions {
+  delimiter?: string;
+  /** Stop after this many entries (objects + prefixes); default: all pages. */
+  maxKeys?: number;
+}
+
+export interface StorageDriver {
+  /** Human-readable location, e.g. `s3://bucket/prefix at http://127.0.0.1:9000`. */
+  readonly description: string;
+  /** Check that the bucket is reachable with the given credentials. Throws StorageError otherwise. */
+  probe(): Promise<void>;
+  head(key: string): Promise<ObjectInfo | null>;
+  /** Ranged read. With `etag`, a changed object fails with FILE_MODIFIED_EXTERNALLY instead of mixing versions. */
+  read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult>;
+  write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult>;
+  list(prefix: string, options?: ListOptions): Promise<Listing>;
+  /** Server-side copy; `meta` replaces the metadata, otherwise it is kept. */
+  copy(fromKey: string, toKey: string, meta?: ObjectMeta, contentType?: string): Promise<{ etag: string }>;
+  delete(key: string): Promise<void>;
+  deleteMany(keys: string[]): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,102 @@
+/** An in-memory bucket for unit tests: same contract as the S3 driver, no network. */
+import { createHash } from 'node:crypto';
+import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
+import { RWRESULT, StorageError } from './rwresult.js';
+
+interface StoredObject {
+  data: Buffer;
+  etag: string;
+  lastModified: Date;
+  meta: ObjectMeta;
+  contentType?: string;
+}
+
+export class MemoryStorage implements StorageDriver {
+  readonly description = 'memory://';
+  readonly objects = new Map<string, StoredObject>();
+  /** Counts calls per operation, so tests can check that cached data needs no request. */
+  readonly calls: Record<string, number> = {};
+
+  private count(op: string): void {
+    this.calls[op] = (this.calls[op] ?? 0) + 1;
+  }
+
+  async probe(): Promise<void> {
+    this.count('probe');
+  }
+
+  /** Test helper: put an object as another tool would. */
+  putObject(key: string, data: Buffer | string, meta: ObjectMeta = {}): string {
+    const buf = Buffer.from(data);
+    const etag = createHash('md5').update(buf).digest('hex');
+    this.objects.set(key, { data: buf, etag, lastModified: new Date(), meta });
+    return etag;
+  }
+
+  private info(key: string, o: StoredObject, withMeta: boolean): ObjectInfo {
+    return { key, size: o.data.length, etag: o.etag, lastModified: o.lastModified, ...(withMeta ? { meta: { ...o.meta }, contentType: o.contentType } : {}) };
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    this.count('head');
+    const o = this.objects.get(key);
+    return o ? this.info(key, o, true) : null;
+  }
+
+  async read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult> {
+    this.count('read');
+    const o = this.objects.get(key);
+    if (!o) throw new StorageError(RWRESULT.FILE_FAILURE, 'read', key, 'no such object');
+    if (etag !== undefined && etag !== o.etag) throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'read', key, 'object changed');
+    if (offset >= o.data.length) return { data: Buffer.alloc(0), result: RWRESULT.RANGE_BEYOND_EOF };
+    const data = Buffer.from(o.data.subarray(offset, offset + length));
+    return { data, result: data.length < length ? RWRESULT.PARTIAL : RWRESULT.SUCCESS };
+  }
+
+  async write(key: string, size: number, source: ByteSource, options: WriteOptions = {}): Promise<WriteResult> {
+    this.count('write');
+    const current = this.objects.get(key);
+    if (options.ifMatch !== undefined && current?.etag !== options.ifMatch) {
+      throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', key, 'object changed');
+    }
+    const data = size === 0 ? Buffer.alloc(0) : await source(0, size);
+    if (data.length !== size) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'source size changed');
+    const etag = this.putObject(key, data, options.meta ?? {});
+    this.objects.get(key)!.contentType = options.contentType;
+    return { etag, result: RWRESULT.SUCCESS };
+  }
+
+  async list(prefix: string, options: ListOptions = {}): Promise<Listing> {
+    this.count('list');
+    const objects: ObjectInfo[] = [];
+    const prefixes = new Set<string>();
+    for (const key of [...this.objects.keys()].sort()) {
+      if (!key.startsWith(prefix)) continue;
+      const rest = key.slice(prefix.length);
+      const cut = options.delimiter ? rest.indexOf(options.delimiter) : -1;
+      if (cut >= 0) prefixes.add(prefix + rest.slice(0, cut + 1));
+      else objects.push(this.info(key, this.objects.get(key)!, false));
+      if (options.maxKeys !== undefined && objects.length + prefixes.size >= options.maxKeys) break;
+    }
+    return { objects, prefixes: [...prefixes] };
+  }
+
+  async copy(fromKey: string, toKey: string, meta?: ObjectMeta, contentType?: string): Promise<{ etag: string }> {
+    this.count('copy');
+    const o = this.objects.get(fromKey);
+    if (!o) throw new StorageError(RWRESULT.FILE_FAILURE, 'copy', fromKey, 'no such object');
+    this.objects.set(toKey, { ...o, meta: meta ?? { ...o.meta }, contentType: contentType ?? o.contentType, lastModified: new Date() });
+    return { etag: o.etag };
+  }
+
+  async delete(key: string): Promise<void> {
+    this.count('delete');
+    this.objects.delete(key);
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (const k of keys) await this.delete(k);
+  }
+
+  async close(): Promise<void> {}
+}
