@@ -8,6 +8,6 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,
-    reporters: ['verbose'],
+    reporters: ['verbose', './test/helpers/start-reporter.ts'],
   },
 });

@@ -1,0 +1,124 @@
+/**
+ * The foundation end to end: a real s3rver on loopback, a real vault, a real FUSE mount driven with
+ * ordinary shell tools from child processes.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mount, type TestMount } from '../helpers/mount.js';
+import { startTestServer, type TestServer } from '../helpers/s3.js';
+import { sh, shResult } from '../helpers/sh.js';
+
+const BUCKET = 'mount-test';
+let s3: TestServer;
+let m: TestMount;
+
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+
+beforeAll(async () => {
+  s3 = await startTestServer();
+  await s3.createBucket(BUCKET);
+  await s3.put(BUCKET, 'from-sdk/hello.txt', 'written by the SDK\n');
+  await s3.put(BUCKET, 'from-s3fs/tool.sh', '#!/bin/sh\n', { mode: String(0o100755), uid: '1234', gid: '2345', mtime: '1600000000' });
+  m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
+});
+
+afterAll(async () => {
+  await m?.stop();
+  await s3?.stop();
+});
+
+describe('mount: ordinary tools on a mounted bucket', () => {
+  it('shows objects written by another tool, with their sizes and content', () => {
+    expect(sh(`ls ${m.mountpoint}`).split('\n')).toEqual(expect.arrayContaining(['from-sdk', 'from-s3fs']));
+    expect(sh(`cat ${m.mountpoint}/from-sdk/hello.txt`)).toBe('written by the SDK\n');
+    expect(sh(`stat -c %s ${m.mountpoint}/from-sdk/hello.txt`).trim()).toBe('19');
+  });
+
+  it('reads s3fs-style POSIX metadata (mode, uid, gid, mtime)', () => {
+    expect(sh(`stat -c '%a %u %g %Y' ${m.mountpoint}/from-s3fs/tool.sh`).trim()).toBe('755 1234 2345 1600000000');
+  });
+
+  it('copies a 50 MB file in and out with equal checksums, and the object in S3 is byte-identical', async () => {
+    const src = path.join(os.tmpdir(), `s3vault-50m-${process.pid}`);
+    const data = randomBytes(50 * 1024 * 1024);
+    writeFileSync(src, data);
+    sh(`cp ${src} ${m.mountpoint}/big.bin`, 120);
+    expect(sh(`md5sum < ${m.mountpoint}/big.bin`, 120).split(' ')[0]).toBe(md5(data));
+    sh(`cp ${m.mountpoint}/big.bin ${src}.out`, 120);
+    expect(sh(`md5sum < ${src}.out`).split(' ')[0]).toBe(md5(data));
+    expect(md5(await s3.get(BUCKET, 'big.bin'))).toBe(md5(data));
+    sh(`rm -f ${src} ${src}.out`);
+  });
+
+  it('ls -l lists sizes and types', () => {
+    sh(`printf 12345 > ${m.mountpoint}/five.txt`);
+    const out = sh(`ls -l ${m.mountpoint}`);
+    expect(out).toMatch(/^-rw-r--r-- .* 5 .* five\.txt$/m);
+    expect(out).toMatch(/^d.* from-sdk$/m);
+  });
+
+  it('mkdir -p creates directory markers; rmdir of a non-empty directory fails with ENOTEMPTY', async () => {
+    sh(`mkdir -p ${m.mountpoint}/a/b/c`);
+    expect(await s3.head(BUCKET, 'a/b/c/')).not.toBeNull();
+    sh(`echo x > ${m.mountpoint}/a/b/c/f`);
+    const r = shResult(`rmdir ${m.mountpoint}/a/b/c`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/not empty/i);
+  });
+
+  it('mv renames a file server-side and mv of a directory moves every key under it', async () => {
+    sh(`echo moved > ${m.mountpoint}/a/src.txt`);
+    sh(`mv ${m.mountpoint}/a/src.txt ${m.mountpoint}/a/dst.txt`);
+    expect(await s3.head(BUCKET, 'a/src.txt')).toBeNull();
+    expect((await s3.get(BUCKET, 'a/dst.txt')).toString()).toBe('moved\n');
+    sh(`mv ${m.mountpoint}/a ${m.mountpoint}/z`);
+    expect(sh(`cat ${m.mountpoint}/z/b/c/f`)).toBe('x\n');
+    expect((await s3.get(BUCKET, 'z/b/c/f')).toString()).toBe('x\n');
+    expect(await s3.head(BUCKET, 'a/b/c/f')).toBeNull();
+    expect(shResult(`ls ${m.mountpoint}/a`).code).not.toBe(0);
+  });
+
+  it('rm -r removes a tree and its objects', async () => {
+    sh(`rm -r ${m.mountpoint}/z`);
+    expect(shResult(`ls ${m.mountpoint}/z`).code).not.toBe(0);
+    expect(await s3.head(BUCKET, 'z/b/c/f')).toBeNull();
+    expect(await s3.head(BUCKET, 'z/')).toBeNull();
+  });
+
+  it('appends with >> to an object uploaded elsewhere, and truncates', async () => {
+    sh(`echo more >> ${m.mountpoint}/from-sdk/hello.txt`);
+    expect(sh(`cat ${m.mountpoint}/from-sdk/hello.txt`)).toBe('written by the SDK\nmore\n');
+    expect((await s3.get(BUCKET, 'from-sdk/hello.txt')).toString()).toBe('written by the SDK\nmore\n');
+    sh(`truncate -s 7 ${m.mountpoint}/from-sdk/hello.txt`);
+    expect((await s3.get(BUCKET, 'from-sdk/hello.txt')).toString()).toBe('written');
+    sh(`truncate -s 10 ${m.mountpoint}/from-sdk/hello.txt`);
+    expect(await s3.get(BUCKET, 'from-sdk/hello.txt')).toEqual(Buffer.from('written\0\0\0'));
+  });
+
+  it('chmod and touch persist as s3fs/rclone-compatible metadata', async () => {
+    sh(`chmod 640 ${m.mountpoint}/five.txt && touch -d @1700000000 ${m.mountpoint}/five.txt`);
+    const head = await s3.head(BUCKET, 'five.txt');
+    expect(Number(head!.meta.mode) & 0o7777).toBe(0o640);
+    expect(Number(head!.meta.mtime)).toBe(1700000000);
+    expect((await s3.get(BUCKET, 'five.txt')).toString()).toBe('12345');
+  });
+
+  it('refuses hard links with EPERM and overlong names with ENAMETOOLONG', () => {
+    expect(shResult(`ln ${m.mountpoint}/five.txt ${m.mountpoint}/hard`).stderr).toMatch(/not permitted/i);
+    expect(shResult(`touch ${m.mountpoint}/${'n'.repeat(256)}`).stderr).toMatch(/too long/i);
+  });
+
+  it('a remount, with the same vault and with a fresh one, shows the same tree', async () => {
+    const before = sh(`cd ${m.mountpoint} && find . | sort && md5sum big.bin five.txt`);
+    const vault = m.vault;
+    expect(await m.stop()).toBe(0);
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault });
+    expect(sh(`cd ${m.mountpoint} && find . | sort && md5sum big.bin five.txt`, 120)).toBe(before);
+    await m.stop();
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
+    expect(sh(`cd ${m.mountpoint} && find . | sort && md5sum big.bin five.txt`, 120)).toBe(before);
+  });
+});
