@@ -102,7 +102,7 @@ describe('cli: clear errors for bad input', () => {
   it('a vault from a newer s3vault: exit 4, refused', () => {
     const vault = freshDir('v-newer');
     const db = new Database(path.join(vault, 'vault.db'));
-    db.exec('CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (9999, 'future', 0)');
+    db.exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_ms INTEGER NOT NULL); INSERT INTO schema_migrations VALUES (9999, 'future', 0)");
     db.close();
     const r = cli(['mount', 'exists', freshDir('mp-newer'), '--endpoint', s3.endpoint, '--vault', vault, '--foreground']);
     expect(r.code).toBe(4);
