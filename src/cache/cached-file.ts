@@ -54,6 +54,8 @@ export class CachedFile {
   private readonly changed = new Set<number>();
   private lastReadEnd = -1;
   private window = 0;
+  /** First block not yet requested by read-ahead. */
+  private aheadNext = 0;
 
   constructor(
     private readonly ctx: FileContext,
@@ -113,20 +115,34 @@ export class CachedFile {
     const bs = this.ctx.blockSize;
     const first = Math.floor(start / bs);
     const last = Math.floor((end - 1) / bs);
-    let fetchLast = last;
-    if (readAhead) {
-      // Sequential access grows the window (1, 2, 4 … blocks); a jump resets it, so random reads fetch only what they touch.
-      this.window = start === this.lastReadEnd ? Math.min(Math.max(1, this.window * 2), this.ctx.readAheadBlocks) : 0;
-      this.lastReadEnd = end;
-      fetchLast = Math.min(last + this.window, this.blockCount(this.rec.fetchLimit) - 1);
-    }
-    this.startFetches(first, Math.max(last, fetchLast));
+    this.startFetches(first, last);
+    if (readAhead) this.readAhead(start, end, last);
     const waits: Promise<void>[] = [];
     for (let b = first; b <= last; b++) {
       const p = this.inflight.get(b);
       if (p) waits.push(p);
     }
     await Promise.all(waits);
+  }
+
+  /**
+   * Sequential access grows a window (1, 2, 4 … blocks) and fetches it ahead in batches, re-armed when the
+   * reader has consumed half of it; a jump resets it, so random reads fetch only what they touch.
+   */
+  private readAhead(start: number, end: number, last: number): void {
+    const sequential = start === this.lastReadEnd;
+    this.lastReadEnd = end;
+    if (!sequential) {
+      this.window = 0;
+      this.aheadNext = 0;
+      return;
+    }
+    this.window = Math.min(Math.max(1, this.window * 2), this.ctx.readAheadBlocks);
+    if (this.window === 0 || this.aheadNext > last + Math.ceil(this.window / 2)) return;
+    const from = Math.max(this.aheadNext, last + 1);
+    const to = Math.min(last + this.window, this.blockCount(this.rec.fetchLimit) - 1);
+    if (to >= from) this.startFetches(from, to);
+    this.aheadNext = to + 1;
   }
 
   /** ensure() over a large range, a bounded span at a time so memory stays small whatever the file size. */

@@ -32,10 +32,12 @@ export function classifyS3Error(err: SdkErrorLike, op: string): RwResult {
   }
   if (name === 'PreconditionFailed' || status === 412) return RWRESULT.FILE_MODIFIED_EXTERNALLY;
   if (name === 'InvalidRange' || status === 416) return RWRESULT.RANGE_BEYOND_EOF;
+  // A bucket-level call that finds nothing: the bucket itself is missing.
+  if ((status === 404 || name === 'NotFound') && BUCKET_OPS.has(op)) return RWRESULT.PERMANENT_FAILURE;
   if (FILE.has(name)) return RWRESULT.FILE_FAILURE;
   if (TRANSIENT.has(name) || NETWORK_CODES.has(code) || NETWORK_CODES.has(name)) return RWRESULT.FAILURE;
   if (status !== undefined && (status >= 500 || status === 429 || status === 408)) return RWRESULT.FAILURE;
-  if (status === 404) return op === 'probe' ? RWRESULT.PERMANENT_FAILURE : RWRESULT.FILE_FAILURE;
+  if (status === 404) return RWRESULT.FILE_FAILURE;
   if (status !== undefined && status >= 400) return RWRESULT.FILE_FAILURE;
   // No HTTP answer at all: the request never reached a server (refused, reset, DNS, timeout).
   return RWRESULT.FAILURE;

@@ -1,0 +1,220 @@
+/** The vault on in-memory storage: lazy block fetches, coalescing, read-modify-write, sizes, journal, recovery. */
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Vault } from '../../src/cache/vault.js';
+import { VaultError } from '../../src/cache/errors.js';
+import { MemoryStorage } from '../../src/storage/memory.js';
+
+const KiB = 1024;
+const attrs = { mode: 0o644, uid: 1, gid: 2, mtimeMs: 1_000_000 };
+let dir: string;
+let storage: MemoryStorage;
+
+function openVault(): Vault {
+  return Vault.open({ dir, storage, blockSize: 64 * KiB, fetchBlocks: 4, readAheadBlocks: 8 });
+}
+
+function pattern(size: number): Buffer {
+  const b = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) b[i] = (i * 7 + (i >> 10)) & 0xff;
+  return b;
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-vault-'));
+  storage = new MemoryStorage();
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('vault: reads', () => {
+  it('fetches absent blocks lazily, then serves them without any request', async () => {
+    const data = pattern(300 * KiB);
+    const etag = storage.putObject('f', data);
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    expect(await f.read(70 * KiB, 10)).toEqual(data.subarray(70 * KiB, 70 * KiB + 10));
+    expect(storage.calls.read).toBe(1);
+    expect(f.cachedBlocks()).toBe(1); // a random read fetches only its block
+    expect(await f.read(64 * KiB, 64 * KiB)).toEqual(data.subarray(64 * KiB, 128 * KiB));
+    expect(storage.calls.read).toBe(1);
+    await vault.closeFile(f);
+    await vault.close();
+  });
+
+  it('fetches adjacent absent blocks in one ranged request, and concurrent readers share it', async () => {
+    const data = pattern(256 * KiB);
+    const etag = storage.putObject('f', data);
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    const [a, b] = await Promise.all([f.read(0, 256 * KiB), f.read(100 * KiB, 10)]);
+    expect(a).toEqual(data);
+    expect(b).toEqual(data.subarray(100 * KiB, 100 * KiB + 10));
+    expect(storage.calls.read).toBe(1);
+    await vault.close();
+  });
+
+  it('reads sequentially with a growing read-ahead window and returns exact bytes to EOF', async () => {
+    const data = pattern(2 * 1024 * KiB + 123);
+    const etag = storage.putObject('f', data);
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    const parts: Buffer[] = [];
+    for (let off = 0; off < data.length; off += 32 * KiB) parts.push(await f.read(off, 32 * KiB));
+    expect(Buffer.compare(Buffer.concat(parts), data)).toBe(0);
+    expect(storage.calls.read).toBeLessThan(17); // 33 blocks: without read-ahead it would be 33 requests
+    expect(await f.read(data.length, 10)).toHaveLength(0);
+    await vault.close();
+  });
+
+  it('never mixes versions: a changed object fails the fetch (FILE_MODIFIED_EXTERNALLY)', async () => {
+    const etag = storage.putObject('f', pattern(200 * KiB));
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: 200 * KiB }, attrs);
+    await f.read(0, 10);
+    storage.putObject('f', Buffer.alloc(200 * KiB, 1));
+    await expect(f.read(150 * KiB, 10)).rejects.toMatchObject({ result: 0x82 });
+    await vault.close();
+  });
+
+  it('drops clean blocks of a file whose remote version changed before it is opened again', async () => {
+    const etag1 = storage.putObject('f', Buffer.from('version one'));
+    const vault = openVault();
+    let f = await vault.openFile('f', { etag: etag1, size: 11 }, attrs);
+    expect((await f.read(0, 100)).toString()).toBe('version one');
+    await vault.closeFile(f);
+    const etag2 = storage.putObject('f', Buffer.from('version two!'));
+    f = await vault.openFile('f', { etag: etag2, size: 12 }, attrs);
+    expect((await f.read(0, 100)).toString()).toBe('version two!');
+    await vault.close();
+  });
+});
+
+describe('vault: writes and sizes', () => {
+  it('a partial overwrite of an absent block keeps the rest of the block (read-modify-write) and uploads whole', async () => {
+    const data = pattern(200 * KiB);
+    const etag = storage.putObject('f', data);
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    await f.write(70 * KiB, Buffer.from('HELLO'));
+    expect(await f.upload()).toBe(true);
+    const expected = Buffer.from(data);
+    expected.write('HELLO', 70 * KiB);
+    expect(storage.objects.get('f')!.data).toEqual(expected);
+    expect(await f.upload()).toBe(false); // nothing left to upload
+    await vault.close();
+  });
+
+  it('truncate then extend gives zeros, never the old remote bytes', async () => {
+    const etag = storage.putObject('f', pattern(150 * KiB));
+    const vault = openVault();
+    const f = await vault.openFile('f', { etag, size: 150 * KiB }, attrs);
+    await f.setSize(10);
+    await f.setSize(100 * KiB);
+    const got = await f.read(0, 100 * KiB);
+    expect(got.subarray(0, 10)).toEqual(pattern(10));
+    expect(got.subarray(10).every((b) => b === 0)).toBe(true);
+    await f.upload();
+    expect(storage.objects.get('f')!.data).toEqual(got);
+    await vault.close();
+  });
+
+  it('a new file writes sparse, reads back zeros in the gap, and uploads its exact size', async () => {
+    const vault = openVault();
+    const f = await vault.openFile('new', null, attrs);
+    await f.write(200 * KiB, Buffer.from('end'));
+    expect(f.size).toBe(200 * KiB + 3);
+    await f.upload();
+    const obj = storage.objects.get('new')!.data;
+    expect(obj.length).toBe(200 * KiB + 3);
+    expect(obj.subarray(0, 200 * KiB).every((b) => b === 0)).toBe(true);
+    expect(obj.subarray(200 * KiB).toString()).toBe('end');
+    await vault.close();
+  });
+
+  it('an empty new file uploads as an empty object with its metadata', async () => {
+    const vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: { mode: String(a.mode) } }) });
+    const f = await vault.openFile('empty', null, { ...attrs, mode: 0o600 });
+    await f.upload();
+    expect(storage.objects.get('empty')!.data.length).toBe(0);
+    expect(storage.objects.get('empty')!.meta.mode).toBe(String(0o600));
+    await vault.close();
+  });
+});
+
+describe('vault: journal and recovery', () => {
+  it('keeps committed dirty data across a crash (orphans) and forgets clean blocks after an unclean stop', async () => {
+    const etag = storage.putObject('clean', pattern(100 * KiB));
+    let vault = openVault();
+    const c = await vault.openFile('clean', { etag, size: 100 * KiB }, attrs);
+    await c.read(0, 100 * KiB);
+    await vault.closeFile(c);
+    const d = await vault.openFile('dirty', null, attrs);
+    await d.write(0, Buffer.from('unsaved work'));
+    await d.commit(); // fsync
+    // Simulate kill -9: no close; the lock is held by a dead pid.
+    writeFileSync(path.join(dir, 'vault.lock'), '999999');
+    vault = openVault();
+    expect(vault.orphans.map((r) => r.key)).toEqual(['dirty']);
+    const d2 = await vault.openFile('dirty', null, attrs);
+    expect((await d2.read(0, 100)).toString()).toBe('unsaved work');
+    await d2.upload();
+    expect(storage.objects.get('dirty')!.data.toString()).toBe('unsaved work');
+    const before = storage.calls.read ?? 0;
+    const c2 = await vault.openFile('clean', { etag, size: 100 * KiB }, attrs);
+    await c2.read(0, 100 * KiB);
+    expect(storage.calls.read).toBeGreaterThan(before); // refetched after the unclean stop
+    await vault.close();
+    vault = openVault();
+    expect(vault.orphans).toHaveLength(0);
+    await vault.close();
+  });
+
+  it('a clean close keeps clean blocks: a reopened vault serves them without requests', async () => {
+    const etag = storage.putObject('f', pattern(100 * KiB));
+    let vault = openVault();
+    const f = await vault.openFile('f', { etag, size: 100 * KiB }, attrs);
+    await f.read(0, 100 * KiB);
+    await vault.close();
+    const before = storage.calls.read;
+    vault = openVault();
+    const g = await vault.openFile('f', { etag, size: 100 * KiB }, attrs);
+    expect(await g.read(0, 100 * KiB)).toEqual(pattern(100 * KiB));
+    expect(storage.calls.read).toBe(before);
+    await vault.close();
+  });
+
+  it('the block size is a property of the vault: reopening with another keeps the stored one', async () => {
+    let vault = Vault.open({ dir, storage, blockSize: 128 * KiB });
+    await vault.close();
+    vault = Vault.open({ dir, storage, blockSize: 1024 * KiB });
+    expect(vault.blockSize).toBe(128 * KiB);
+    await vault.close();
+  });
+
+  it('one process per vault; a corrupt database is refused and left untouched', async () => {
+    const vault = openVault();
+    expect(() => openVault()).toThrow(VaultError);
+    await vault.close();
+    const bad = mkdtempSync(path.join(os.tmpdir(), 's3vault-bad-'));
+    writeFileSync(path.join(bad, 'vault.db'), Buffer.alloc(8192, 7));
+    expect(() => Vault.open({ dir: bad, storage })).toThrow(/corrupt/);
+    expect(statSync(path.join(bad, 'vault.db')).size).toBe(8192);
+    rmSync(bad, { recursive: true, force: true });
+  });
+
+  it('rename and remove move or drop a record; a removed open file is never uploaded', async () => {
+    const vault = openVault();
+    const f = await vault.openFile('a', null, attrs);
+    await f.write(0, Buffer.from('x'));
+    vault.renameFile('a', 'b');
+    expect(vault.record('a')).toBeUndefined();
+    expect(vault.record('b')?.size).toBe(1);
+    vault.removeRecord('b');
+    expect(await f.upload()).toBe(false);
+    await vault.closeFile(f);
+    expect(storage.objects.size).toBe(0);
+    await vault.close();
+  });
+});
