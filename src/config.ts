@@ -28,8 +28,8 @@ export const fsConfigSchema = z.object({
 
 export const configSchema = z.object({
   s3: s3ConfigSchema,
-  vault: vaultConfigSchema.default({} as never),
-  fs: fsConfigSchema.default({} as never),
+  vault: vaultConfigSchema.prefault({}),
+  fs: fsConfigSchema.prefault({}),
 });
 
 export type Config = z.infer<typeof configSchema>;

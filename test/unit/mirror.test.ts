@@ -1,0 +1,124 @@
+/** The mirror's CBFS handlers on in-memory storage, with no mount: namespace rules and what reaches storage. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Vault } from '../../src/cache/vault.js';
+import { encodeMeta } from '../../src/fs/mirror/meta.js';
+import { S3Mirror } from '../../src/fs/mirror/mirror.js';
+import { RENAME_NOREPLACE } from '../../src/fs/cbfs/events.js';
+import { silentLogger } from '../../src/log.js';
+import { MemoryStorage } from '../../src/storage/memory.js';
+
+const caller = { uid: 1000, gid: 1000, pid: 1 };
+let dir: string;
+let storage: MemoryStorage;
+let vault: Vault;
+let fs: S3Mirror;
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-mirror-'));
+  storage = new MemoryStorage();
+  vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+  fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+});
+afterEach(async () => {
+  await vault.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function writeFile(p: string, text: string): Promise<void> {
+  const { handle } = await fs.createFile(p, 0o644, 0o1, caller);
+  await fs.writeFile(handle, 0, Buffer.from(text));
+  await fs.cleanupFile(handle);
+  await fs.closeFile(handle);
+}
+
+describe('mirror: namespace', () => {
+  it('a directory is a common prefix or a marker; files show under it', async () => {
+    storage.putObject('implicit/a.txt', 'a');
+    storage.putObject('marked/', '');
+    expect((await fs.getFileInfo('/implicit'))?.kind).toBe('dir');
+    expect((await fs.getFileInfo('/marked'))?.kind).toBe('dir');
+    expect((await fs.getFileInfo('/implicit/a.txt'))?.size).toBe(1);
+    expect(await fs.getFileInfo('/missing')).toBeNull();
+    const names = (await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}`).sort();
+    expect(names).toEqual(['implicit:dir', 'marked:dir']);
+    expect((await fs.enumerateDirectory('/marked')).length).toBe(0);
+  });
+
+  it('a created file is listed before it is uploaded, and reaches storage with its metadata on close', async () => {
+    const { handle } = await fs.createFile('/new.txt', 0o600, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('hi'));
+    expect((await fs.enumerateDirectory('/')).map((e) => e.name)).toEqual(['new.txt']);
+    expect(storage.objects.has('new.txt')).toBe(false);
+    await fs.cleanupFile(handle);
+    const o = storage.objects.get('new.txt')!;
+    expect(o.data.toString()).toBe('hi');
+    expect(Number(o.meta.mode) & 0o7777).toBe(0o600);
+    expect(o.meta.uid).toBe('1000');
+    await fs.closeFile(handle);
+  });
+
+  it('rmdir refuses a non-empty directory (ENOTEMPTY) and removes an empty one', async () => {
+    await fs.createDirectory('/d', 0o755, caller);
+    await writeFile('/d/f', 'x');
+    await expect(fs.deleteDirectory('/d')).rejects.toMatchObject({ errno: 39 });
+    await fs.deleteFile('/d/f');
+    await fs.deleteDirectory('/d');
+    expect(await fs.getFileInfo('/d')).toBeNull();
+    expect(storage.objects.size).toBe(0);
+  });
+
+  it('rename is copy + delete; NOREPLACE refuses an existing target; a directory moves whole', async () => {
+    await writeFile('/a', 'A');
+    await writeFile('/b', 'B');
+    await expect(fs.renameOrMoveFile('/a', '/b', RENAME_NOREPLACE)).rejects.toMatchObject({ errno: 17 });
+    await fs.renameOrMoveFile('/a', '/c', 0);
+    expect([...storage.objects.keys()].sort()).toEqual(['b', 'c']);
+    await fs.createDirectory('/dir', 0o755, caller);
+    await writeFile('/dir/x', 'X');
+    await fs.renameOrMoveFile('/dir', '/moved', 0);
+    expect([...storage.objects.keys()].sort()).toEqual(['b', 'c', 'moved/', 'moved/x']);
+    expect((await fs.getFileInfo('/moved/x'))?.size).toBe(1);
+    await expect(fs.renameOrMoveFile('/moved', '/moved/inside', 0)).rejects.toMatchObject({ errno: 22 });
+  });
+
+  it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
+    await writeFile('/f', 'data');
+    const writes = storage.calls.write;
+    await fs.setFileAttributes('/f', { mode: 0o700 });
+    expect(storage.calls.write).toBe(writes);
+    expect(Number(storage.objects.get('f')!.meta.mode) & 0o7777).toBe(0o700);
+    expect((await fs.getFileInfo('/f'))?.mode).toBe(0o700);
+  });
+
+  it('truncate of a closed file rewrites the object', async () => {
+    await writeFile('/t', 'abcdef');
+    await fs.setFileAttributes('/t', { size: 2 });
+    expect(storage.objects.get('t')!.data.toString()).toBe('ab');
+  });
+
+  it('orphans of an earlier run are uploaded at mount', async () => {
+    const f = await vault.openFile('orphan.txt', null, { mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 });
+    await f.write(0, Buffer.from('saved'));
+    await f.commit();
+    await vault.closeFile(f);
+    await vault.close();
+    vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    expect(vault.orphans.map((r) => r.key)).toEqual(['orphan.txt']);
+    await fs.mount();
+    expect(storage.objects.get('orphan.txt')!.data.toString()).toBe('saved');
+  });
+
+  it('names over 255 bytes are ENAMETOOLONG', async () => {
+    await expect(fs.createFile(`/${'x'.repeat(256)}`, 0o644, 0, caller)).rejects.toMatchObject({ errno: 36 });
+  });
+
+  it('read-only mounts refuse changes with EROFS', async () => {
+    const ro = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 }, readOnly: true });
+    await expect(ro.createFile('/x', 0o644, 0, caller)).rejects.toMatchObject({ errno: 30 });
+    await expect(ro.createDirectory('/x', 0o755, caller)).rejects.toMatchObject({ errno: 30 });
+  });
+});
