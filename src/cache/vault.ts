@@ -195,6 +195,13 @@ export class Vault {
     return [...this.open.values()].filter((f) => f.dirty && !f.unlinked);
   }
 
+  /** Tests: let go of everything as a killed process would — nothing committed, the stop not marked clean. */
+  async simulateCrash(): Promise<void> {
+    this.closed = true;
+    for (const f of this.open.values()) await f.closeData().catch(() => undefined);
+    this.db.close();
+  }
+
   /** Close the vault: open files are committed, the stop is recorded as clean, the lock released. */
   async close(): Promise<void> {
     if (this.closed) return;

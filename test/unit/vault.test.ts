@@ -153,7 +153,8 @@ describe('vault: journal and recovery', () => {
     const d = await vault.openFile('dirty', null, attrs);
     await d.write(0, Buffer.from('unsaved work'));
     await d.commit(); // fsync
-    // Simulate kill -9: no close; the lock is held by a dead pid.
+    // Simulate kill -9: nothing more is written, and the lock is left behind, naming a dead pid.
+    await vault.simulateCrash();
     writeFileSync(path.join(dir, 'vault.lock'), '999999');
     vault = openVault();
     expect(vault.orphans.map((r) => r.key)).toEqual(['dirty']);
