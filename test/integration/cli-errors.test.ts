@@ -90,6 +90,14 @@ describe('cli: clear errors for bad input', () => {
     expectOneLine(r.stderr, /not empty/);
   });
 
+  it('FUSE not available (no /dev/fuse, in a private mount namespace): exit 5', () => {
+    const mp = freshDir('mp-nofuse');
+    const script = `mount -t tmpfs none /dev && exec ${process.execPath} ${BIN} mount exists ${mp} --endpoint ${s3.endpoint} --foreground`;
+    const r = spawnSync('unshare', ['-m', 'sh', '-c', script], { env: cliEnv(), encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(5);
+    expectOneLine(r.stderr, /FUSE is not available: \/dev\/fuse is missing/);
+  });
+
   it('a corrupt vault: exit 4, and the file is left as it was', () => {
     const vault = freshDir('v-corrupt');
     writeFileSync(path.join(vault, 'vault.db'), 'this is not a sqlite database, just garbage '.repeat(100));
