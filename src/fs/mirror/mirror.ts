@@ -121,19 +121,26 @@ export class S3Mirror implements CbfsHandlers {
     }
     const cached = this.cache.get(key);
     if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
-    return this.run('getattr', path, () => this.lookupRemote(key));
+    const listed = this.cache.listed(key);
+    if (listed === 'absent') return null;
+    return this.run('getattr', path, () => this.lookupRemote(key, listed === 'file'));
   }
 
-  private async lookupRemote(key: string): Promise<FileInfo | null> {
-    const [head, children] = await Promise.all([this.storage.head(key), this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 })]);
-    if (head) {
-      // A key ending in "/" is a directory marker, never a file.
-      const info = decodeMeta('file', head.size, head.lastModified, head.meta, this.owner);
-      this.cache.set(key, { info, etag: head.etag, complete: true });
+  /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
+  private async lookupRemote(key: string, knownFile = false): Promise<FileInfo | null> {
+    const head = this.storage.head(key);
+    const children = knownFile ? null : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
+    children?.catch(() => undefined);
+    const object = await head;
+    if (!object && knownFile) return this.lookupRemote(key, false);
+    if (object) {
+      const info = decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
+      this.cache.set(key, { info, etag: object.etag, complete: true });
       return info;
     }
-    if (children.objects.length || children.prefixes.length) {
-      const hasMarker = children.objects.some((o) => o.key === `${key}/`);
+    const listing = (await children)!;
+    if (listing.objects.length || listing.prefixes.length) {
+      const hasMarker = listing.objects.some((o) => o.key === `${key}/`);
       const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
       const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
       this.cache.set(key, { info, complete: true });
@@ -169,6 +176,7 @@ export class S3Mirror implements CbfsHandlers {
           entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
         }
       }
+      this.cache.setListing(prefix, new Map([...entries.values()].map((e) => [e.name, e.info.kind])));
       return [...entries.values()];
     });
   }
@@ -337,6 +345,8 @@ export class S3Mirror implements CbfsHandlers {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       await this.putMarker(path, info);
+      // It did not exist, so nothing is under it: lookups inside the new directory need no request.
+      this.cache.setListing(dirPrefix(path), new Map());
       return info;
     });
   }
