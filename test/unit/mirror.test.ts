@@ -47,6 +47,20 @@ describe('mirror: namespace', () => {
     expect((await fs.enumerateDirectory('/marked')).length).toBe(0);
   });
 
+  it('a name missing from a fresh listing is known absent without a request; changes keep the listing true', async () => {
+    storage.putObject('here.txt', 'x');
+    await fs.enumerateDirectory('/');
+    const heads = storage.calls.head ?? 0;
+    const lists = storage.calls.list ?? 0;
+    expect(await fs.getFileInfo('/absent.txt')).toBeNull();
+    await fs.createDirectory('/newdir', 0o755, caller);
+    expect(await fs.getFileInfo('/newdir/inside')).toBeNull();
+    expect([storage.calls.head ?? 0, storage.calls.list ?? 0]).toEqual([heads, lists]);
+    expect((await fs.getFileInfo('/newdir'))?.kind).toBe('dir');
+    await writeFile('/absent.txt', 'now here');
+    expect((await fs.getFileInfo('/absent.txt'))?.size).toBe(8);
+  });
+
   it('a created file is listed before it is uploaded, and reaches storage with its metadata on close', async () => {
     const { handle } = await fs.createFile('/new.txt', 0o600, 0o1, caller);
     await fs.writeFile(handle, 0, Buffer.from('hi'));
