@@ -15,7 +15,18 @@ export const vaultConfigSchema = z.object({
   blockSize: z.number().int().min(64 * 1024).max(64 * MiB).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(MiB),
   fetchBlocks: z.number().int().min(1).max(64).default(4),
   readAheadBlocks: z.number().int().min(0).max(256).default(16),
+  /** Bytes of cached data (UserModeFileCacheSize analogue); dirty and pinned data may go past it. */
+  sizeLimit: z.number().int().min(MiB, 'the vault size limit must be at least 1 MiB').default(314_572_800),
 });
+
+const UNITS: Record<string, number> = { '': 1, K: 1024, M: MiB, G: 1024 * MiB, T: 1024 * 1024 * MiB };
+
+/** "300M", "20G", "1.5T", "65536" → bytes (binary units). */
+export function parseSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$/i.exec(text);
+  if (!m) throw new ConfigError(`invalid size ${JSON.stringify(text)} (use e.g. 300M, 20G)`);
+  return Math.round(Number(m[1]) * UNITS[m[2]!.toUpperCase()]!);
+}
 
 export const fsConfigSchema = z.object({
   metadataTtlMs: z.number().int().min(0).default(5000),

@@ -4,16 +4,20 @@
  * `fetchLimit` are local (zeros unless written) and never fetched, which is how truncation and extension
  * stay correct without fetching anything. Reads of absent blocks fire ReadData (ranged storage reads);
  * adjacent absent blocks are fetched in one request, concurrent readers of one block share one fetch, and
- * sequential reads open a growing read-ahead window.
+ * sequential reads open a growing read-ahead window. Every present block carries a checksum of its bytes
+ * (within the file size), written with the block's state, for fsck.
  */
 import type { FileHandle } from 'node:fs/promises';
 import type { ObjectMeta, StorageDriver } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
+import { BLOCK, BlockMap } from './block-map.js';
+import { blockSum } from './checksum.js';
 import { Mutex } from './mutex.js';
+import { punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
 
-export const BLOCK = { ABSENT: 0, CLEAN: 1, DIRTY: 2 } as const;
+export { BLOCK } from './block-map.js';
 
 export interface FileAttrs {
   mode: number;
@@ -29,6 +33,9 @@ export interface FileRecord extends FileAttrs {
   fetchLimit: number;
   remoteEtag: string | null;
   dirty: boolean;
+  pinned: boolean;
+  /** A local file (R44): lives only in the vault, never uploaded. */
+  local: boolean;
   lastError: number;
 }
 
@@ -42,6 +49,8 @@ export interface FileContext {
   /** Largest read-ahead window, in blocks. */
   readAheadBlocks: number;
   objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
+  /** Blocks became present (+) or absent (−): the vault keeps its size accounting and evicts past its limit. */
+  accountBlocks: (delta: number) => void;
   log: Logger;
 }
 
@@ -49,9 +58,12 @@ export class CachedFile {
   openCount = 0;
   /** Set when the file was deleted while open: it lives on for its handles and is never uploaded. */
   unlinked = false;
+  /** Set while its last handle closes: its descriptor is going away, so nothing may be evicted through it. */
+  closing = false;
   private readonly lock = new Mutex();
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly changed = new Set<number>();
+  private readonly blocks: BlockMap;
   private lastReadEnd = -1;
   private window = 0;
   /** First block not yet requested by read-ahead. */
@@ -60,9 +72,11 @@ export class CachedFile {
   constructor(
     private readonly ctx: FileContext,
     readonly rec: FileRecord,
-    private states: Uint8Array,
+    states: Uint8Array,
     private readonly fd: FileHandle,
-  ) {}
+  ) {
+    this.blocks = new BlockMap(states);
+  }
 
   get key(): string {
     return this.rec.key;
@@ -80,21 +94,27 @@ export class CachedFile {
 
   /** A block must come from storage before use: absent, and partly before fetchLimit. */
   private needsFetch(b: number): boolean {
-    return (this.states[b] ?? BLOCK.ABSENT) === BLOCK.ABSENT && b * this.ctx.blockSize < this.rec.fetchLimit;
+    return this.blocks.get(b) === BLOCK.ABSENT && b * this.ctx.blockSize < this.rec.fetchLimit;
   }
 
-  private growStates(blocks: number): void {
-    if (blocks <= this.states.length) return;
-    const next = new Uint8Array(Math.max(blocks, this.states.length * 2));
-    next.set(this.states);
-    this.states = next;
+  private setState(b: number, state: typeof BLOCK.CLEAN | typeof BLOCK.DIRTY): void {
+    if (this.blocks.get(b) === BLOCK.ABSENT) this.ctx.accountBlocks(1);
+    this.blocks.set(b, state);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
     if (offset >= this.rec.size || length <= 0) return Buffer.alloc(0);
     const end = Math.min(this.rec.size, offset + length);
-    await this.ensure(offset, end, true);
-    return this.readLocal(offset, end - offset);
+    const first = Math.floor(offset / this.ctx.blockSize);
+    const last = Math.floor((end - 1) / this.ctx.blockSize);
+    this.blocks.beginRead(first, last);
+    try {
+      await this.ensure(offset, end, true);
+      this.blocks.touch(first, last);
+      return await this.readLocal(offset, end - offset);
+    } finally {
+      this.blocks.endRead(first, last);
+    }
   }
 
   /** Bytes from the data file; past its end the file is sparse, so zeros. */
@@ -170,6 +190,13 @@ export class CachedFile {
     flush(last);
   }
 
+  /** The checksum of block b's bytes within the file size, given its first bytes (the rest are zeros). */
+  private sumOf(b: number, bytes: Buffer): string {
+    const span = Math.min(this.ctx.blockSize, this.rec.size - b * this.ctx.blockSize);
+    if (bytes.length >= span) return blockSum(bytes.subarray(0, span));
+    return blockSum(Buffer.concat([bytes, Buffer.alloc(span - bytes.length)]));
+  }
+
   /** ReadData: one ranged read for blocks [first, last], stored as clean blocks. */
   private async fetchRun(first: number, last: number): Promise<void> {
     const bs = this.ctx.blockSize;
@@ -181,13 +208,12 @@ export class CachedFile {
       if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.data.length }, 'storage returned less than requested; tail zeroed');
       const keep = Math.min(r.data.length, Math.max(0, this.rec.fetchLimit - offset));
       if (keep > 0) await this.fd.write(r.data, 0, keep, offset);
-      const clean: number[] = [];
+      const clean: { idx: number; sum: string }[] = [];
       for (let b = first; b <= last && b < this.blockCount(); b++) {
-        if ((this.states[b] ?? BLOCK.ABSENT) === BLOCK.ABSENT) {
-          this.growStates(b + 1);
-          this.states[b] = BLOCK.CLEAN;
-          clean.push(b);
-        }
+        if (this.blocks.get(b) !== BLOCK.ABSENT) continue;
+        this.setState(b, BLOCK.CLEAN);
+        const from = (b - first) * bs;
+        clean.push({ idx: b, sum: this.sumOf(b, r.data.subarray(Math.min(from, keep), Math.min(from + bs, keep))) });
       }
       this.ctx.statements.putBlocks(this.rec.id, clean, BLOCK.CLEAN);
     } catch (err) {
@@ -220,11 +246,7 @@ export class CachedFile {
         if (this.needsFetch(b) && (offset > b * bs || end < blockEnd)) await this.ensure(b * bs, Math.min((b + 1) * bs, this.rec.size), false);
       }
       await this.waitInflight(first, last);
-      this.growStates(last + 1);
-      for (let b = first; b <= last; b++) {
-        this.states[b] = BLOCK.DIRTY;
-        this.changed.add(b);
-      }
+      this.markDirty(first, last);
       let done = 0;
       while (done < data.length) {
         const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
@@ -237,20 +259,33 @@ export class CachedFile {
     });
   }
 
+  private markDirty(first: number, last: number): void {
+    for (let b = first; b <= last; b++) {
+      this.setState(b, BLOCK.DIRTY);
+      this.changed.add(b);
+    }
+  }
+
   /** SetFileSize: shrink drops the tail for good; growth adds zeros (never fetched). */
   async setSize(size: number): Promise<void> {
     return this.lock.run(async () => {
-      if (size === this.rec.size) return;
+      const old = this.rec.size;
+      if (size === old) return;
       await this.waitInflight(0, this.blockCount());
-      if (size < this.rec.size) {
+      const bs = this.ctx.blockSize;
+      if (size < old) {
         await this.fd.truncate(size);
         this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
         const blocks = this.blockCount(size);
-        this.states.fill(BLOCK.ABSENT, blocks);
-        if (size % this.ctx.blockSize !== 0 && this.states[blocks - 1] === BLOCK.CLEAN) {
-          this.states[blocks - 1] = BLOCK.DIRTY;
-          this.changed.add(blocks - 1);
-        }
+        let dropped = 0;
+        for (let b = blocks; b < this.blockCount(old); b++) if (this.blocks.get(b) !== BLOCK.ABSENT) dropped++;
+        this.blocks.clearFrom(blocks);
+        this.ctx.accountBlocks(-dropped);
+        // The block that now ends the file changed (its tail is gone).
+        if (size % bs !== 0 && this.blocks.get(blocks - 1) !== BLOCK.ABSENT) this.markDirty(blocks - 1, blocks - 1);
+      } else if (old % bs !== 0 && this.blocks.get(Math.floor(old / bs)) !== BLOCK.ABSENT) {
+        // The block that ended the file now has zeros after the old end.
+        this.markDirty(Math.floor(old / bs), Math.floor(old / bs));
       }
       this.rec.size = size;
       this.rec.dirty = true;
@@ -273,9 +308,18 @@ export class CachedFile {
   private async commitLocked(): Promise<void> {
     if (this.unlinked) return;
     await this.fd.datasync();
-    const changed = [...this.changed];
+    const changed = [...this.changed].filter((b) => b < this.blockCount());
     this.changed.clear();
-    this.ctx.statements.commitFile(this.rec, this.blockCount(), changed.filter((b) => this.states[b] === BLOCK.DIRTY), changed.filter((b) => this.states[b] === BLOCK.CLEAN));
+    const dirty: { idx: number; sum: string }[] = [];
+    const clean: { idx: number; sum: null }[] = [];
+    for (const b of changed) {
+      const state = this.blocks.get(b);
+      if (state === BLOCK.DIRTY) {
+        const start = b * this.ctx.blockSize;
+        dirty.push({ idx: b, sum: blockSum(await this.readLocal(start, Math.min(this.ctx.blockSize, this.rec.size - start))) });
+      } else if (state === BLOCK.CLEAN) clean.push({ idx: b, sum: null });
+    }
+    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean);
   }
 
   /**
@@ -284,7 +328,7 @@ export class CachedFile {
    */
   async upload(): Promise<boolean> {
     return this.lock.run(async () => {
-      if (!this.rec.dirty || this.unlinked) return false;
+      if (!this.rec.dirty || this.unlinked || this.rec.local) return false;
       await this.ensureAll(0, this.rec.size);
       await this.commitLocked();
       const { meta, contentType } = this.ctx.objectMeta(this.rec, this.rec.key);
@@ -300,8 +344,8 @@ export class CachedFile {
         throw err;
       }
       for (let b = 0; b < this.blockCount(); b++) {
-        if (this.states[b] === BLOCK.DIRTY) {
-          this.states[b] = BLOCK.CLEAN;
+        if (this.blocks.get(b) === BLOCK.DIRTY) {
+          this.blocks.set(b, BLOCK.CLEAN);
           this.changed.add(b);
         }
       }
@@ -314,11 +358,47 @@ export class CachedFile {
     });
   }
 
-  /** Bytes of this file present in the vault (for status and tests). */
+  /** FileSetSize(FetchMissingData) / prefetch: bring every block of the file into the vault. */
+  async fetchAll(onProgress?: (bytes: number) => void): Promise<void> {
+    const span = this.ctx.blockSize * this.ctx.fetchBlocks * 4;
+    for (let s = 0; s < this.rec.size; s += span) {
+      const end = Math.min(this.rec.size, s + span);
+      await this.ensure(s, end, false);
+      onProgress?.(end - s);
+    }
+  }
+
+  /** Present blocks and dirty blocks, for status and tests. */
   cachedBlocks(): number {
-    let n = 0;
-    for (let b = 0; b < this.blockCount(); b++) if (this.states[b] !== BLOCK.ABSENT) n++;
-    return n;
+    return this.blockCount() - this.blocks.count(BLOCK.ABSENT, this.blockCount());
+  }
+
+  dirtyBlocks(): number {
+    return this.blocks.count(BLOCK.DIRTY, this.blockCount());
+  }
+
+  /**
+   * Eviction candidates of an open file: clean blocks nobody is reading or fetching, with their last use.
+   * A file with changes keeps every block until it is uploaded (the upload needs them, R53).
+   */
+  evictable(): { file: CachedFile; block: number; used: number }[] {
+    if (this.rec.pinned || this.rec.dirty || this.unlinked || this.closing) return [];
+    const out: { file: CachedFile; block: number; used: number }[] = [];
+    for (let b = 0; b < this.blockCount(); b++) {
+      if (this.blocks.get(b) === BLOCK.CLEAN && !this.blocks.isBeingRead(b) && !this.inflight.has(b)) out.push({ file: this, block: b, used: this.blocks.lastUse(b) });
+    }
+    return out;
+  }
+
+  /** Evict one clean block: forget it and give its disk space back. Synchronous, so no read slips in between. */
+  evictBlock(b: number): boolean {
+    if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isBeingRead(b) || this.inflight.has(b) || this.rec.dirty || this.closing) return false;
+    const start = b * this.ctx.blockSize;
+    if (!punchHole(this.fd.fd, start, Math.min(this.ctx.blockSize, this.rec.size - start))) return false;
+    this.blocks.set(b, BLOCK.ABSENT);
+    this.ctx.statements.dropBlock(this.rec.id, b);
+    this.ctx.accountBlocks(-1);
+    return true;
   }
 
   async closeData(): Promise<void> {

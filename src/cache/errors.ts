@@ -1,5 +1,5 @@
 /** Errors of the vault layer. `code` is stable (tests and the CLI match on it); the message names the path. */
-export type VaultErrorCode = 'CORRUPT' | 'NEWER_SCHEMA' | 'IN_USE' | 'IO' | 'TRANSFER' | 'NOT_FOUND';
+export type VaultErrorCode = 'CORRUPT' | 'NEWER_SCHEMA' | 'IN_USE' | 'IO' | 'TRANSFER' | 'NOT_FOUND' | 'INVALID';
 
 export class VaultError extends Error {
   constructor(

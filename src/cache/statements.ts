@@ -1,6 +1,7 @@
 /** The vault's prepared SQL statements (prepared once, reused), each change committed in one transaction. */
 import type { Db } from './db.js';
-import { BLOCK, type FileRecord } from './cached-file.js';
+import { BLOCK } from './block-map.js';
+import type { FileRecord } from './cached-file.js';
 
 interface FileRow {
   id: number;
@@ -13,7 +14,14 @@ interface FileRow {
   gid: number;
   mtime_ms: number;
   dirty: number;
+  pinned: number;
+  local: number;
   last_error: number;
+}
+
+export interface BlockSum {
+  idx: number;
+  sum: string | null;
 }
 
 const toRecord = (r: FileRow): FileRecord => ({
@@ -27,6 +35,8 @@ const toRecord = (r: FileRow): FileRecord => ({
   gid: r.gid,
   mtimeMs: r.mtime_ms,
   dirty: r.dirty === 1,
+  pinned: r.pinned === 1,
+  local: r.local === 1,
   lastError: r.last_error,
 });
 
@@ -37,14 +47,30 @@ export class VaultStatements {
     this.s = {
       byKey: db.prepare('SELECT * FROM files WHERE key = ?'),
       insert: db.prepare(
-        'INSERT INTO files (key, size, fetch_limit, remote_etag, mode, uid, gid, mtime_ms, dirty, last_error, accessed_ms) VALUES (@key, @size, @fetchLimit, @remoteEtag, @mode, @uid, @gid, @mtimeMs, @dirty, @lastError, @now)',
+        'INSERT INTO files (key, size, fetch_limit, remote_etag, mode, uid, gid, mtime_ms, dirty, pinned, local, last_error, accessed_ms) VALUES (@key, @size, @fetchLimit, @remoteEtag, @mode, @uid, @gid, @mtimeMs, @dirty, @pinned, @local, @lastError, @now)',
       ),
       update: db.prepare(
-        'UPDATE files SET key = @key, size = @size, fetch_limit = @fetchLimit, remote_etag = @remoteEtag, mode = @mode, uid = @uid, gid = @gid, mtime_ms = @mtimeMs, dirty = @dirty, last_error = @lastError, accessed_ms = @now WHERE id = @id',
+        'UPDATE files SET key = @key, size = @size, fetch_limit = @fetchLimit, remote_etag = @remoteEtag, mode = @mode, uid = @uid, gid = @gid, mtime_ms = @mtimeMs, dirty = @dirty, pinned = @pinned, local = @local, last_error = @lastError, accessed_ms = @now WHERE id = @id',
       ),
       delete: db.prepare('DELETE FROM files WHERE id = ?'),
       blocks: db.prepare('SELECT idx, state FROM blocks WHERE file_id = ?'),
-      putBlock: db.prepare('INSERT INTO blocks (file_id, idx, state) VALUES (?, ?, ?) ON CONFLICT (file_id, idx) DO UPDATE SET state = excluded.state'),
+      putBlock: db.prepare(
+        'INSERT INTO blocks (file_id, idx, state, sum) VALUES (?, ?, ?, ?) ON CONFLICT (file_id, idx) DO UPDATE SET state = excluded.state, sum = coalesce(excluded.sum, blocks.sum)',
+      ),
+      dropBlock: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx = ?'),
+      countBlocks: db.prepare('SELECT count(*) AS n FROM blocks'),
+      closedCandidates: db.prepare(
+        'SELECT f.id, f.key, f.size, count(b.idx) AS blocks FROM files f JOIN blocks b ON b.file_id = f.id WHERE f.pinned = 0 AND f.dirty = 0 GROUP BY f.id ORDER BY f.accessed_ms LIMIT 256',
+      ),
+      allBlocks: db.prepare('SELECT f.id, f.key, f.size, f.dirty, b.idx, b.state, b.sum FROM blocks b JOIN files f ON f.id = b.file_id ORDER BY f.id, b.idx'),
+      allFiles: db.prepare('SELECT * FROM files ORDER BY key'),
+      setPinned: db.prepare('UPDATE files SET pinned = ? WHERE id = ?'),
+      blockCounts: db.prepare('SELECT file_id AS id, sum(state = 1) AS clean, sum(state = 2) AS dirty FROM blocks GROUP BY file_id'),
+      blockCountOf: db.prepare('SELECT coalesce(sum(state = 1), 0) AS clean, coalesce(sum(state = 2), 0) AS dirty FROM blocks WHERE file_id = ?'),
+      tagsOf: db.prepare('SELECT tag_id AS id, value FROM tags WHERE file_id = ? ORDER BY tag_id'),
+      getTag: db.prepare('SELECT value FROM tags WHERE file_id = ? AND tag_id = ?'),
+      putTag: db.prepare('INSERT INTO tags (file_id, tag_id, value) VALUES (?, ?, ?) ON CONFLICT (file_id, tag_id) DO UPDATE SET value = excluded.value'),
+      deleteTag: db.prepare('DELETE FROM tags WHERE file_id = ? AND tag_id = ?'),
       dropBlocksFrom: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx >= ?'),
       dropBlocks: db.prepare('DELETE FROM blocks WHERE file_id = ?'),
       dropClean: db.prepare('DELETE FROM blocks WHERE state = 1'),
@@ -56,7 +82,7 @@ export class VaultStatements {
   }
 
   private params(rec: FileRecord) {
-    return { ...rec, dirty: rec.dirty ? 1 : 0, now: Date.now() };
+    return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, now: Date.now() };
   }
 
   find(key: string): FileRecord | undefined {
@@ -85,20 +111,71 @@ export class VaultStatements {
     return states;
   }
 
-  putBlocks = (fileId: number, blocks: number[], state: number): void => {
+  putBlocks(fileId: number, blocks: BlockSum[], state: number): void {
     if (blocks.length === 0) return;
     this.db.transaction(() => {
-      for (const b of blocks) this.s.putBlock.run(fileId, b, state);
+      for (const b of blocks) this.s.putBlock.run(fileId, b.idx, state, b.sum);
     })();
-  };
+  }
+
+  dropBlock(fileId: number, idx: number): void {
+    this.s.dropBlock.run(fileId, idx);
+  }
+
+  countBlocks(): number {
+    return (this.s.countBlocks.get() as { n: number }).n;
+  }
+
+  /** Closed-file eviction candidates: unpinned files without changes, least recently used first. */
+  closedCandidates(): { id: number; key: string; size: number; blocks: number }[] {
+    return this.s.closedCandidates.all() as { id: number; key: string; size: number; blocks: number }[];
+  }
+
+  allBlocks(): Iterable<{ id: number; key: string; size: number; dirty: number; idx: number; state: number; sum: string | null }> {
+    return this.s.allBlocks.iterate() as Iterable<{ id: number; key: string; size: number; dirty: number; idx: number; state: number; sum: string | null }>;
+  }
+
+  allFiles(): FileRecord[] {
+    return (this.s.allFiles.all() as FileRow[]).map(toRecord);
+  }
+
+  blockCounts(): Map<number, { clean: number; dirty: number }> {
+    const out = new Map<number, { clean: number; dirty: number }>();
+    for (const r of this.s.blockCounts.iterate() as Iterable<{ id: number; clean: number; dirty: number }>) out.set(r.id, { clean: r.clean, dirty: r.dirty });
+    return out;
+  }
+
+  blockCountOf(fileId: number): { clean: number; dirty: number } {
+    return this.s.blockCountOf.get(fileId) as { clean: number; dirty: number };
+  }
+
+  tagsOf(fileId: number): { id: number; value: Buffer }[] {
+    return this.s.tagsOf.all(fileId) as { id: number; value: Buffer }[];
+  }
+
+  getTag(fileId: number, tagId: number): Buffer | undefined {
+    return (this.s.getTag.get(fileId, tagId) as { value: Buffer } | undefined)?.value;
+  }
+
+  putTag(fileId: number, tagId: number, value: Buffer): void {
+    this.s.putTag.run(fileId, tagId, value);
+  }
+
+  deleteTag(fileId: number, tagId: number): boolean {
+    return this.s.deleteTag.run(fileId, tagId).changes > 0;
+  }
+
+  setPinned(id: number, pinned: boolean): void {
+    this.s.setPinned.run(pinned ? 1 : 0, id);
+  }
 
   /** The journal commit of one file: record, dirty and clean blocks, and blocks past the end, atomically. */
-  commitFile(rec: FileRecord, blockCount: number, dirty: number[], clean: number[]): void {
+  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[]): void {
     this.db.transaction(() => {
       this.s.update.run(this.params(rec));
       this.s.dropBlocksFrom.run(rec.id, blockCount);
-      for (const b of dirty) this.s.putBlock.run(rec.id, b, BLOCK.DIRTY);
-      for (const b of clean) this.s.putBlock.run(rec.id, b, BLOCK.CLEAN);
+      for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
+      for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
     })();
   }
 

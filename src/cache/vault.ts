@@ -1,18 +1,23 @@
 /**
- * The vault: a directory holding `vault.db` (SQLite, the journal) and `data/<id>` (one sparse data file per
- * cached file). It opens cached files by key, keeps their records, and on open recovers from an unclean
- * stop (clean blocks are forgotten and refetched; dirty blocks were made durable before their commit and
- * are kept — the orphans the owner flushes). It knows storage only through the StorageDriver interface.
+ * The vault (CBCache model): a directory holding `vault.db` (SQLite, the journal) and `data/<id>` (one
+ * sparse data file per cached file). It opens cached files by key (case-sensitive), keeps their records,
+ * tags and pins, bounds its size by evicting clean blocks least recently used, and on open recovers from an
+ * unclean stop (clean blocks are forgotten and refetched; dirty blocks were made durable before their commit
+ * and are kept — the orphans its owner flushes). It knows storage only through the StorageDriver interface.
  */
-import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync, rmSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import { open as openFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord } from './cached-file.js';
+import { initChecksums } from './checksum.js';
+import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
+import { Evictor } from './eviction.js';
 import { VaultStatements } from './statements.js';
+import { checkTag, checkTagCount } from './tags.js';
 
 const MiB = 1024 * 1024;
 
@@ -23,6 +28,8 @@ export interface VaultOptions {
   blockSize?: number;
   fetchBlocks?: number;
   readAheadBlocks?: number;
+  /** Bytes of cached data the vault may hold (UserModeFileCacheSize, default 300 MB); dirty and pinned data may exceed it. */
+  sizeLimit?: number;
   objectMeta?: FileContext['objectMeta'];
   log?: Logger;
 }
@@ -33,8 +40,24 @@ export interface RemoteVersion {
   size: number;
 }
 
+export interface FileStatus {
+  key: string;
+  size: number;
+  cachedBytes: number;
+  dirtyBytes: number;
+  pinned: boolean;
+  local: boolean;
+  status: FileStatusKind;
+  lastError: number;
+}
+
+export const DEFAULT_SIZE_LIMIT = 314_572_800;
+
 export class Vault {
   private readonly open = new Map<string, CachedFile>();
+  private readonly opening = new Map<string, Promise<CachedFile>>();
+  private readonly closing = new Map<string, Promise<void>>();
+  private readonly evictor: Evictor;
   private closed = false;
 
   private constructor(
@@ -44,11 +67,25 @@ export class Vault {
     private readonly statements: VaultStatements,
     private readonly ctx: FileContext,
     private readonly lockFile: string,
-    /** Files with unflushed data found at open (orphans of an earlier run). */
+    sizeLimit: number,
+    /** Files with unflushed data found at open (orphans of an earlier run, R45). */
     readonly orphans: FileRecord[],
-  ) {}
+  ) {
+    this.evictor = new Evictor({
+      statements,
+      blockSize: ctx.blockSize,
+      limitBytes: sizeLimit,
+      usedBlocks: statements.countBlocks(),
+      openFiles: () => this.open.values(),
+      isBusy: (key) => this.open.has(key) || this.opening.has(key) || this.closing.has(key),
+      dropData: (id) => truncateSync(this.dataPath(id), 0),
+      log: ctx.log,
+    });
+    ctx.accountBlocks = (delta) => this.evictor.account(delta);
+  }
 
-  static open(options: VaultOptions): Vault {
+  static async open(options: VaultOptions): Promise<Vault> {
+    await initChecksums();
     const dir = path.resolve(options.dir);
     const log = options.log ?? silentLogger;
     try {
@@ -76,9 +113,11 @@ export class Vault {
         fetchBlocks: options.fetchBlocks ?? 4,
         readAheadBlocks: options.readAheadBlocks ?? 16,
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
+        accountBlocks: () => undefined,
         log,
       };
-      return new Vault(dir, options.storage, db, statements, ctx, lockFile, statements.dirtyFiles());
+      const orphans = statements.dirtyFiles().filter((r) => !r.local);
+      return new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
     } catch (err) {
       db?.close();
       rmSync(lockFile, { force: true });
@@ -88,6 +127,11 @@ export class Vault {
 
   get blockSize(): number {
     return this.ctx.blockSize;
+  }
+
+  /** Bytes of block data the vault holds (present blocks × block size: an upper bound of its disk use). */
+  get usedBytes(): number {
+    return this.evictor.usedBytes;
   }
 
   private dataPath(id: number): string {
@@ -106,16 +150,43 @@ export class Vault {
   /**
    * Open (and create if needed) the cached file for `key`. `base` is the remote object as last seen, or null
    * if there is none; a clean cached copy of another version is dropped so stale blocks are never served.
+   * Concurrent opens of one key share one CachedFile.
    */
-  async openFile(key: string, base: RemoteVersion | null, attrs: FileAttrs): Promise<CachedFile> {
-    const already = this.open.get(key);
-    if (already) {
-      already.openCount++;
-      return already;
+  async openFile(key: string, base: RemoteVersion | null, attrs: FileAttrs, options: { local?: boolean } = {}): Promise<CachedFile> {
+    for (;;) {
+      const closing = this.closing.get(key);
+      if (closing) {
+        await closing;
+        continue;
+      }
+      const pending = this.opening.get(key);
+      if (pending) {
+        const f = await pending;
+        f.openCount++;
+        return f;
+      }
+      const already = this.open.get(key);
+      if (already) {
+        already.openCount++;
+        return already;
+      }
+      break;
     }
+    const p = this.load(key, base, attrs, options.local ?? false);
+    this.opening.set(key, p);
+    try {
+      return await p;
+    } finally {
+      this.opening.delete(key);
+    }
+  }
+
+  private async load(key: string, base: RemoteVersion | null, attrs: FileAttrs, local: boolean): Promise<CachedFile> {
     let rec = this.statements.find(key);
-    if (rec && !rec.dirty && (rec.remoteEtag ?? null) !== (base?.etag ?? null)) {
+    if (rec && !rec.dirty && !rec.local && (rec.remoteEtag ?? null) !== (base?.etag ?? null)) {
       this.ctx.log.debug({ key, cached: rec.remoteEtag, remote: base?.etag }, 'remote object changed: dropping cached blocks');
+      const counts = this.statements.blockCountOf(rec.id);
+      this.evictor.account(-(counts.clean + counts.dirty));
       this.statements.dropAllBlocks(rec.id);
       await truncate(this.dataPath(rec.id), 0).catch(() => undefined);
       rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null };
@@ -123,7 +194,17 @@ export class Vault {
     } else if (rec?.dirty && base && rec.remoteEtag !== base.etag) {
       this.ctx.log.warn({ key, cached: rec.remoteEtag, remote: base.etag }, 'object changed remotely while local changes are pending: the local version will replace it');
     }
-    rec ??= this.statements.insert({ key, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null, lastError: 0 });
+    rec ??= this.statements.insert({
+      key,
+      ...attrs,
+      size: base?.size ?? 0,
+      fetchLimit: base?.size ?? 0,
+      remoteEtag: base?.etag ?? null,
+      dirty: base === null,
+      pinned: false,
+      local,
+      lastError: 0,
+    });
     let fd;
     try {
       fd = await openFile(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT, 0o600);
@@ -140,9 +221,21 @@ export class Vault {
   /** Release one handle of the file; the last one closes its data file. */
   async closeFile(file: CachedFile): Promise<void> {
     if (--file.openCount > 0) return;
-    if (this.open.get(file.key) === file) this.open.delete(file.key);
-    await file.closeData();
-    if (file.unlinked) rmSync(this.dataPath(file.rec.id), { force: true });
+    const key = file.key;
+    file.closing = true;
+    const done = (async () => {
+      await file.closeData();
+      if (file.unlinked) rmSync(this.dataPath(file.rec.id), { force: true });
+      else this.statements.saveFile(file.rec);
+    })();
+    this.closing.set(key, done);
+    try {
+      await done;
+    } finally {
+      this.closing.delete(key);
+      if (this.open.get(key) === file) this.open.delete(key);
+    }
+    this.evictor.maybeEvict();
   }
 
   /** Records under a key prefix, live ones of open files first (for listings of not-yet-uploaded files). */
@@ -173,12 +266,14 @@ export class Vault {
     const file = this.open.get(key);
     const rec = file?.rec ?? this.statements.find(key);
     if (!rec) return;
+    const counts = this.statements.blockCountOf(rec.id);
     this.statements.deleteFile(rec.id);
     if (file) {
       file.unlinked = true;
       this.open.delete(key);
     } else {
       rmSync(this.dataPath(rec.id), { force: true });
+      this.evictor.account(-(counts.clean + counts.dirty));
     }
   }
 
@@ -192,7 +287,134 @@ export class Vault {
 
   /** Open files with unflushed changes. */
   dirtyOpenFiles(): CachedFile[] {
-    return [...this.open.values()].filter((f) => f.dirty && !f.unlinked);
+    return [...this.open.values()].filter((f) => f.dirty && !f.unlinked && !f.rec.local);
+  }
+
+  // ---- pinning (never evicted, kept for offline use) ----
+
+  setPinned(key: string, pinned: boolean): boolean {
+    const rec = this.record(key);
+    if (!rec) return false;
+    rec.pinned = pinned;
+    this.statements.setPinned(rec.id, pinned);
+    if (!pinned) this.evictor.maybeEvict();
+    return true;
+  }
+
+  // ---- tags (R43) ----
+
+  private recordFor(key: string, op: string): FileRecord {
+    const rec = this.record(key);
+    if (!rec) throw new VaultError('NOT_FOUND', `${op}: ${JSON.stringify(key)} has no record in the vault`);
+    return rec;
+  }
+
+  setTag(key: string, tagId: number, value: Buffer): void {
+    checkTag(tagId, value);
+    const rec = this.recordFor(key, 'set tag');
+    if (this.statements.getTag(rec.id, tagId) === undefined) checkTagCount(this.statements.tagsOf(rec.id).length + 1);
+    this.statements.putTag(rec.id, tagId, value);
+  }
+
+  getTag(key: string, tagId: number): Buffer | undefined {
+    checkTag(tagId);
+    const rec = this.record(key);
+    return rec && this.statements.getTag(rec.id, tagId);
+  }
+
+  deleteTag(key: string, tagId: number): boolean {
+    checkTag(tagId);
+    const rec = this.record(key);
+    return rec ? this.statements.deleteTag(rec.id, tagId) : false;
+  }
+
+  listTags(key: string): { id: number; value: Buffer }[] {
+    const rec = this.record(key);
+    return rec ? this.statements.tagsOf(rec.id) : [];
+  }
+
+  // ---- status, enumeration, flush (CBCache API) ----
+
+  /** Per-file status of every cached file (or those under a key prefix). */
+  status(prefix = ''): FileStatus[] {
+    const counts = this.statements.blockCounts();
+    const bs = this.ctx.blockSize;
+    const out: FileStatus[] = [];
+    const seen = new Set<string>();
+    const add = (rec: FileRecord, clean: number, dirty: number, open: boolean): void => {
+      if (!rec.key.startsWith(prefix) || seen.has(rec.key)) return;
+      seen.add(rec.key);
+      const kind: FileStatusKind = open ? FILE_STATUS.OPEN : rec.local ? FILE_STATUS.LOCAL : rec.dirty ? FILE_STATUS.ORPHAN : FILE_STATUS.UNCHANGED;
+      out.push({
+        key: rec.key,
+        size: rec.size,
+        cachedBytes: Math.min(rec.size, (clean + dirty) * bs),
+        dirtyBytes: Math.min(rec.size, dirty * bs),
+        pinned: rec.pinned,
+        local: rec.local,
+        status: open && rec.dirty ? FILE_STATUS.CHANGED : kind,
+        lastError: rec.lastError,
+      });
+    };
+    for (const f of this.open.values()) if (!f.unlinked) add(f.rec, f.cachedBlocks() - f.dirtyBlocks(), f.dirtyBlocks(), true);
+    for (const rec of this.statements.allFiles()) {
+      const c = counts.get(rec.id) ?? { clean: 0, dirty: 0 };
+      add(rec, c.clean, c.dirty, false);
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  /** EnumerateCachedFiles: keys matching the ENUM_MODE flags (0 = all; several flags = any of them). */
+  enumerateCachedFiles(mode: number): string[] {
+    return this.status()
+      .filter((s) => {
+        if (mode === ENUM_MODE.ALL) return true;
+        const changed = s.status === FILE_STATUS.CHANGED || s.status === FILE_STATUS.ORPHAN;
+        return (
+          (mode & ENUM_MODE.CHANGED && changed) ||
+          (mode & ENUM_MODE.UNCHANGED && !changed && !s.local) ||
+          (mode & ENUM_MODE.LOCAL && s.local) ||
+          (mode & ENUM_MODE.ORPHAN && s.status === FILE_STATUS.ORPHAN) ||
+          (mode & ENUM_MODE.PINNED && s.pinned)
+        );
+      })
+      .map((s) => s.key);
+  }
+
+  /** Flush one file: TEST reports, SYNC uploads and waits, ASYNC starts the upload and returns RUNNING. */
+  async flushFile(key: string, mode: FlushMode = FLUSH_MODE.SYNC): Promise<FlushResult> {
+    const rec = this.record(key);
+    if (!rec || !rec.dirty || rec.local) return FLUSH_RESULT.NOTHING;
+    if (mode === FLUSH_MODE.TEST) return FLUSH_RESULT.DIRTY;
+    const run = async (): Promise<void> => {
+      const file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+      try {
+        await file.upload();
+      } finally {
+        await this.closeFile(file);
+      }
+    };
+    if (mode === FLUSH_MODE.ASYNC) {
+      run().catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'flush failed'));
+      return FLUSH_RESULT.RUNNING;
+    }
+    await run();
+    return FLUSH_RESULT.SUCCESS;
+  }
+
+  /** ResetErrorState: clear the last transfer error of one file or of all. */
+  resetErrorState(key?: string): void {
+    for (const rec of key ? [this.record(key)].filter((r): r is FileRecord => !!r) : this.statements.allFiles()) {
+      if (rec.lastError === 0) continue;
+      const live = this.open.get(rec.key)?.rec ?? rec;
+      live.lastError = 0;
+      this.statements.saveFile(live);
+    }
+  }
+
+  /** Evict now if over the limit (tests and `s3vault vault compact`). */
+  evict(): void {
+    this.evictor.evict();
   }
 
   /** Tests: let go of everything as a killed process would — nothing committed, the stop not marked clean. */
@@ -206,7 +428,8 @@ export class Vault {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const f of this.open.values()) {
+    await Promise.allSettled([...this.opening.values(), ...this.closing.values()]);
+    for (const f of [...this.open.values()]) {
       await f.commit().catch((err) => this.ctx.log.error({ key: f.key, err }, 'commit at close failed'));
       f.openCount = 1;
       await this.closeFile(f);

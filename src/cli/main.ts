@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, envConfig, readConfigFile, resolveConfig } from '../config.js';
+import { ConfigError, envConfig, parseSize, readConfigFile, resolveConfig } from '../config.js';
 import { startEmbeddedServer } from '../storage/embedded-server.js';
 import { runInBackground, notifyParent } from './daemon.js';
 import { EXIT } from './exit-codes.js';
@@ -35,6 +35,7 @@ interface MountFlags {
   allowOther?: boolean;
   notifyFd?: string;
   logFile?: string;
+  cacheSize?: string;
 }
 
 function splitBucket(spec: string): { bucket: string; prefix: string } {
@@ -61,6 +62,7 @@ async function mountCommand(argv: string[], flags: MountFlags, logFile: string, 
 function addMountOptions(cmd: Command): Command {
   return cmd
     .option('--vault <dir>', 'vault directory (default: ~/.cache/s3vault/vaults/<bucket>-<id>)')
+    .option('--cache-size <size>', 'vault size limit, e.g. 300M, 20G (default 300M); changed and pinned data may exceed it')
     .option('--read-only', 'mount read-only: every change fails with EROFS')
     .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')
     .option('--verbose', 'debug logging')
@@ -88,8 +90,12 @@ export async function main(argv: string[]): Promise<number> {
   ).action((flags: MountFlags & { dir: string; mountpoint: string }) => {
     const dir = path.resolve(flags.dir);
     const args = ['up', '--dir', dir, '--mountpoint', path.resolve(flags.mountpoint), ...(flags.verbose ? ['--verbose'] : []), ...(flags.readOnly ? ['--read-only'] : [])];
+    if (flags.cacheSize) args.push('--cache-size', flags.cacheSize);
     result = mountCommand(args, flags, flags.logFile ?? path.join(dir, 's3vault.log'), () => {
-      const config = resolveConfig({ file: readConfigFile(flags.config), flags: { s3: { bucket: 's3vault' }, vault: { dir: flags.vault ?? path.join(dir, 'vault') }, fs: { readOnly: flags.readOnly } } });
+      const config = resolveConfig({
+        file: readConfigFile(flags.config),
+        flags: { s3: { bucket: 's3vault' }, vault: { dir: flags.vault ?? path.join(dir, 'vault'), sizeLimit: flags.cacheSize && parseSize(flags.cacheSize) }, fs: { readOnly: flags.readOnly } },
+      });
       return { config, mountpoint: flags.mountpoint, createMountpoint: true, embedded: { dataDir: dir }, verbose: flags.verbose };
     }).then((code) => {
       if (code === EXIT.OK && !flags.foreground) process.stdout.write(`  stop it with: ${process.argv[1] ? path.relative(process.cwd(), process.argv[1]) : 's3vault'} unmount ${flags.mountpoint}\n`);
@@ -109,7 +115,7 @@ export async function main(argv: string[]): Promise<number> {
   ).action((bucketSpec: string, mountpoint: string, flags: MountFlags) => {
     const { bucket, prefix } = splitBucket(bucketSpec);
     const passthrough = ['mount', bucketSpec, path.resolve(mountpoint)];
-    for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--profile', flags.profile], ['--vault', flags.vault], ['--config', flags.config]] as const) {
+    for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--profile', flags.profile], ['--vault', flags.vault], ['--config', flags.config], ['--cache-size', flags.cacheSize]] as const) {
       if (value) passthrough.push(flag, flag === '--vault' || flag === '--config' ? path.resolve(value) : value);
     }
     if (flags.readOnly) passthrough.push('--read-only');
@@ -120,7 +126,11 @@ export async function main(argv: string[]): Promise<number> {
       const config = resolveConfig({
         file: readConfigFile(flags.config),
         env: envConfig(),
-        flags: { s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile }, vault: { dir: flags.vault && path.resolve(flags.vault) }, fs: { readOnly: flags.readOnly, allowOther: flags.allowOther } },
+        flags: {
+          s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile },
+          vault: { dir: flags.vault && path.resolve(flags.vault), sizeLimit: flags.cacheSize && parseSize(flags.cacheSize) },
+          fs: { readOnly: flags.readOnly, allowOther: flags.allowOther },
+        },
       });
       return { config, mountpoint, verbose: flags.verbose };
     };

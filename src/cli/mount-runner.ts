@@ -71,12 +71,13 @@ export async function runMount(job: MountJob): Promise<number> {
     where = storage.description;
     await storage.probe();
     const vaultDir = config.vault.dir ?? defaultVaultDir(config);
-    vault = Vault.open({
+    vault = await Vault.open({
       dir: vaultDir,
       storage,
       blockSize: config.vault.blockSize,
       fetchBlocks: config.vault.fetchBlocks,
       readAheadBlocks: config.vault.readAheadBlocks,
+      sizeLimit: config.vault.sizeLimit,
       objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
       log,
     });

@@ -16,10 +16,10 @@ let storage: MemoryStorage;
 let vault: Vault;
 let fs: S3Mirror;
 
-beforeEach(() => {
+beforeEach(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-mirror-'));
   storage = new MemoryStorage();
-  vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+  vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
   fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
 });
 afterEach(async () => {
@@ -119,7 +119,7 @@ describe('mirror: namespace', () => {
     await f.commit();
     await vault.closeFile(f);
     await vault.close();
-    vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     expect(vault.orphans.map((r) => r.key)).toEqual(['orphan.txt']);
     await fs.mount();

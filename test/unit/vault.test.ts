@@ -12,7 +12,7 @@ const attrs = { mode: 0o644, uid: 1, gid: 2, mtimeMs: 1_000_000 };
 let dir: string;
 let storage: MemoryStorage;
 
-function openVault(): Vault {
+function openVault(): Promise<Vault> {
   return Vault.open({ dir, storage, blockSize: 64 * KiB, fetchBlocks: 4, readAheadBlocks: 8 });
 }
 
@@ -32,7 +32,7 @@ describe('vault: reads', () => {
   it('fetches absent blocks lazily, then serves them without any request', async () => {
     const data = pattern(300 * KiB);
     const etag = storage.putObject('f', data);
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: data.length }, attrs);
     expect(await f.read(70 * KiB, 10)).toEqual(data.subarray(70 * KiB, 70 * KiB + 10));
     expect(storage.calls.read).toBe(1);
@@ -46,7 +46,7 @@ describe('vault: reads', () => {
   it('fetches adjacent absent blocks in one ranged request, and concurrent readers share it', async () => {
     const data = pattern(256 * KiB);
     const etag = storage.putObject('f', data);
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: data.length }, attrs);
     const [a, b] = await Promise.all([f.read(0, 256 * KiB), f.read(100 * KiB, 10)]);
     expect(a).toEqual(data);
@@ -58,7 +58,7 @@ describe('vault: reads', () => {
   it('reads sequentially with a growing read-ahead window and returns exact bytes to EOF', async () => {
     const data = pattern(2 * 1024 * KiB + 123);
     const etag = storage.putObject('f', data);
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: data.length }, attrs);
     const parts: Buffer[] = [];
     for (let off = 0; off < data.length; off += 32 * KiB) parts.push(await f.read(off, 32 * KiB));
@@ -70,7 +70,7 @@ describe('vault: reads', () => {
 
   it('never mixes versions: a changed object fails the fetch (FILE_MODIFIED_EXTERNALLY)', async () => {
     const etag = storage.putObject('f', pattern(200 * KiB));
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: 200 * KiB }, attrs);
     await f.read(0, 10);
     storage.putObject('f', Buffer.alloc(200 * KiB, 1));
@@ -80,7 +80,7 @@ describe('vault: reads', () => {
 
   it('drops clean blocks of a file whose remote version changed before it is opened again', async () => {
     const etag1 = storage.putObject('f', Buffer.from('version one'));
-    const vault = openVault();
+    const vault = await openVault();
     let f = await vault.openFile('f', { etag: etag1, size: 11 }, attrs);
     expect((await f.read(0, 100)).toString()).toBe('version one');
     await vault.closeFile(f);
@@ -95,7 +95,7 @@ describe('vault: writes and sizes', () => {
   it('a partial overwrite of an absent block keeps the rest of the block (read-modify-write) and uploads whole', async () => {
     const data = pattern(200 * KiB);
     const etag = storage.putObject('f', data);
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: data.length }, attrs);
     await f.write(70 * KiB, Buffer.from('HELLO'));
     expect(await f.upload()).toBe(true);
@@ -108,7 +108,7 @@ describe('vault: writes and sizes', () => {
 
   it('truncate then extend gives zeros, never the old remote bytes', async () => {
     const etag = storage.putObject('f', pattern(150 * KiB));
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: 150 * KiB }, attrs);
     await f.setSize(10);
     await f.setSize(100 * KiB);
@@ -121,7 +121,7 @@ describe('vault: writes and sizes', () => {
   });
 
   it('a new file writes sparse, reads back zeros in the gap, and uploads its exact size', async () => {
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('new', null, attrs);
     await f.write(200 * KiB, Buffer.from('end'));
     expect(f.size).toBe(200 * KiB + 3);
@@ -134,7 +134,7 @@ describe('vault: writes and sizes', () => {
   });
 
   it('an empty new file uploads as an empty object with its metadata', async () => {
-    const vault = Vault.open({ dir, storage, objectMeta: (a) => ({ meta: { mode: String(a.mode) } }) });
+    const vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: { mode: String(a.mode) } }) });
     const f = await vault.openFile('empty', null, { ...attrs, mode: 0o600 });
     await f.upload();
     expect(storage.objects.get('empty')!.data.length).toBe(0);
@@ -146,7 +146,7 @@ describe('vault: writes and sizes', () => {
 describe('vault: journal and recovery', () => {
   it('keeps committed dirty data across a crash (orphans) and forgets clean blocks after an unclean stop', async () => {
     const etag = storage.putObject('clean', pattern(100 * KiB));
-    let vault = openVault();
+    let vault = await openVault();
     const c = await vault.openFile('clean', { etag, size: 100 * KiB }, attrs);
     await c.read(0, 100 * KiB);
     await vault.closeFile(c);
@@ -156,7 +156,7 @@ describe('vault: journal and recovery', () => {
     // Simulate kill -9: nothing more is written, and the lock is left behind, naming a dead pid.
     await vault.simulateCrash();
     writeFileSync(path.join(dir, 'vault.lock'), '999999');
-    vault = openVault();
+    vault = await openVault();
     expect(vault.orphans.map((r) => r.key)).toEqual(['dirty']);
     const d2 = await vault.openFile('dirty', null, attrs);
     expect((await d2.read(0, 100)).toString()).toBe('unsaved work');
@@ -167,19 +167,19 @@ describe('vault: journal and recovery', () => {
     await c2.read(0, 100 * KiB);
     expect(storage.calls.read).toBeGreaterThan(before); // refetched after the unclean stop
     await vault.close();
-    vault = openVault();
+    vault = await openVault();
     expect(vault.orphans).toHaveLength(0);
     await vault.close();
   });
 
   it('a clean close keeps clean blocks: a reopened vault serves them without requests', async () => {
     const etag = storage.putObject('f', pattern(100 * KiB));
-    let vault = openVault();
+    let vault = await openVault();
     const f = await vault.openFile('f', { etag, size: 100 * KiB }, attrs);
     await f.read(0, 100 * KiB);
     await vault.close();
     const before = storage.calls.read;
-    vault = openVault();
+    vault = await openVault();
     const g = await vault.openFile('f', { etag, size: 100 * KiB }, attrs);
     expect(await g.read(0, 100 * KiB)).toEqual(pattern(100 * KiB));
     expect(storage.calls.read).toBe(before);
@@ -187,26 +187,26 @@ describe('vault: journal and recovery', () => {
   });
 
   it('the block size is a property of the vault: reopening with another keeps the stored one', async () => {
-    let vault = Vault.open({ dir, storage, blockSize: 128 * KiB });
+    let vault = await Vault.open({ dir, storage, blockSize: 128 * KiB });
     await vault.close();
-    vault = Vault.open({ dir, storage, blockSize: 1024 * KiB });
+    vault = await Vault.open({ dir, storage, blockSize: 1024 * KiB });
     expect(vault.blockSize).toBe(128 * KiB);
     await vault.close();
   });
 
   it('one process per vault; a corrupt database is refused and left untouched', async () => {
-    const vault = openVault();
-    expect(() => openVault()).toThrow(VaultError);
+    const vault = await openVault();
+    await expect(openVault()).rejects.toThrow(VaultError);
     await vault.close();
     const bad = mkdtempSync(path.join(os.tmpdir(), 's3vault-bad-'));
     writeFileSync(path.join(bad, 'vault.db'), Buffer.alloc(8192, 7));
-    expect(() => Vault.open({ dir: bad, storage })).toThrow(/corrupt/);
+    await expect(Vault.open({ dir: bad, storage })).rejects.toThrow(/corrupt/);
     expect(statSync(path.join(bad, 'vault.db')).size).toBe(8192);
     rmSync(bad, { recursive: true, force: true });
   });
 
   it('rename and remove move or drop a record; a removed open file is never uploaded', async () => {
-    const vault = openVault();
+    const vault = await openVault();
     const f = await vault.openFile('a', null, attrs);
     await f.write(0, Buffer.from('x'));
     vault.renameFile('a', 'b');

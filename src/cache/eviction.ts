@@ -1,0 +1,95 @@
+/**
+ * Keeps the vault within its size limit. Accounting is by present blocks (an upper bound of disk use).
+ * Past the limit it evicts down to 90 % of it: first whole closed files, least recently used first (their
+ * data file is truncated, so the space really returns to the disk), then clean blocks of open files,
+ * least recently used first (hole punching). Never evicted: dirty data (until uploaded), pinned files,
+ * blocks being read or fetched, files being opened or closed.
+ */
+import type { Logger } from '../log.js';
+import type { CachedFile } from './cached-file.js';
+import type { VaultStatements } from './statements.js';
+
+export interface EvictorOptions {
+  statements: VaultStatements;
+  blockSize: number;
+  limitBytes: number;
+  usedBlocks: number;
+  openFiles: () => Iterable<CachedFile>;
+  /** Keys whose files are open, opening or closing: their blocks are not the closed-file pass's to take. */
+  isBusy: (key: string) => boolean;
+  dropData: (fileId: number) => void;
+  log: Logger;
+}
+
+export class Evictor {
+  private used: number;
+  private running = false;
+  private scheduled = false;
+  private warnedFull = false;
+
+  constructor(private readonly o: EvictorOptions) {
+    this.used = o.usedBlocks;
+  }
+
+  get usedBytes(): number {
+    return this.used * this.o.blockSize;
+  }
+
+  private get limitBlocks(): number {
+    return Math.max(1, Math.floor(this.o.limitBytes / this.o.blockSize));
+  }
+
+  account(delta: number): void {
+    this.used += delta;
+    if (delta > 0) this.maybeEvict();
+  }
+
+  /** Evict soon (after the current I/O callback), once, if over the limit. */
+  maybeEvict(): void {
+    if (this.used <= this.limitBlocks || this.scheduled || this.running) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.evict();
+    });
+  }
+
+  /** Synchronous: no read can slip between choosing a block and punching it. */
+  evict(): void {
+    if (this.running || this.used <= this.limitBlocks) return;
+    this.running = true;
+    try {
+      const target = Math.floor(this.limitBlocks * 0.9);
+      this.evictClosedFiles(target);
+      if (this.used > target) this.evictOpenBlocks(target);
+      if (this.used > this.limitBlocks && !this.warnedFull) {
+        this.warnedFull = true;
+        this.o.log.warn({ usedBytes: this.usedBytes, limitBytes: this.o.limitBytes }, 'vault is over its size limit: the rest is dirty, pinned or in use');
+      } else if (this.used <= this.limitBlocks) this.warnedFull = false;
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private evictClosedFiles(target: number): void {
+    while (this.used > target) {
+      const candidates = this.o.statements.closedCandidates().filter((c) => !this.o.isBusy(c.key));
+      if (candidates.length === 0) return;
+      for (const c of candidates) {
+        this.o.dropData(c.id);
+        this.o.statements.dropAllBlocks(c.id);
+        this.used -= c.blocks;
+        this.o.log.debug({ key: c.key, blocks: c.blocks }, 'evicted closed file');
+        if (this.used <= target) return;
+      }
+    }
+  }
+
+  private evictOpenBlocks(target: number): void {
+    const candidates = [...this.o.openFiles()].flatMap((f) => f.evictable()).sort((a, b) => a.used - b.used);
+    for (const c of candidates) {
+      if (this.used <= target) return;
+      c.file.evictBlock(c.block); // accounts itself
+    }
+  }
+}
