@@ -5,7 +5,7 @@
  * unclean stop (clean blocks are forgotten and refetched; dirty blocks were made durable before their commit
  * and are kept — the orphans its owner flushes). It knows storage only through the StorageDriver interface.
  */
-import { closeSync, constants as fsc, mkdirSync, openSync, readFileSync, rmSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
+import { constants as fsc, mkdirSync, rmSync, truncateSync } from 'node:fs';
 import { open as openFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
@@ -16,6 +16,7 @@ import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT, type FileStatusKind, 
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
+import { takeLock } from './lock.js';
 import { VaultStatements } from './statements.js';
 import { checkTag, checkTagCount } from './tags.js';
 
@@ -437,33 +438,5 @@ export class Vault {
     this.statements.setInfo('clean_shutdown', '1');
     this.db.close();
     rmSync(this.lockFile, { force: true });
-  }
-}
-
-/** One process per vault: a lock file holding the owner's pid; a stale one (dead pid) is taken over. */
-function takeLock(dir: string): string {
-  const file = path.join(dir, 'vault.lock');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx');
-      writeSync(fd, String(process.pid));
-      closeSync(fd);
-      return file;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new VaultError('IO', `cannot lock vault ${dir}: ${(err as Error).message}`, { cause: err });
-      const pid = Number(readFileSync(file, 'utf8').trim());
-      if (pid && isAlive(pid)) throw new VaultError('IN_USE', `vault ${dir} is in use by s3vault process ${pid}`);
-      unlinkSync(file);
-    }
-  }
-  throw new VaultError('IN_USE', `cannot lock vault ${dir}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

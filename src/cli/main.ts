@@ -14,6 +14,9 @@ import { runInBackground, notifyParent } from './daemon.js';
 import { EXIT } from './exit-codes.js';
 import { runMount } from './mount-runner.js';
 import { isMounted, mountOwner } from './mountpoint.js';
+import { addVaultCommands } from './vault-commands.js';
+import { addControlCommands } from './control-commands.js';
+import { VaultError } from '../cache/errors.js';
 import { spawnSync } from 'node:child_process';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -168,6 +171,9 @@ export async function main(argv: string[]): Promise<number> {
       })();
     });
 
+  addVaultCommands(program, (p) => (result = p));
+  addControlCommands(program, (p) => (result = p));
+
   try {
     await program.parseAsync(argv, { from: 'user' });
   } catch (err) {
@@ -209,6 +215,7 @@ main(process.argv.slice(2)).then(
   },
   (err: unknown) => {
     if (err instanceof ConfigError) fail(err.message, EXIT.USAGE);
+    if (err instanceof VaultError) fail(err.message, EXIT.VAULT);
     fail(err instanceof Error ? err.message : String(err));
   },
 );

@@ -17,6 +17,9 @@ import { createLogger, type Logger } from '../log.js';
 import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
 import { StorageError } from '../storage/rwresult.js';
 import { S3Storage } from '../storage/s3.js';
+import type { Server } from 'node:net';
+import { Maintenance } from '../fs/mirror/maintenance.js';
+import { startControlServer } from './control.js';
 import { EXIT } from './exit-codes.js';
 import { checkMountpoint, MountpointError, registerMount, unregisterMount } from './mountpoint.js';
 
@@ -53,6 +56,7 @@ export async function runMount(job: MountJob): Promise<number> {
   let vault: Vault | undefined;
   let session: FuseSession | undefined;
   let mountpoint: string | undefined;
+  let control: Server | undefined;
   let where = `s3://${config.s3.bucket}/${config.s3.prefix}`;
   const notify = (ok: boolean, message: string, exit: number): void => {
     job.notify?.({ ok, message, exit });
@@ -100,7 +104,7 @@ export async function runMount(job: MountJob): Promise<number> {
       log,
     });
     session.mount();
-    registerMount(mountpoint, process.pid);
+    control = startControlServer(registerMount(mountpoint, process.pid), new Maintenance(vault, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }), log);
     const loop = session.run();
     let stopping: Promise<void> | undefined;
     const stop = (signal: string): void => {
@@ -127,6 +131,7 @@ export async function runMount(job: MountJob): Promise<number> {
     else process.stderr.write(`s3vault: error: ${message}\n`);
     return exit;
   } finally {
+    control?.close();
     session?.close();
     await vault?.close().catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
     await storage?.close();

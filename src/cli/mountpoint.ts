@@ -31,24 +31,44 @@ export function checkMountpoint(mountpoint: string, create = false): string {
   return mp;
 }
 
-function registryFile(mountpoint: string): string {
+function registryFile(mountpoint: string, ext: 'pid' | 'sock'): string {
   const id = createHash('sha1').update(path.resolve(mountpoint)).digest('hex').slice(0, 16);
-  return path.join(os.tmpdir(), 's3vault-mounts', `${id}.pid`);
+  return path.join(os.tmpdir(), 's3vault-mounts', `${id}.${ext}`);
 }
 
-export function registerMount(mountpoint: string, pid: number): void {
-  const file = registryFile(mountpoint);
+/** Record which process serves a mountpoint; returns the path of its control socket. */
+export function registerMount(mountpoint: string, pid: number): string {
+  const file = registryFile(mountpoint, 'pid');
   mkdirSync(path.dirname(file), { recursive: true });
   writeFileSync(file, String(pid));
+  return registryFile(mountpoint, 'sock');
 }
 
 export function unregisterMount(mountpoint: string): void {
-  rmSync(registryFile(mountpoint), { force: true });
+  rmSync(registryFile(mountpoint, 'pid'), { force: true });
+  rmSync(registryFile(mountpoint, 'sock'), { force: true });
+}
+
+export function controlSocket(mountpoint: string): string {
+  return registryFile(mountpoint, 'sock');
+}
+
+/** The s3vault mount a path lies in, and the path inside it ("/…"). */
+export function findMount(target: string): { mountpoint: string; inner: string } | undefined {
+  const abs = path.resolve(target);
+  let best: string | undefined;
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const [, mp, type] = line.split(' ');
+    if (type !== 'fuse.s3vault' || !mp) continue;
+    const m = mp.replace(/\\040/g, ' ');
+    if ((abs === m || abs.startsWith(`${m}/`)) && (!best || m.length > best.length)) best = m;
+  }
+  return best === undefined ? undefined : { mountpoint: best, inner: abs.slice(best.length) || '/' };
 }
 
 export function mountOwner(mountpoint: string): number | undefined {
   try {
-    const pid = Number(readFileSync(registryFile(mountpoint), 'utf8'));
+    const pid = Number(readFileSync(registryFile(mountpoint, 'pid'), 'utf8'));
     process.kill(pid, 0);
     return pid;
   } catch {

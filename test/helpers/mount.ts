@@ -16,7 +16,7 @@ export interface TestMount {
   vault: string;
   child: ChildProcess;
   output(): string;
-  /** SIGTERM (flush + unmount) and wait; returns the exit code. */
+  /** SIGTERM (flush + unmount) and wait; returns the exit code. The vault stays (tests reopen it); the mountpoint goes. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
@@ -70,7 +70,7 @@ export async function mount(options: MountOptions): Promise<TestMount> {
       clearTimeout(timer);
     }
     forceUnmount(mountpoint);
-    if (!options.mountpoint && existsSync(base)) rmSync(base, { recursive: true, force: true });
+    if (!options.mountpoint && existsSync(mountpoint)) rmSync(mountpoint, { recursive: true, force: true });
     return child.exitCode;
   };
   return { mountpoint, vault, child, output: () => out, stop };

@@ -6,7 +6,8 @@
  */
 import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
-import type { ObjectInfo } from '../../storage/driver.js';
+import type { Listing, ObjectInfo } from '../../storage/driver.js';
+import { StorageError } from '../../storage/rwresult.js';
 import type { Logger } from '../../log.js';
 import type { AttributeChange, Caller, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
@@ -123,7 +124,27 @@ export class S3Mirror implements CbfsHandlers {
     if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
     const listed = this.cache.listed(key);
     if (listed === 'absent') return null;
-    return this.run('getattr', path, () => this.lookupRemote(key, listed === 'file'));
+    return this.run('getattr', path, async () => {
+      try {
+        return await this.lookupRemote(key, listed === 'file');
+      } catch (err) {
+        const offline = this.offlineInfo(key, err);
+        if (offline) return offline;
+        throw err;
+      }
+    });
+  }
+
+  /**
+   * Storage unreachable (a transient failure): what the vault knows still answers — a cached file's record,
+   * or a directory that holds cached files. Pinned files stay usable offline this way.
+   */
+  private offlineInfo(key: string, err: unknown): FileInfo | null {
+    if (!(err instanceof StorageError) || !err.transient) return null;
+    const rec = this.vault.record(key);
+    if (rec) return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+    if (this.vault.recordsUnder(`${key}/`).length) return { ...this.rootInfo(), mtimeMs: this.mountedAt };
+    return null;
   }
 
   /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
@@ -153,7 +174,15 @@ export class S3Mirror implements CbfsHandlers {
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     return this.run('readdir', path, async () => {
       const prefix = dirPrefix(path);
-      const listing = await this.storage.list(prefix, { delimiter: '/' });
+      let listing: Listing;
+      try {
+        listing = await this.storage.list(prefix, { delimiter: '/' });
+      } catch (err) {
+        if (!(err instanceof StorageError) || !err.transient) throw err;
+        // Offline: the vault's records are the listing (files it holds, and the directories above them).
+        listing = this.offlineListing(prefix);
+        if (!listing.objects.length && !listing.prefixes.length) throw err;
+      }
       const entries = new Map<string, DirEntry>();
       for (const p of listing.prefixes) {
         const name = p.slice(prefix.length, -1);
@@ -179,6 +208,18 @@ export class S3Mirror implements CbfsHandlers {
       this.cache.setListing(prefix, new Map([...entries.values()].map((e) => [e.name, e.info.kind])));
       return [...entries.values()];
     });
+  }
+
+  private offlineListing(prefix: string): Listing {
+    const objects: ObjectInfo[] = [];
+    const prefixes = new Set<string>();
+    for (const rec of this.vault.recordsUnder(prefix)) {
+      const rest = rec.key.slice(prefix.length);
+      const cut = rest.indexOf('/');
+      if (cut >= 0) prefixes.add(prefix + rest.slice(0, cut + 1));
+      else if (rec.remoteEtag !== null) objects.push({ key: rec.key, size: rec.size, etag: rec.remoteEtag, lastModified: new Date(rec.mtimeMs) });
+    }
+    return { objects, prefixes: [...prefixes] };
   }
 
   private listedFileInfo(o: ObjectInfo): FileInfo {
@@ -213,7 +254,15 @@ export class S3Mirror implements CbfsHandlers {
       if (this.vault.isOpen(key) || (rec && (rec.dirty || rec.remoteEtag === null))) {
         file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec!);
       } else {
-        const remote = await this.remoteVersion(path, key);
+        let remote: Awaited<ReturnType<S3Mirror['remoteVersion']>>;
+        try {
+          remote = await this.remoteVersion(path, key);
+        } catch (err) {
+          // Offline: a cached copy opens as the version it is.
+          if (!(err instanceof StorageError) || !err.transient || !rec?.remoteEtag) throw err;
+          remote = { info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs }, etag: rec.remoteEtag };
+          this.log.debug({ key }, 'storage unreachable: opening the cached copy');
+        }
         if (!remote) throw new FsError(E.ENOENT, 'open', path);
         file = await this.vault.openFile(key, { etag: remote.etag, size: remote.info.size }, remote.info);
       }

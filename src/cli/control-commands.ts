@@ -1,0 +1,131 @@
+/** `s3vault pin | unpin | status | flush`: requests to the process serving a mount, over its control socket. */
+import type { Command } from 'commander';
+import cliProgress from 'cli-progress';
+import type { FileStatus } from '../cache/vault.js';
+import { FILE_STATUS } from '../cache/constants.js';
+import { rwresultName } from '../storage/rwresult.js';
+import type { Progress } from '../fs/mirror/maintenance.js';
+import { controlRequest, type ControlRequest } from './control.js';
+import { EXIT } from './exit-codes.js';
+import { controlSocket, findMount } from './mountpoint.js';
+
+const MiB = 1024 * 1024;
+const STATUS_NAMES: Record<number, string> = { [FILE_STATUS.CHANGED]: 'changed', [FILE_STATUS.UNCHANGED]: 'cached', [FILE_STATUS.LOCAL]: 'local', [FILE_STATUS.ORPHAN]: 'pending', [FILE_STATUS.OPEN]: 'open' };
+
+class CliError extends Error {}
+
+function target(p: string): { socket: string; inner: string; mountpoint: string } {
+  const m = findMount(p);
+  if (!m) throw new CliError(`${p} is not inside an s3vault mount`);
+  return { socket: controlSocket(m.mountpoint), inner: m.inner, mountpoint: m.mountpoint };
+}
+
+/** A progress bar on a terminal; on a pipe, nothing until the summary line. */
+function bar(label: string) {
+  const b = new cliProgress.SingleBar(
+    { format: `${label} {bar} {percentage}% | {doneMiB}/{totalMiB} MiB | {files}/{totalFiles} files | ETA {eta_formatted} | {current}`, hideCursor: true, noTTYOutput: false },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    update(p: Progress): void {
+      const payload = { doneMiB: (p.doneBytes / MiB).toFixed(1), totalMiB: (p.totalBytes / MiB).toFixed(1), files: p.files, totalFiles: p.totalFiles, current: p.current };
+      if (!started) {
+        b.start(Math.max(1, p.totalBytes), 0, payload);
+        started = true;
+      }
+      b.update(p.doneBytes, payload);
+    },
+    stop(): void {
+      if (started) b.stop();
+    },
+  };
+}
+
+async function request(op: ControlRequest['op'], p: string, label?: string): Promise<unknown> {
+  const t = target(p);
+  const progress = label ? bar(label) : undefined;
+  try {
+    return await controlRequest(t.socket, { op, path: t.inner }, (pr) => progress?.update(pr));
+  } finally {
+    progress?.stop();
+  }
+}
+
+function formatStatus(rows: FileStatus[]): string {
+  const head = ['STATE', 'SIZE', 'CACHED', 'DIRTY', 'PINNED', 'LAST ERROR', 'KEY'];
+  const lines = rows.map((r) => [
+    STATUS_NAMES[r.status] ?? String(r.status),
+    String(r.size),
+    String(r.cachedBytes),
+    String(r.dirtyBytes),
+    r.pinned ? 'yes' : 'no',
+    r.lastError ? rwresultName(r.lastError) : '-',
+    r.key,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  return [head, ...lines].map((l) => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
+}
+
+export function addControlCommands(program: Command, setResult: (p: Promise<number>) => void): void {
+  const wrap = (fn: () => Promise<number>): void =>
+    setResult(
+      fn().catch((err: unknown) => {
+        process.stderr.write(`s3vault: error: ${(err as Error).message}\n`);
+        return err instanceof CliError ? EXIT.USAGE : EXIT.ERROR;
+      }),
+    );
+
+  program
+    .command('pin')
+    .description('fetch files or whole trees into the vault and keep them there (never evicted, readable offline)')
+    .argument('<paths...>', 'files or directories inside a mount')
+    .action((paths: string[]) =>
+      wrap(async () => {
+        for (const p of paths) {
+          const r = (await request('pin', p, 'pin')) as { files: number; bytes: number };
+          process.stdout.write(`s3vault: pinned ${r.files} files (${(r.bytes / MiB).toFixed(1)} MiB) under ${p}\n`);
+        }
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command('unpin')
+    .description('let pinned files be evicted again')
+    .argument('<paths...>', 'files or directories inside a mount')
+    .action((paths: string[]) =>
+      wrap(async () => {
+        for (const p of paths) {
+          const r = (await request('unpin', p)) as { files: number };
+          process.stdout.write(`s3vault: unpinned ${r.files} files under ${p}\n`);
+        }
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command('status')
+    .description('per cached file: state, size, cached and changed bytes, pinned, last transfer error')
+    .argument('[path]', 'a file or directory inside a mount', '.')
+    .option('--json', 'print JSON')
+    .action((p: string, flags: { json?: boolean }) =>
+      wrap(async () => {
+        const rows = (await request('status', p)) as FileStatus[];
+        process.stdout.write(flags.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatStatus(rows)}\n`);
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command('flush')
+    .description('upload every pending change under a path now, with progress')
+    .argument('[path]', 'a file or directory inside a mount', '.')
+    .action((p: string) =>
+      wrap(async () => {
+        const r = (await request('flush', p, 'flush')) as { files: number };
+        process.stdout.write(`s3vault: ${r.files ? `uploaded ${r.files} files` : 'nothing to upload'}\n`);
+        return EXIT.OK;
+      }),
+    );
+}

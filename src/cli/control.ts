@@ -1,0 +1,103 @@
+/**
+ * The control channel between the CLI and a running mount: a Unix socket in the vault directory, one JSON
+ * request per connection, answered by JSON lines (progress…, then a result or an error). The registry
+ * (mountpoint.ts) tells the CLI which socket serves a mountpoint.
+ */
+import net from 'node:net';
+import { rmSync } from 'node:fs';
+import type { Logger } from '../log.js';
+import type { Maintenance, Progress } from '../fs/mirror/maintenance.js';
+
+export interface ControlRequest {
+  op: 'pin' | 'unpin' | 'status' | 'flush';
+  /** A path inside the mount, "/" for its root. */
+  path: string;
+}
+
+export type ControlMessage = { type: 'progress'; progress: Progress } | { type: 'result'; data: unknown } | { type: 'error'; message: string };
+
+export function startControlServer(socketPath: string, maintenance: Maintenance, log: Logger): net.Server {
+  rmSync(socketPath, { force: true });
+  const server = net.createServer((conn) => {
+    let buf = '';
+    const send = (m: ControlMessage): void => {
+      conn.write(`${JSON.stringify(m)}\n`);
+    };
+    conn.on('error', () => undefined);
+    conn.on('data', (chunk) => {
+      buf += chunk.toString();
+      if (!buf.includes('\n')) return;
+      let req: ControlRequest;
+      try {
+        req = JSON.parse(buf.slice(0, buf.indexOf('\n'))) as ControlRequest;
+      } catch {
+        send({ type: 'error', message: 'bad request' });
+        conn.end();
+        return;
+      }
+      let last = 0;
+      const progress = (p: Progress): void => {
+        // At most ~10 updates a second: the CLI redraws a bar, it does not need every block.
+        if (Date.now() - last < 100 && p.files < p.totalFiles) return;
+        last = Date.now();
+        send({ type: 'progress', progress: p });
+      };
+      const run = async (): Promise<unknown> => {
+        switch (req.op) {
+          case 'pin':
+            return maintenance.pin(req.path, progress);
+          case 'unpin':
+            return { files: maintenance.unpin(req.path) };
+          case 'status':
+            return maintenance.status(req.path);
+          case 'flush':
+            return { files: await maintenance.flush(req.path, progress) };
+          default:
+            throw new Error(`unknown operation ${String((req as { op: unknown }).op)}`);
+        }
+      };
+      run().then(
+        (data) => {
+          send({ type: 'result', data });
+          conn.end();
+        },
+        (err: unknown) => {
+          log.error({ op: req.op, path: req.path, err: (err as Error).message }, 'control request failed');
+          send({ type: 'error', message: (err as Error).message });
+          conn.end();
+        },
+      );
+    });
+  });
+  server.listen(socketPath);
+  server.unref();
+  return server;
+}
+
+/** Send one request; calls onProgress for each progress line; resolves with the result. */
+export function controlRequest(socketPath: string, req: ControlRequest, onProgress?: (p: Progress) => void): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const conn = net.connect(socketPath);
+    let buf = '';
+    let settled = false;
+    conn.on('connect', () => conn.write(`${JSON.stringify(req)}\n`));
+    conn.on('data', (chunk) => {
+      buf += chunk.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const m = JSON.parse(buf.slice(0, nl)) as ControlMessage;
+        buf = buf.slice(nl + 1);
+        if (m.type === 'progress') onProgress?.(m.progress);
+        else {
+          settled = true;
+          if (m.type === 'result') resolve(m.data);
+          else reject(new Error(m.message));
+        }
+      }
+    });
+    conn.on('error', (err) => reject(new Error(`cannot reach the s3vault process (${err.message})`)));
+    conn.on('close', () => {
+      if (!settled) reject(new Error('the s3vault process closed the connection'));
+    });
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * What the `s3vault pin | unpin | status | flush` commands ask of a running mount, on paths of the mount:
+ * pin fetches whole files or trees into the vault (PREFETCH_ALL) and keeps them from eviction, so they read
+ * offline; unpin releases them; status reports each cached file; flush uploads pending changes.
+ */
+import type { Vault, FileStatus } from '../../cache/vault.js';
+import { FILE_STATUS, FLUSH_MODE } from '../../cache/constants.js';
+import type { ObjectInfo } from '../../storage/driver.js';
+import { E, FsError } from '../errors.js';
+import { dirPrefix, pathToKey } from './keys.js';
+import { decodeMeta, type Owner } from './meta.js';
+
+export interface Progress {
+  doneBytes: number;
+  totalBytes: number;
+  files: number;
+  totalFiles: number;
+  current: string;
+}
+
+export class Maintenance {
+  constructor(
+    private readonly vault: Vault,
+    private readonly owner: Owner,
+  ) {}
+
+  /** The objects a path names: the file itself, or every file under the directory. */
+  private async objectsAt(path: string): Promise<ObjectInfo[]> {
+    const key = pathToKey(path);
+    if (key !== '') {
+      const head = await this.vault.storage.head(key);
+      if (head) return [head];
+    }
+    const under = await this.vault.storage.list(dirPrefix(path));
+    const files = under.objects.filter((o) => !o.key.endsWith('/'));
+    if (files.length === 0 && key !== '' && !under.objects.length) throw new FsError(E.ENOENT, 'pin', path);
+    return files;
+  }
+
+  async pin(path: string, onProgress: (p: Progress) => void): Promise<{ files: number; bytes: number }> {
+    const objects = await this.objectsAt(path);
+    const progress: Progress = { doneBytes: 0, totalBytes: objects.reduce((n, o) => n + o.size, 0), files: 0, totalFiles: objects.length, current: '' };
+    for (const o of objects) {
+      progress.current = o.key;
+      const info = decodeMeta('file', o.size, o.lastModified, o.meta, this.owner);
+      const rec = this.vault.record(o.key);
+      const base = rec && (rec.dirty || rec.remoteEtag === null) ? (rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null) : { etag: o.etag, size: o.size };
+      const file = await this.vault.openFile(o.key, base, rec ?? info);
+      try {
+        this.vault.setPinned(o.key, true);
+        await file.fetchAll((bytes) => {
+          progress.doneBytes += bytes;
+          onProgress(progress);
+        });
+      } finally {
+        await this.vault.closeFile(file);
+      }
+      progress.files++;
+      onProgress(progress);
+    }
+    return { files: objects.length, bytes: progress.totalBytes };
+  }
+
+  unpin(path: string): number {
+    const key = pathToKey(path);
+    let n = 0;
+    for (const s of this.vault.status(key)) {
+      if ((s.key === key || s.key.startsWith(dirPrefix(path))) && s.pinned && this.vault.setPinned(s.key, false)) n++;
+    }
+    return n;
+  }
+
+  status(path: string): FileStatus[] {
+    const key = pathToKey(path);
+    return this.vault.status(key).filter((s) => key === '' || s.key === key || s.key.startsWith(dirPrefix(path)));
+  }
+
+  async flush(path: string, onProgress: (p: Progress) => void): Promise<number> {
+    const pending = this.status(path).filter((s) => s.status === FILE_STATUS.CHANGED || s.status === FILE_STATUS.ORPHAN);
+    const progress: Progress = { doneBytes: 0, totalBytes: pending.reduce((n, s) => n + s.size, 0), files: 0, totalFiles: pending.length, current: '' };
+    for (const s of pending) {
+      progress.current = s.key;
+      await this.vault.flushFile(s.key, FLUSH_MODE.SYNC);
+      progress.files++;
+      progress.doneBytes += s.size;
+      onProgress(progress);
+    }
+    return pending.length;
+  }
+}
