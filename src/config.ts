@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_LOCAL_PATTERNS } from './fs/mirror/local-names.js';
 import { s3ConfigSchema } from './storage/config.js';
 
 const MiB = 1024 * 1024;
@@ -35,6 +36,8 @@ export const fsConfigSchema = z.object({
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),
   allowOther: z.boolean().default(false),
+  /** Names of local files (R44): kept only in the vault, never uploaded. */
+  localPatterns: z.array(z.string().min(1)).default(DEFAULT_LOCAL_PATTERNS),
 });
 
 export const configSchema = z.object({

@@ -291,6 +291,22 @@ export class Vault {
     return [...this.open.values()].filter((f) => f.dirty && !f.unlinked && !f.rec.local);
   }
 
+  /**
+   * Make a file local (R44: only in the vault, never uploaded; its data must all be present) or ordinary
+   * again (it then counts as changed and is uploaded by the next flush).
+   */
+  setLocal(key: string, local: boolean): void {
+    const rec = this.record(key);
+    if (!rec || rec.local === local) return;
+    rec.local = local;
+    rec.dirty = true;
+    if (local) {
+      rec.remoteEtag = null;
+      rec.fetchLimit = 0;
+    }
+    this.statements.saveFile(rec);
+  }
+
   // ---- pinning (never evicted, kept for offline use) ----
 
   setPinned(key: string, pinned: boolean): boolean {

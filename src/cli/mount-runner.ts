@@ -94,6 +94,7 @@ export async function runMount(job: MountJob): Promise<number> {
       metadataCacheSize: config.fs.metadataCacheSize,
       capacityBytes: config.fs.capacityBytes,
       readOnly: config.fs.readOnly,
+      localPatterns: config.fs.localPatterns,
     });
     session = new FuseSession(mirror, {
       mountpoint,

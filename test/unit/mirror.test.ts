@@ -126,6 +126,27 @@ describe('mirror: namespace', () => {
     expect(storage.objects.get('orphan.txt')!.data.toString()).toBe('saved');
   });
 
+  it('local files (editor swap files) live only in the vault; a rename moves a file in or out of the bucket', async () => {
+    await writeFile('/.notes.txt.swp', 'swap');
+    expect(storage.objects.has('.notes.txt.swp')).toBe(false);
+    expect((await fs.getFileInfo('/.notes.txt.swp'))?.size).toBe(4);
+    expect((await fs.enumerateDirectory('/')).map((e) => e.name)).toEqual(['.notes.txt.swp']);
+    // local → ordinary name: uploaded
+    await fs.renameOrMoveFile('/.notes.txt.swp', '/notes.txt', 0);
+    expect(storage.objects.get('notes.txt')!.data.toString()).toBe('swap');
+    // ordinary → local name: leaves the bucket, stays readable
+    await fs.renameOrMoveFile('/notes.txt', '/.notes.txt.swo', 0);
+    expect(storage.objects.has('notes.txt')).toBe(false);
+    expect(storage.objects.has('.notes.txt.swo')).toBe(false);
+    const h = await fs.openFile('/.notes.txt.swo', 0);
+    expect((await fs.readFile(h, 0, 100)).toString()).toBe('swap');
+    await fs.cleanupFile(h);
+    await fs.closeFile(h);
+    expect(storage.objects.size).toBe(0);
+    await fs.deleteFile('/.notes.txt.swo');
+    expect(await fs.getFileInfo('/.notes.txt.swo')).toBeNull();
+  });
+
   it('names over 255 bytes are ENAMETOOLONG', async () => {
     await expect(fs.createFile(`/${'x'.repeat(256)}`, 0o644, 0, caller)).rejects.toMatchObject({ errno: 36 });
   });

@@ -14,6 +14,7 @@ import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { checkPath, dirPrefix, joinPath, markerKey, pathToKey } from './keys.js';
 import { decodeMeta, DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
+import { LocalNames } from './local-names.js';
 import { MetadataCache } from './metadata-cache.js';
 
 export interface MirrorOptions {
@@ -24,6 +25,8 @@ export interface MirrorOptions {
   metadataCacheSize?: number;
   capacityBytes?: number;
   readOnly?: boolean;
+  /** Name patterns of local files (R44), default DEFAULT_LOCAL_PATTERNS. */
+  localPatterns?: string[];
 }
 
 interface Handle {
@@ -39,12 +42,14 @@ export class S3Mirror implements CbfsHandlers {
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
   private readonly mountedAt = Date.now();
+  private readonly localNames: LocalNames;
 
   constructor(private readonly options: MirrorOptions) {
     this.vault = options.vault;
     this.log = options.log;
     this.owner = options.owner;
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048);
+    this.localNames = new LocalNames(options.localPatterns);
   }
 
   private get storage() {
@@ -280,7 +285,9 @@ export class S3Mirror implements CbfsHandlers {
       const existing = await this.getFileInfo(path);
       if (existing && flags & 0o200) throw new FsError(E.EEXIST, 'create', path); // O_EXCL
       if (existing?.kind === 'dir') throw new FsError(E.EISDIR, 'create', path);
-      const file = existing ? await this.vault.openFile(key, await this.remoteBase(path, key), attrs) : await this.vault.openFile(key, null, attrs);
+      const file = existing
+        ? await this.vault.openFile(key, await this.remoteBase(path, key), attrs)
+        : await this.vault.openFile(key, null, attrs, { local: this.localNames.matches(path) });
       if (existing) await file.setSize(0);
       this.cache.delete(key);
       return { handle: this.addHandle(file, path), info: this.fileInfoOf(file) };
@@ -456,6 +463,8 @@ export class S3Mirror implements CbfsHandlers {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
     const rec = this.vault.record(fromKey);
+    const toLocal = this.localNames.matches(to);
+    if (rec?.local || toLocal) return this.renameLocal(from, to, src, toLocal);
     if (rec && (rec.dirty || rec.remoteEtag === null)) {
       // Local changes go up first, under the old name, so the server-side copy carries them.
       const file = await this.vault.openFile(fromKey, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
@@ -474,6 +483,31 @@ export class S3Mirror implements CbfsHandlers {
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
   }
 
+  /**
+   * A rename that makes a file local, or a local file ordinary: the whole file comes into the vault, then
+   * either leaves the bucket (now local) or is uploaded under its new name (no longer local).
+   */
+  private async renameLocal(from: string, to: string, src: FileInfo, toLocal: boolean): Promise<void> {
+    const fromKey = pathToKey(from);
+    const toKey = pathToKey(to);
+    const rec = this.vault.record(fromKey);
+    const base = rec ? (rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null) : await this.remoteBase(from, fromKey);
+    const file = await this.vault.openFile(fromKey, base, rec ?? src);
+    try {
+      await file.fetchAll();
+      if (file.rec.remoteEtag !== null) await this.storage.delete(fromKey);
+      if (toLocal) await this.storage.delete(toKey); // it replaces whatever had that name
+      this.vault.renameFile(fromKey, toKey);
+      this.vault.setLocal(toKey, toLocal);
+      if (!toLocal) await this.upload(file);
+    } finally {
+      await this.vault.closeFile(file);
+    }
+    this.cache.set(fromKey, { info: null, complete: true });
+    if (toLocal) this.cache.delete(toKey);
+    for (const h of this.handles.values()) if (h.path === from) h.path = to;
+  }
+
   private async renameDirectory(from: string, to: string): Promise<void> {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
@@ -488,6 +522,8 @@ export class S3Mirror implements CbfsHandlers {
       await this.storage.copy(o.key, target);
       this.vault.renameFile(o.key, target);
     }
+    // Local files have no object: only their records move.
+    for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
     await this.storage.deleteMany(all.objects.map((o) => o.key));
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
     this.cache.clear();
