@@ -13,6 +13,7 @@ import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
 import { BLOCK, BlockMap } from './block-map.js';
 import { blockSum } from './checksum.js';
+import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
 import { punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
@@ -350,6 +351,8 @@ export class CachedFile {
         }
       }
       this.rec.remoteEtag = result.etag;
+      this.ctx.statements.putTag(this.rec.id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
+      if (result.versionId) this.ctx.statements.putTag(this.rec.id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
       this.rec.fetchLimit = size;
       this.rec.dirty = false;
       this.rec.lastError = 0;

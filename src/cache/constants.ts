@@ -20,6 +20,9 @@ export const PREFETCH = { NOTHING: 0, ALL: -1 } as const;
 /** CheckAndRepair flags (R55). */
 export const CACHE_CHECK = { NO_RECREATE: 0, RECREATE_VAULT: 1 } as const;
 
+/** Tags s3vault keeps for itself (ids C000–CFFF are reserved for it): facts about the remote object. */
+export const OWN_TAG = { ETAG: 0xc001, VERSION_ID: 0xc002 } as const;
+
 /** Tag limits (R43). */
 export const TAG = { MIN_ID: 0x0001, MAX_ID: 0xcfff, MIN_SIZE: 1, MAX_SIZE: 65531, MAX_COUNT: 53247 } as const;
 

@@ -12,7 +12,7 @@ import type { StorageDriver } from '../storage/driver.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord } from './cached-file.js';
 import { initChecksums } from './checksum.js';
-import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
+import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
@@ -206,6 +206,7 @@ export class Vault {
       local,
       lastError: 0,
     });
+    if (base?.etag && this.statements.getTag(rec.id, OWN_TAG.ETAG)?.toString() !== base.etag) this.statements.putTag(rec.id, OWN_TAG.ETAG, Buffer.from(base.etag));
     let fd;
     try {
       fd = await openFile(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT, 0o600);

@@ -33,7 +33,10 @@ export function toFsError(err: unknown, op: string, path: string): FsError {
     const errno = err.result === RWRESULT.FILE_MODIFIED_EXTERNALLY ? E.ESTALE : err.result === RWRESULT.PERMANENT_FAILURE ? E.EACCES : E.EIO;
     return new FsError(errno, op, path, err.message, { cause: err });
   }
-  if (err instanceof VaultError) return new FsError(E.EIO, op, path, err.message, { cause: err });
+  if (err instanceof VaultError) {
+    const errno = err.code === 'INVALID' ? E.EINVAL : err.code === 'NOT_FOUND' ? E.ENOENT : E.EIO;
+    return new FsError(errno, op, path, err.message, { cause: err });
+  }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === 'ENOSPC') return new FsError(E.ENOSPC, op, path, 'vault disk is full', { cause: err });
   return new FsError(E.EIO, op, path, (err as Error | undefined)?.message ?? String(err), { cause: err });

@@ -41,6 +41,8 @@ export interface WriteOptions {
 
 export interface WriteResult {
   etag: string;
+  /** Set by servers with versioning enabled. */
+  versionId?: string;
   result: RwResult;
 }
 

@@ -113,7 +113,7 @@ export class S3Storage implements StorageDriver {
       const r = await this.client.send(
         new PutObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), Body: body, ContentLength: size, Metadata: options.meta, ContentType: options.contentType }),
       );
-      return { etag: stripQuotes(r.ETag), result: RWRESULT.SUCCESS };
+      return { etag: stripQuotes(r.ETag), versionId: r.VersionId, result: RWRESULT.SUCCESS };
     } catch (err) {
       throw this.fail(err, 'write', key);
     }
@@ -154,7 +154,7 @@ export class S3Storage implements StorageDriver {
       let etag = stripQuotes(done.ETag);
       // Some servers answer Complete with an empty ETag (spec/rgw.md): ask for it.
       if (!etag) etag = (await this.head(key))?.etag ?? '';
-      return { etag, result: RWRESULT.SUCCESS };
+      return { etag, versionId: done.VersionId, result: RWRESULT.SUCCESS };
     } catch (err) {
       if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId })).catch(() => undefined);
       throw this.fail(err, 'write', key);

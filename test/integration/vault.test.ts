@@ -134,6 +134,26 @@ describe('vault through a mount', () => {
     await m.stop();
   });
 
+  it('tags appear as user.s3vault.tag.XXXX extended attributes, persist, and are range-checked', async () => {
+    const m = await mountIt();
+    const f = `${m.mountpoint}/other.bin`;
+    const py = (code: string) => shResult(`python3 -c '${code}'`);
+    expect(py(`import os; os.setxattr("${f}", "user.s3vault.tag.0001", bytes([1,2,3]))`).code).toBe(0);
+    expect(py(`import os; print(os.getxattr("${f}", "user.s3vault.tag.0001").hex())`).stdout.trim()).toBe('010203');
+    const names = py(`import os; print(sorted(os.listxattr("${f}")))`).stdout;
+    expect(names).toMatch(/user\.s3vault\.etag/);
+    expect(names).toMatch(/user\.s3vault\.tag\.0001/);
+    expect(names).toMatch(/user\.s3vault\.tag\.c001/); // s3vault's own: the ETag
+    expect(py(`import os; os.setxattr("${f}", "user.s3vault.tag.d000", b"x")`).stderr).toMatch(/Invalid argument/);
+    expect(py(`import os; os.setxattr("${f}", "user.other", b"x")`).stderr).toMatch(/not supported/i);
+    expect(py(`import os; os.getxattr("${f}", "user.s3vault.tag.0002")`).stderr).toMatch(/No data available/);
+    const vault = m.vault;
+    await m.stop();
+    const again = await mountIt([], vault);
+    expect(shResult(`python3 -c 'import os; print(os.getxattr("${again.mountpoint}/other.bin", "user.s3vault.tag.0001").hex())'`).stdout.trim()).toBe('010203');
+    await again.stop();
+  });
+
   it('fsck --recreate saves the data files of an irreparable vault and starts an empty one', async () => {
     const m = await mountIt();
     sh(`cat ${m.mountpoint}/other.bin > /dev/null`);

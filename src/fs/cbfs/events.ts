@@ -70,6 +70,14 @@ export interface CbfsHandlers {
   deleteDirectory(path: string): Promise<void>;
   /** RenameOrMoveFile, with RENAME_NOREPLACE / RENAME_EXCHANGE flags. */
   renameOrMoveFile(from: string, to: string, flags: number): Promise<void>;
+  /** QueryEa: one extended attribute's value, or null if the file has none of that name. */
+  getExtendedAttribute(path: string, name: string): Promise<Buffer | null>;
+  /** QueryEa: the names of the file's extended attributes. */
+  listExtendedAttributes(path: string): Promise<string[]>;
+  /** SetEa: set one extended attribute. */
+  setExtendedAttribute(path: string, name: string, value: Buffer): Promise<void>;
+  /** SetEa: remove one; false if there was none. */
+  removeExtendedAttribute(path: string, name: string): Promise<boolean>;
   /** GetVolumeSize, in bytes. */
   getVolumeSize(): { total: number; free: number };
 }

@@ -43,6 +43,10 @@ export const OP_PROTOS: Partial<Record<OpName, string>> = {
   fsyncdir: 'void fuse_op_fsyncdir(void *req, uint64_t ino, int datasync, void *fi)',
   statfs: 'void fuse_op_statfs(void *req, uint64_t ino)',
   create: 'void fuse_op_create(void *req, uint64_t parent, const char *name, uint32_t mode, void *fi)',
+  setxattr: 'void fuse_op_setxattr(void *req, uint64_t ino, const char *name, void *value, size_t size, int flags)',
+  getxattr: 'void fuse_op_getxattr(void *req, uint64_t ino, const char *name, size_t size)',
+  listxattr: 'void fuse_op_listxattr(void *req, uint64_t ino, size_t size)',
+  removexattr: 'void fuse_op_removexattr(void *req, uint64_t ino, const char *name)',
 };
 
 export class FuseUnavailableError extends Error {}
@@ -69,6 +73,7 @@ function bind(lib: LibraryHandle) {
     replyWrite: lib.func('int fuse_reply_write(void *req, size_t count)'),
     replyBuf: lib.func('int fuse_reply_buf(void *req, const void *buf, size_t size)'),
     replyStatfs: lib.func('int fuse_reply_statfs(void *req, const void *stbuf)'),
+    replyXattr: lib.func('int fuse_reply_xattr(void *req, size_t count)'),
     addDirentry: lib.func('size_t fuse_add_direntry(void *req, void *buf, size_t bufsize, const char *name, const void *stbuf, int64_t off)'),
     reqCtx: lib.func('void *fuse_req_ctx(void *req)'),
   };

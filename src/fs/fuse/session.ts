@@ -27,6 +27,8 @@ export interface FuseOptions {
   log: Logger;
 }
 
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
 
 interface DirHandle {
@@ -144,6 +146,13 @@ export class FuseSession {
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
+  }
+
+  /** xattr replies: size 0 asks for the length; too small a buffer is ERANGE. */
+  private replySized(req: Ptr, value: Buffer, size: number): void {
+    if (size === 0) this.lib.replyXattr(req, value.length);
+    else if (size < value.length) this.lib.replyErr(req, E.ERANGE);
+    else this.lib.replyBuf(req, value, value.length);
   }
 
   private fh(fi: Ptr): number {
@@ -324,6 +333,39 @@ export class FuseSession {
         lib.replyErr(req, 0);
       },
       fsyncdir: (req: Ptr) => lib.replyErr(req, 0),
+      setxattr: (req: Ptr, ino: number, name: string, value: Ptr, size: number, flags: number) => {
+        const data = copyIn(value, Number(size));
+        this.answer(req, 'setxattr', `inode ${ino}`, async () => {
+          const path = this.pathOf(ino, 'setxattr');
+          const exists = (await fs.getExtendedAttribute(path, name)) !== null;
+          if (flags & XATTR_CREATE && exists) throw new FsError(E.EEXIST, 'setxattr', path);
+          if (flags & XATTR_REPLACE && !exists) throw new FsError(E.ENODATA, 'setxattr', path);
+          await fs.setExtendedAttribute(path, name, data);
+          lib.replyErr(req, 0);
+        });
+      },
+      getxattr: (req: Ptr, ino: number, name: string, size: number) => {
+        // The kernel asks for security.* on every write once getxattr exists: answer those at once.
+        if (!name.startsWith('user.')) {
+          lib.replyErr(req, E.ENODATA);
+          return;
+        }
+        this.answer(req, 'getxattr', `inode ${ino}`, async () => {
+          const value = await fs.getExtendedAttribute(this.pathOf(ino, 'getxattr'), name);
+          if (value === null) throw new FsError(E.ENODATA, 'getxattr', name);
+          this.replySized(req, value, Number(size));
+        });
+      },
+      listxattr: (req: Ptr, ino: number, size: number) =>
+        this.answer(req, 'listxattr', `inode ${ino}`, async () => {
+          const names = await fs.listExtendedAttributes(this.pathOf(ino, 'listxattr'));
+          this.replySized(req, Buffer.from(names.map((n) => `${n}\0`).join('')), Number(size));
+        }),
+      removexattr: (req: Ptr, ino: number, name: string) =>
+        this.answer(req, 'removexattr', `inode ${ino}`, async () => {
+          if (!(await fs.removeExtendedAttribute(this.pathOf(ino, 'removexattr'), name))) throw new FsError(E.ENODATA, 'removexattr', name);
+          lib.replyErr(req, 0);
+        }),
       statfs: (req: Ptr) => {
         const { total, free } = fs.getVolumeSize();
         lib.replyStatfs(req, statvfsBuffer(total, free));

@@ -15,6 +15,7 @@ import { E, FsError, toFsError } from '../errors.js';
 import { checkPath, dirPrefix, joinPath, markerKey, pathToKey } from './keys.js';
 import { decodeMeta, DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
+import { ETAG_XATTR, parseTagName, TAG_PREFIX, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 
 export interface MirrorOptions {
@@ -528,6 +529,51 @@ export class S3Mirror implements CbfsHandlers {
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
     this.cache.clear();
     for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
+  }
+
+  // ---- extended attributes: the vault's tags (R43) ----
+
+  private tagOf(path: string, name: string, op: string): number {
+    const id = parseTagName(name);
+    if (id === undefined) throw new FsError(E.ENOTSUP, op, path, `only ${TAG_PREFIX}XXXX attributes are supported`);
+    return id;
+  }
+
+  async getExtendedAttribute(path: string, name: string): Promise<Buffer | null> {
+    const key = pathToKey(path);
+    if (name === ETAG_XATTR) {
+      const etag = this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag;
+      return etag ? Buffer.from(etag) : null;
+    }
+    if (parseTagName(name) === undefined) return null;
+    return this.run('getxattr', path, async () => this.vault.getTag(key, this.tagOf(path, name, 'getxattr')) ?? null);
+  }
+
+  async listExtendedAttributes(path: string): Promise<string[]> {
+    const key = pathToKey(path);
+    const names = this.vault.listTags(key).map((t) => tagName(t.id));
+    if (this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag) names.unshift(ETAG_XATTR);
+    return names;
+  }
+
+  async setExtendedAttribute(path: string, name: string, value: Buffer): Promise<void> {
+    this.writable('setxattr', path);
+    const id = this.tagOf(path, name, 'setxattr');
+    return this.run('setxattr', path, async () => {
+      const key = pathToKey(path);
+      if (!this.vault.record(key)) {
+        // Tags belong to a vault record: give the file one.
+        const h = await this.openFile(path, 0);
+        await this.closeFile(h);
+      }
+      this.vault.setTag(key, id, value);
+    });
+  }
+
+  async removeExtendedAttribute(path: string, name: string): Promise<boolean> {
+    this.writable('removexattr', path);
+    const id = this.tagOf(path, name, 'removexattr');
+    return this.run('removexattr', path, async () => this.vault.deleteTag(pathToKey(path), id));
   }
 
   getVolumeSize(): { total: number; free: number } {
