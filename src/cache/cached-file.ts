@@ -8,7 +8,7 @@
  * (within the file size), written with the block's state, for fsck.
  */
 import type { FileHandle } from 'node:fs/promises';
-import type { ObjectMeta, StorageDriver } from '../storage/driver.js';
+import type { ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
 import { BLOCK, BlockMap } from './block-map.js';
@@ -17,6 +17,7 @@ import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
 import { punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
+import type { TransferHandlers } from './transfer.js';
 
 export { BLOCK } from './block-map.js';
 
@@ -42,7 +43,7 @@ export interface FileRecord extends FileAttrs {
 
 /** What the vault shares with its open files. */
 export interface FileContext {
-  storage: StorageDriver;
+  transfer: TransferHandlers;
   statements: VaultStatements;
   blockSize: number;
   /** Largest single ranged read, in blocks. */
@@ -204,7 +205,7 @@ export class CachedFile {
     const offset = first * bs;
     try {
       const length = Math.min((last + 1) * bs, this.rec.fetchLimit) - offset;
-      const r = await this.ctx.storage.read(this.rec.key, offset, length, this.rec.remoteEtag ?? undefined);
+      const r = await this.ctx.transfer.readData(this.rec.key, offset, length, this.rec.remoteEtag ?? undefined);
       // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
       if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.data.length }, 'storage returned less than requested; tail zeroed');
       const keep = Math.min(r.data.length, Math.max(0, this.rec.fetchLimit - offset));
@@ -267,8 +268,16 @@ export class CachedFile {
     }
   }
 
-  /** SetFileSize: shrink drops the tail for good; growth adds zeros (never fetched). */
-  async setSize(size: number): Promise<void> {
+  /**
+   * SetFileSize: shrink drops the tail for good; growth adds zeros (never fetched). With fetchMissingData
+   * (FileSetSize's FetchMissingData), every block still in storage is brought into the vault as well.
+   */
+  async setSize(size: number, fetchMissingData = false): Promise<void> {
+    await this.resize(size);
+    if (fetchMissingData) await this.fetchAll();
+  }
+
+  private async resize(size: number): Promise<void> {
     return this.lock.run(async () => {
       const old = this.rec.size;
       if (size === old) return;
@@ -336,7 +345,7 @@ export class CachedFile {
       const size = this.rec.size;
       let result;
       try {
-        result = await this.ctx.storage.write(this.rec.key, size, (offset, length) => this.readLocal(offset, length), { meta, contentType });
+        result = await this.ctx.transfer.writeData(this.rec.key, size, (offset, length) => this.readLocal(offset, length), { meta, contentType });
       } catch (err) {
         if (err instanceof StorageError) {
           this.rec.lastError = err.result;

@@ -12,19 +12,26 @@ import type { StorageDriver } from '../storage/driver.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord } from './cached-file.js';
 import { initChecksums } from './checksum.js';
-import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
+import { ENUM_MODE, FILE_STATUS, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE, type FlushAction, type PurgeAction, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
 import { takeLock } from './lock.js';
 import { VaultStatements } from './statements.js';
+import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { checkTag, checkTagCount } from './tags.js';
 
 const MiB = 1024 * 1024;
 
 export interface VaultOptions {
   dir: string;
+  /** External storage: ReadData/WriteData come from it unless `transfer` is given. */
   storage: StorageDriver;
+  transfer?: TransferHandlers;
+  /** FLUSH_DELAYED on close waits this long before uploading (FlushAfterCloseDelay). */
+  flushAfterCloseMs?: number;
+  /** PURGE_DELAYED on close waits this long before dropping clean blocks (PurgeAfterCloseDelay). */
+  purgeAfterCloseMs?: number;
   /** Block size for new vaults (ReadBlockSize/WriteBlockSize); an existing vault keeps its own. */
   blockSize?: number;
   fetchBlocks?: number;
@@ -54,11 +61,20 @@ export interface FileStatus {
 
 export const DEFAULT_SIZE_LIMIT = 314_572_800;
 
+export interface CloseActions {
+  flush?: FlushAction;
+  purge?: PurgeAction;
+}
+
 export class Vault {
   private readonly open = new Map<string, CachedFile>();
   private readonly opening = new Map<string, Promise<CachedFile>>();
   private readonly closing = new Map<string, Promise<void>>();
   private readonly evictor: Evictor;
+  private readonly flushTimers = new Map<string, NodeJS.Timeout>();
+  private readonly purgeTimers = new Map<string, NodeJS.Timeout>();
+  private flushAfterCloseMs = 2000;
+  private purgeAfterCloseMs = 60_000;
   private closed = false;
 
   private constructor(
@@ -108,7 +124,7 @@ export class Vault {
       }
       statements.setInfo('clean_shutdown', '0');
       const ctx: FileContext = {
-        storage: options.storage,
+        transfer: options.transfer ?? transferHandlers(options.storage),
         statements,
         blockSize,
         fetchBlocks: options.fetchBlocks ?? 4,
@@ -118,7 +134,10 @@ export class Vault {
         log,
       };
       const orphans = statements.dirtyFiles().filter((r) => !r.local);
-      return new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
+      const vault = new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
+      vault.flushAfterCloseMs = options.flushAfterCloseMs ?? vault.flushAfterCloseMs;
+      vault.purgeAfterCloseMs = options.purgeAfterCloseMs ?? vault.purgeAfterCloseMs;
+      return vault;
     } catch (err) {
       db?.close();
       rmSync(lockFile, { force: true });
@@ -173,6 +192,11 @@ export class Vault {
       }
       break;
     }
+    // Opened again: a delayed flush or purge from its last close is no longer wanted.
+    clearTimeout(this.flushTimers.get(key));
+    clearTimeout(this.purgeTimers.get(key));
+    this.flushTimers.delete(key);
+    this.purgeTimers.delete(key);
     const p = this.load(key, base, attrs, options.local ?? false);
     this.opening.set(key, p);
     try {
@@ -220,9 +244,24 @@ export class Vault {
     return file;
   }
 
-  /** Release one handle of the file; the last one closes its data file. */
-  async closeFile(file: CachedFile): Promise<void> {
+  /**
+   * Release one handle of the file; the last one closes its data file. Flush and purge actions (R49):
+   * IMMEDIATE acts before returning, DELAYED after FlushAfterCloseDelay / PurgeAfterCloseDelay (cancelled if the
+   * file is opened again), NONE (the default) leaves it to the owner.
+   */
+  async closeFile(file: CachedFile, actions: CloseActions = {}): Promise<void> {
     if (--file.openCount > 0) return;
+    const flush = actions.flush ?? FLUSH.NONE;
+    const purge = actions.purge ?? PURGE.NONE;
+    let flushError: unknown;
+    if (flush === FLUSH.IMMEDIATE) {
+      await file.upload().catch((err: unknown) => (flushError = err));
+      if (file.openCount > 0) {
+        // Opened again while it uploaded: the new handle owns it now.
+        if (flushError) throw flushError;
+        return;
+      }
+    }
     const key = file.key;
     file.closing = true;
     const done = (async () => {
@@ -237,7 +276,32 @@ export class Vault {
       this.closing.delete(key);
       if (this.open.get(key) === file) this.open.delete(key);
     }
+    if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked) this.later(this.flushTimers, key, this.flushAfterCloseMs, () => void this.flushFile(key).catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'delayed flush failed')));
+    if (purge === PURGE.IMMEDIATE) this.purge(key);
+    else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, key, this.purgeAfterCloseMs, () => this.purge(key));
     this.evictor.maybeEvict();
+    if (flushError) throw flushError;
+  }
+
+  private later(timers: Map<string, NodeJS.Timeout>, key: string, ms: number, fn: () => void): void {
+    clearTimeout(timers.get(key));
+    const t = setTimeout(() => {
+      timers.delete(key);
+      if (!this.closed && !this.open.has(key)) fn();
+    }, ms);
+    t.unref();
+    timers.set(key, t);
+  }
+
+  /** Drop the cached blocks of a closed file without changes (purge); changed or pinned files keep theirs. */
+  purge(key: string): boolean {
+    const rec = this.statements.find(key);
+    if (!rec || rec.dirty || rec.pinned || this.open.has(key) || this.opening.has(key) || this.closing.has(key)) return false;
+    const counts = this.statements.blockCountOf(rec.id);
+    this.statements.dropAllBlocks(rec.id);
+    truncateSync(this.dataPath(rec.id), 0);
+    this.evictor.account(-(counts.clean + counts.dirty));
+    return true;
   }
 
   /** Records under a key prefix, live ones of open files first (for listings of not-yet-uploaded files). */
@@ -442,9 +506,18 @@ export class Vault {
     this.db.close();
   }
 
-  /** Close the vault: open files are committed, the stop is recorded as clean, the lock released. */
-  async close(): Promise<void> {
+  /**
+   * CloseCache: open files are committed, the stop is recorded as clean, the lock released. FLUSH.IMMEDIATE
+   * uploads every pending change first; DELAYED and NONE upload nothing (R49: a delayed flush at close is none).
+   */
+  async close(actions: CloseActions = {}): Promise<void> {
     if (this.closed) return;
+    for (const t of [...this.flushTimers.values(), ...this.purgeTimers.values()]) clearTimeout(t);
+    if (actions.flush === FLUSH.IMMEDIATE) {
+      for (const key of this.enumerateCachedFiles(ENUM_MODE.CHANGED)) {
+        await this.flushFile(key).catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'flush at close failed; the file stays in the vault'));
+      }
+    }
     this.closed = true;
     await Promise.allSettled([...this.opening.values(), ...this.closing.values()]);
     for (const f of [...this.open.values()]) {

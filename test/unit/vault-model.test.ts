@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ENUM_MODE, FILE_STATUS, FLUSH_MODE, FLUSH_RESULT } from '../../src/cache/constants.js';
+import { ENUM_MODE, FILE_STATUS, FLUSH, FLUSH_MODE, FLUSH_RESULT, PURGE } from '../../src/cache/constants.js';
 import { Vault } from '../../src/cache/vault.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 
@@ -152,6 +152,75 @@ describe('vault: status, enumeration and flush (CBCache API)', () => {
     expect(await vault.flushFile('.swp', FLUSH_MODE.SYNC)).toBe(FLUSH_RESULT.NOTHING);
     expect(storage.objects.has('.swp')).toBe(false);
     await vault.closeFile(open);
+    await vault.close();
+  });
+});
+
+describe('vault: close actions (R49) and FetchMissingData (R42)', () => {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('FLUSH.IMMEDIATE uploads before close returns; DELAYED after FlushAfterCloseDelay; a reopen cancels it', async () => {
+    const vault = await Vault.open({ dir, storage, flushAfterCloseMs: 50 });
+    let f = await vault.openFile('now', null, attrs);
+    await f.write(0, Buffer.from('now'));
+    await vault.closeFile(f, { flush: FLUSH.IMMEDIATE });
+    expect(storage.objects.get('now')!.data.toString()).toBe('now');
+    f = await vault.openFile('later', null, attrs);
+    await f.write(0, Buffer.from('later'));
+    await vault.closeFile(f, { flush: FLUSH.DELAYED });
+    expect(storage.objects.has('later')).toBe(false);
+    await sleep(150);
+    expect(storage.objects.get('later')!.data.toString()).toBe('later');
+    f = await vault.openFile('again', null, attrs);
+    await f.write(0, Buffer.from('1'));
+    await vault.closeFile(f, { flush: FLUSH.DELAYED });
+    f = await vault.openFile('again', null, attrs); // reopened within the delay: no upload behind its back
+    await sleep(150);
+    expect(storage.objects.has('again')).toBe(false);
+    await vault.closeFile(f, { flush: FLUSH.IMMEDIATE });
+    expect(storage.objects.get('again')!.data.toString()).toBe('1');
+    await vault.close();
+  });
+
+  it('PURGE.IMMEDIATE and DELAYED drop the clean blocks of a closed file', async () => {
+    const vault = await Vault.open({ dir, storage, blockSize: BS, purgeAfterCloseMs: 50 });
+    const a = obj('a', 2);
+    let f = await vault.openFile('a', a, attrs);
+    await f.read(0, a.size);
+    await vault.closeFile(f, { purge: PURGE.IMMEDIATE });
+    expect(vault.status()[0]!.cachedBytes).toBe(0);
+    f = await vault.openFile('a', a, attrs);
+    await f.read(0, a.size);
+    await vault.closeFile(f, { purge: PURGE.DELAYED });
+    expect(vault.status()[0]!.cachedBytes).toBe(2 * BS);
+    await sleep(150);
+    expect(vault.status()[0]!.cachedBytes).toBe(0);
+    expect(vault.usedBytes).toBe(0);
+    await vault.close();
+  });
+
+  it('CloseCache with FLUSH.IMMEDIATE uploads every pending change; with DELAYED, none', async () => {
+    let vault = await Vault.open({ dir, storage });
+    const f = await vault.openFile('pending', null, attrs);
+    await f.write(0, Buffer.from('p'));
+    await vault.closeFile(f);
+    await vault.close({ flush: FLUSH.DELAYED });
+    expect(storage.objects.has('pending')).toBe(false);
+    vault = await Vault.open({ dir, storage });
+    expect(vault.orphans.map((r) => r.key)).toEqual(['pending']);
+    await vault.close({ flush: FLUSH.IMMEDIATE });
+    expect(storage.objects.get('pending')!.data.toString()).toBe('p');
+  });
+
+  it('FileSetSize with FetchMissingData brings the rest of the file into the vault', async () => {
+    const vault = await Vault.open({ dir, storage, blockSize: BS });
+    const a = obj('a', 3);
+    const f = await vault.openFile('a', a, attrs);
+    await f.setSize(a.size + 10, true);
+    expect(f.cachedBlocks()).toBe(4);
+    const before = storage.calls.read;
+    expect((await f.read(0, a.size + 10)).subarray(a.size).every((b) => b === 0)).toBe(true);
+    expect(storage.calls.read).toBe(before);
     await vault.close();
   });
 });

@@ -1,0 +1,20 @@
+/**
+ * ReadData and WriteData (CBCache): how the vault moves bytes to and from external storage. The owner supplies
+ * them; each reports bytes moved and an RWRESULT (RANGE_BEYOND_EOF: nothing past the returned bytes — the
+ * vault zeroes the tail). `transferHandlers(driver)` makes them from a StorageDriver, which is what s3vault does.
+ */
+import type { ByteSource, ObjectMeta, ReadResult, StorageDriver, WriteResult } from '../storage/driver.js';
+
+export interface TransferHandlers {
+  /** ReadData: bytes [position, position + bytesToRead) of the object as it was at `etag`. */
+  readData(key: string, position: number, bytesToRead: number, etag?: string): Promise<ReadResult>;
+  /** WriteData: the whole object, `size` bytes read from `source`, with its metadata. */
+  writeData(key: string, size: number, source: ByteSource, meta: { meta: ObjectMeta; contentType?: string }): Promise<WriteResult>;
+}
+
+export function transferHandlers(driver: StorageDriver): TransferHandlers {
+  return {
+    readData: (key, position, bytesToRead, etag) => driver.read(key, position, bytesToRead, etag),
+    writeData: (key, size, source, meta) => driver.write(key, size, source, meta),
+  };
+}
