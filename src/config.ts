@@ -32,6 +32,8 @@ export function parseSize(text: string): number {
 export const fsConfigSchema = z.object({
   metadataTtlMs: z.number().int().min(0).default(5000),
   metadataCacheSize: z.number().int().min(16).max(65536).default(2048),
+  /** Lifetime of directory listings kept in the vault: a warm `ls` within it needs no request. */
+  listingTtlMs: z.number().int().min(0).default(60_000),
   attrTimeoutSec: z.number().min(0).default(1),
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),

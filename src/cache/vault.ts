@@ -16,6 +16,7 @@ import { ENUM_MODE, FILE_STATUS, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
+import { ListingStore } from './listings.js';
 import { takeLock } from './lock.js';
 import { VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
@@ -76,6 +77,8 @@ export class Vault {
   private flushAfterCloseMs = 2000;
   private purgeAfterCloseMs = 60_000;
   private closed = false;
+  /** Directory listings kept in the vault (for the owner's namespace). */
+  readonly listings: ListingStore;
 
   private constructor(
     readonly dir: string,
@@ -99,6 +102,7 @@ export class Vault {
       log: ctx.log,
     });
     ctx.accountBlocks = (delta) => this.evictor.account(delta);
+    this.listings = new ListingStore(db);
   }
 
   static async open(options: VaultOptions): Promise<Vault> {

@@ -92,6 +92,7 @@ export async function runMount(job: MountJob): Promise<number> {
       owner: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
       metadataTtlMs: config.fs.metadataTtlMs,
       metadataCacheSize: config.fs.metadataCacheSize,
+      listingTtlMs: config.fs.listingTtlMs,
       capacityBytes: config.fs.capacityBytes,
       readOnly: config.fs.readOnly,
       localPatterns: config.fs.localPatterns,

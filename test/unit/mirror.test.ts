@@ -61,6 +61,22 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/absent.txt'))?.size).toBe(8);
   });
 
+  it('listings are kept in the vault: a warm listing, even after a remount, needs no request until it ages out', async () => {
+    for (let i = 0; i < 50; i++) storage.putObject(`dir/f${i}`, 'x');
+    expect((await fs.enumerateDirectory('/dir')).length).toBe(50);
+    const lists = storage.calls.list ?? 0;
+    await vault.close();
+    vault = await Vault.open({ dir, storage });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 }, listingTtlMs: 300 });
+    expect((await fs.enumerateDirectory('/dir')).length).toBe(50);
+    expect(await fs.getFileInfo('/dir/none')).toBeNull();
+    expect(storage.calls.list ?? 0).toBe(lists);
+    storage.putObject('dir/late', 'x');
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await fs.enumerateDirectory('/dir')).length).toBe(51);
+    expect(storage.calls.list).toBe(lists + 1);
+  });
+
   it('a created file is listed before it is uploaded, and reaches storage with its metadata on close', async () => {
     const { handle } = await fs.createFile('/new.txt', 0o600, 0o1, caller);
     await fs.writeFile(handle, 0, Buffer.from('hi'));

@@ -2,17 +2,12 @@
  * The metadata cache (CBFS MetadataCache + NonExistentFilesCache, R24/R25): what a key is, with a lifetime.
  * `complete` entries came from HEAD (they carry the POSIX metadata); listings give incomplete ones (kind,
  * size, ETag only). A null info is a cached "does not exist". Oldest entries go first past maxEntries.
- * It also remembers recent directory listings, so a name missing from a fresh listing is known not to exist
- * without a request (what makes `tar x` and `cp -r` lookups cheap); changes through the mount keep them true.
+ * Directory listings live in the vault (ListingStore) with their own lifetime: a name missing from a fresh
+ * listing is known not to exist without a request (what makes `tar x` and `cp -r` cheap), and a warm `ls`
+ * needs none. Every change recorded here is applied to the stored listing too, so it stays true.
  */
+import type { ListedEntry, ListingStore } from '../../cache/listings.js';
 import type { FileInfo, FileKind } from '../cbfs/events.js';
-
-const MAX_LISTINGS = 64;
-
-interface Listing {
-  names: Map<string, FileKind>;
-  expires: number;
-}
 
 function splitKey(key: string): [string, string] {
   const cut = key.lastIndexOf('/');
@@ -31,11 +26,12 @@ interface Entry extends CachedInfo {
 
 export class MetadataCache {
   private readonly entries = new Map<string, Entry>();
-  private readonly listings = new Map<string, Listing>();
 
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries: number,
+    private readonly listings: ListingStore,
+    private readonly listingTtlMs: number,
   ) {}
 
   get(key: string): CachedInfo | undefined {
@@ -48,13 +44,16 @@ export class MetadataCache {
     return e;
   }
 
+  /** Record what a key now is after a change or a lookup; the stored listing of its directory follows. */
   set(key: string, value: CachedInfo): void {
     const [prefix, name] = splitKey(key);
-    const listing = this.listings.get(prefix);
-    if (listing) {
-      if (value.info) listing.names.set(name, value.info.kind);
-      else listing.names.delete(name);
-    }
+    const info = value.info;
+    this.listings.setEntry(prefix, name, info && { kind: info.kind, size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs });
+    this.remember(key, value);
+  }
+
+  /** Record what a listing just said of a key (the stored listing already says it). */
+  remember(key: string, value: CachedInfo): void {
     this.entries.delete(key);
     this.entries.set(key, { ...value, expires: Date.now() + this.ttlMs });
     if (this.entries.size > this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
@@ -69,22 +68,20 @@ export class MetadataCache {
     this.listings.clear();
   }
 
-  /** Remember the names of a directory (prefix "" or "dir/") as just listed. */
-  setListing(prefix: string, names: Map<string, FileKind>): void {
-    this.listings.delete(prefix);
-    this.listings.set(prefix, { names, expires: Date.now() + this.ttlMs });
-    if (this.listings.size > MAX_LISTINGS) this.listings.delete(this.listings.keys().next().value!);
+  /** Store a directory's listing (prefix "" or "dir/") as just taken. */
+  setListing(prefix: string, entries: ListedEntry[]): void {
+    this.listings.put(prefix, entries);
+  }
+
+  /** A fresh stored listing of a prefix, if any. */
+  listing(prefix: string): ListedEntry[] | undefined {
+    return this.listings.get(prefix, this.listingTtlMs);
   }
 
   /** What a fresh listing of the parent says of a key: its kind, 'absent', or undefined if not known. */
   listed(key: string): FileKind | 'absent' | undefined {
     const [prefix, name] = splitKey(key);
-    const listing = this.listings.get(prefix);
-    if (!listing) return undefined;
-    if (listing.expires < Date.now()) {
-      this.listings.delete(prefix);
-      return undefined;
-    }
-    return listing.names.get(name) ?? 'absent';
+    const e = this.listings.lookup(prefix, name, this.listingTtlMs);
+    return e === undefined || e === 'absent' ? e : e.kind;
   }
 }

@@ -6,6 +6,7 @@
  */
 import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
+import type { ListedEntry } from '../../cache/listings.js';
 import type { Listing, ObjectInfo } from '../../storage/driver.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { Logger } from '../../log.js';
@@ -24,6 +25,8 @@ export interface MirrorOptions {
   owner: Owner;
   metadataTtlMs?: number;
   metadataCacheSize?: number;
+  /** How long a directory listing kept in the vault is used without asking storage again. */
+  listingTtlMs?: number;
   capacityBytes?: number;
   readOnly?: boolean;
   /** Name patterns of local files (R44), default DEFAULT_LOCAL_PATTERNS. */
@@ -49,7 +52,7 @@ export class S3Mirror implements CbfsHandlers {
     this.vault = options.vault;
     this.log = options.log;
     this.owner = options.owner;
-    this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048);
+    this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
   }
 
@@ -180,29 +183,20 @@ export class S3Mirror implements CbfsHandlers {
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     return this.run('readdir', path, async () => {
       const prefix = dirPrefix(path);
-      let listing: Listing;
-      try {
-        listing = await this.storage.list(prefix, { delimiter: '/' });
-      } catch (err) {
-        if (!(err instanceof StorageError) || !err.transient) throw err;
-        // Offline: the vault's records are the listing (files it holds, and the directories above them).
-        listing = this.offlineListing(prefix);
-        if (!listing.objects.length && !listing.prefixes.length) throw err;
-      }
+      const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
       const entries = new Map<string, DirEntry>();
       for (const p of listing.prefixes) {
         const name = p.slice(prefix.length, -1);
         if (!name) continue;
         const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
         entries.set(name, { name, info });
-        if (!this.cache.get(p.slice(0, -1))) this.cache.set(p.slice(0, -1), { info, complete: false });
+        if (!this.cache.get(p.slice(0, -1))) this.cache.remember(p.slice(0, -1), { info, complete: false });
       }
       for (const o of listing.objects) {
         const name = o.key.slice(prefix.length);
         if (!name) continue; // the directory's own marker
-        const info = this.listedFileInfo(o);
         // A file and a directory of the same name: the file is shown (rule in docs/SEMANTICS.md).
-        entries.set(name, { name, info });
+        entries.set(name, { name, info: this.listedFileInfo(o) });
       }
       for (const rec of this.vault.recordsUnder(prefix)) {
         const name = rec.key.slice(prefix.length);
@@ -211,9 +205,44 @@ export class S3Mirror implements CbfsHandlers {
           entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
         }
       }
-      this.cache.setListing(prefix, new Map([...entries.values()].map((e) => [e.name, e.info.kind])));
       return [...entries.values()];
     });
+  }
+
+  /** A listing kept in the vault and still fresh, in the driver's shape. */
+  private storedListing(prefix: string): Listing | undefined {
+    const stored = this.cache.listing(prefix);
+    if (!stored) return undefined;
+    const listing: Listing = { objects: [], prefixes: [] };
+    for (const e of stored) {
+      if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
+      else listing.objects.push({ key: prefix + e.name, size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
+    }
+    return listing;
+  }
+
+  /** ListObjectsV2 with delimiter, kept in the vault; offline, the vault's records stand in for it. */
+  private async listRemote(prefix: string): Promise<Listing> {
+    let listing: Listing;
+    try {
+      listing = await this.storage.list(prefix, { delimiter: '/' });
+    } catch (err) {
+      if (!(err instanceof StorageError) || !err.transient) throw err;
+      listing = this.offlineListing(prefix);
+      if (!listing.objects.length && !listing.prefixes.length) throw err;
+      return listing;
+    }
+    const entries: ListedEntry[] = [];
+    for (const p of listing.prefixes) {
+      const name = p.slice(prefix.length, -1);
+      if (name) entries.push({ name, kind: 'dir', size: 0, etag: '', modifiedMs: this.mountedAt });
+    }
+    for (const o of listing.objects) {
+      const name = o.key.slice(prefix.length);
+      if (name) entries.push({ name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
+    }
+    this.cache.setListing(prefix, entries);
+    return listing;
   }
 
   private offlineListing(prefix: string): Listing {
@@ -231,8 +260,15 @@ export class S3Mirror implements CbfsHandlers {
   private listedFileInfo(o: ObjectInfo): FileInfo {
     const cached = this.cache.get(o.key);
     if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
+    // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
+    const rec = this.vault.record(o.key);
+    if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
+      const info: FileInfo = { kind: 'file', size: o.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+      this.cache.remember(o.key, { info, etag: o.etag, complete: true });
+      return info;
+    }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
-    this.cache.set(o.key, { info, etag: o.etag, complete: false });
+    this.cache.remember(o.key, { info, etag: o.etag, complete: false });
     return info;
   }
 
@@ -403,7 +439,7 @@ export class S3Mirror implements CbfsHandlers {
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       await this.putMarker(path, info);
       // It did not exist, so nothing is under it: lookups inside the new directory need no request.
-      this.cache.setListing(dirPrefix(path), new Map());
+      this.cache.setListing(dirPrefix(path), []);
       return info;
     });
   }

@@ -1,0 +1,88 @@
+/**
+ * Directory listings stored in the vault (what a ListObjectsV2 with delimiter returned, per prefix), with the
+ * time they were taken. The owner reads them while they are younger than its lifetime, and keeps them true
+ * for changes made through it (setEntry); anything else ages out.
+ */
+import type { Db } from './db.js';
+
+export interface ListedEntry {
+  name: string;
+  kind: 'file' | 'dir';
+  size: number;
+  etag: string;
+  modifiedMs: number;
+}
+
+interface Row {
+  name: string;
+  kind: number;
+  size: number;
+  etag: string;
+  modified_ms: number;
+}
+
+const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms });
+
+export class ListingStore {
+  private readonly s;
+
+  constructor(private readonly db: Db) {
+    this.s = {
+      listedAt: db.prepare('SELECT listed_ms FROM listings WHERE prefix = ?'),
+      entries: db.prepare('SELECT name, kind, size, etag, modified_ms FROM listing_entries WHERE prefix = ? ORDER BY name'),
+      entry: db.prepare('SELECT name, kind, size, etag, modified_ms FROM listing_entries WHERE prefix = ? AND name = ?'),
+      putListing: db.prepare('INSERT INTO listings (prefix, listed_ms) VALUES (?, ?) ON CONFLICT (prefix) DO UPDATE SET listed_ms = excluded.listed_ms'),
+      clearEntries: db.prepare('DELETE FROM listing_entries WHERE prefix = ?'),
+      putEntry: db.prepare(
+        'INSERT INTO listing_entries (prefix, name, kind, size, etag, modified_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (prefix, name) DO UPDATE SET kind = excluded.kind, size = excluded.size, etag = excluded.etag, modified_ms = excluded.modified_ms',
+      ),
+      dropEntry: db.prepare('DELETE FROM listing_entries WHERE prefix = ? AND name = ?'),
+      drop: db.prepare('DELETE FROM listings WHERE prefix = ?'),
+      clear: db.prepare('DELETE FROM listings'),
+    };
+  }
+
+  private fresh(prefix: string, maxAgeMs: number): boolean {
+    const row = this.s.listedAt.get(prefix) as { listed_ms: number } | undefined;
+    return row !== undefined && Date.now() - row.listed_ms <= maxAgeMs;
+  }
+
+  /** The listing of a prefix if it is younger than maxAgeMs. */
+  get(prefix: string, maxAgeMs: number): ListedEntry[] | undefined {
+    if (!this.fresh(prefix, maxAgeMs)) return undefined;
+    return (this.s.entries.all(prefix) as Row[]).map(toEntry);
+  }
+
+  /** What a fresh listing says of one name: its entry, 'absent', or undefined when there is no fresh listing. */
+  lookup(prefix: string, name: string, maxAgeMs: number): ListedEntry | 'absent' | undefined {
+    if (!this.fresh(prefix, maxAgeMs)) return undefined;
+    const row = this.s.entry.get(prefix, name) as Row | undefined;
+    return row ? toEntry(row) : 'absent';
+  }
+
+  put(prefix: string, entries: ListedEntry[]): void {
+    this.db.transaction(() => {
+      this.s.putListing.run(prefix, Date.now());
+      this.s.clearEntries.run(prefix);
+      for (const e of entries) this.s.putEntry.run(prefix, e.name, e.kind === 'dir' ? 1 : 0, e.size, e.etag, Math.round(e.modifiedMs));
+    })();
+  }
+
+  /** Keep a stored listing true after a change made through the mount (no-op if the prefix was never listed). */
+  setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null): void {
+    if (this.s.listedAt.get(prefix) === undefined) return;
+    const current = this.s.entry.get(prefix, name) as Row | undefined;
+    if (!entry && !current) return;
+    if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag) return;
+    if (entry) this.s.putEntry.run(prefix, name, entry.kind === 'dir' ? 1 : 0, entry.size, entry.etag, Math.round(entry.modifiedMs));
+    else this.s.dropEntry.run(prefix, name);
+  }
+
+  drop(prefix: string): void {
+    this.s.drop.run(prefix);
+  }
+
+  clear(): void {
+    this.s.clear.run();
+  }
+}
