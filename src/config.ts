@@ -16,6 +16,14 @@ export const vaultConfigSchema = z.object({
   blockSize: z.number().int().min(64 * 1024).max(64 * MiB).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(MiB),
   fetchBlocks: z.number().int().min(1).max(64).default(4),
   readAheadBlocks: z.number().int().min(0).max(256).default(16),
+  /** FlushAfterCloseDelay: a changed file is uploaded this long after its last close. */
+  flushAfterCloseMs: z.number().int().min(0).default(2000),
+  /** Files uploaded at once. */
+  uploadConcurrency: z.number().int().min(1).max(64).default(4),
+  /** What an upload does when the object changed in storage meanwhile. */
+  conflictPolicy: z.enum(['keep-both', 'local-wins', 'remote-wins']).default('keep-both'),
+  /** Bytes of closed, changed files waiting for upload past which writers wait; default half the size limit. */
+  dirtyBudget: z.number().int().min(MiB).optional(),
   /** Bytes of cached data (UserModeFileCacheSize analogue); dirty and pinned data may go past it. */
   sizeLimit: z.number().int().min(MiB, 'the vault size limit must be at least 1 MiB').default(314_572_800),
 });
@@ -38,6 +46,8 @@ export const fsConfigSchema = z.object({
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),
   allowOther: z.boolean().default(false),
+  /** vault: fsync is durable in the vault; remote: fsync also waits until the file is in storage. */
+  sync: z.enum(['vault', 'remote']).default('vault'),
   /** Names of local files (R44): kept only in the vault, never uploaded. */
   localPatterns: z.array(z.string().min(1)).default(DEFAULT_LOCAL_PATTERNS),
 });

@@ -21,6 +21,9 @@ import type { TransferHandlers } from './transfer.js';
 
 export { BLOCK } from './block-map.js';
 
+/** nothing to upload / uploaded and now clean / uploaded, but changed again meanwhile (still dirty). */
+export type UploadOutcome = 'nothing' | 'uploaded' | 'changed';
+
 export interface FileAttrs {
   mode: number;
   uid: number;
@@ -53,6 +56,8 @@ export interface FileContext {
   objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
   /** Blocks became present (+) or absent (−): the vault keeps its size accounting and evicts past its limit. */
   accountBlocks: (delta: number) => void;
+  /** Back-pressure: resolves when there is room for more changed data (the upload queue is not too far behind). */
+  waitForRoom: () => Promise<void>;
   log: Logger;
 }
 
@@ -63,9 +68,12 @@ export class CachedFile {
   /** Set while its last handle closes: its descriptor is going away, so nothing may be evicted through it. */
   closing = false;
   private readonly lock = new Mutex();
+  private readonly uploadLock = new Mutex();
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly changed = new Set<number>();
   private readonly blocks: BlockMap;
+  /** Bumped by every change (data, size, attributes): an upload is current only if it did not move. */
+  private gen = 0;
   private lastReadEnd = -1;
   private window = 0;
   /** First block not yet requested by read-ahead. */
@@ -237,6 +245,7 @@ export class CachedFile {
 
   async write(offset: number, data: Buffer): Promise<number> {
     if (data.length === 0) return 0;
+    await this.ctx.waitForRoom();
     return this.lock.run(async () => {
       const bs = this.ctx.blockSize;
       const end = offset + data.length;
@@ -249,6 +258,8 @@ export class CachedFile {
       }
       await this.waitInflight(first, last);
       this.markDirty(first, last);
+      // Before any byte moves: an upload reading the data file concurrently must see that it changed.
+      this.gen++;
       let done = 0;
       while (done < data.length) {
         const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
@@ -282,6 +293,7 @@ export class CachedFile {
       const old = this.rec.size;
       if (size === old) return;
       await this.waitInflight(0, this.blockCount());
+      this.gen++;
       const bs = this.ctx.blockSize;
       if (size < old) {
         await this.fd.truncate(size);
@@ -307,6 +319,7 @@ export class CachedFile {
   setAttrs(attrs: Partial<FileAttrs>): void {
     Object.assign(this.rec, attrs);
     this.rec.dirty = true;
+    this.gen++;
     this.ctx.statements.saveFile(this.rec);
   }
 
@@ -334,39 +347,68 @@ export class CachedFile {
 
   /**
    * WriteData: upload the whole file if it has local changes. Missing blocks are fetched first (an object is
-   * replaced whole, R53). Returns false when there was nothing to upload.
+   * replaced whole, R53). Writers are not held up by the transfer: a change made while it runs bumps the
+   * file's generation, which makes the driver abandon a multipart upload before completing it
+   * (FILE_MODIFIED_LOCALLY), or leaves the file dirty after a single PUT of the earlier snapshot — either way
+   * the newer data is uploaded next and the older upload never wins. Unless `force`, the remote object must
+   * still be the version the cached copy is based on (FILE_MODIFIED_EXTERNALLY otherwise). `toKey` uploads
+   * under another key (a conflict copy).
    */
-  async upload(): Promise<boolean> {
-    return this.lock.run(async () => {
-      if (!this.rec.dirty || this.unlinked || this.rec.local) return false;
+  async upload(options: { force?: boolean; toKey?: string } = {}): Promise<UploadOutcome> {
+    // One upload of a file at a time (the write-back queue and a sync close may both ask): the second one
+    // starts from what the first left.
+    return this.uploadLock.run(() => this.uploadOnce(options));
+  }
+
+  private async uploadOnce(options: { force?: boolean; toKey?: string }): Promise<UploadOutcome> {
+    const prep = await this.lock.run(async () => {
+      if (!this.rec.dirty || this.unlinked || this.rec.local) return null;
       await this.ensureAll(0, this.rec.size);
       await this.commitLocked();
-      const { meta, contentType } = this.ctx.objectMeta(this.rec, this.rec.key);
-      const size = this.rec.size;
-      let result;
-      try {
-        result = await this.ctx.transfer.writeData(this.rec.key, size, (offset, length) => this.readLocal(offset, length), { meta, contentType });
-      } catch (err) {
-        if (err instanceof StorageError) {
-          this.rec.lastError = err.result;
-          this.ctx.statements.saveFile(this.rec);
-        }
-        throw err;
-      }
-      for (let b = 0; b < this.blockCount(); b++) {
-        if (this.blocks.get(b) === BLOCK.DIRTY) {
-          this.blocks.set(b, BLOCK.CLEAN);
-          this.changed.add(b);
+      return { gen: this.gen, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
+    });
+    if (!prep) return 'nothing';
+    let result;
+    try {
+      if (!options.force && !options.toKey) {
+        const remote = await this.ctx.transfer.statData(prep.key);
+        if (remote && remote.etag !== prep.base) {
+          throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', prep.key, `the object changed in storage (ETag ${remote.etag}; the local copy is based on ${prep.base ?? 'no object'})`);
         }
       }
+      result = await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length) => this.readLocal(offset, length), {
+        meta: prep.meta,
+        contentType: prep.contentType,
+        stillValid: () => this.gen === prep.gen && !this.unlinked,
+      });
+    } catch (err) {
+      if (err instanceof StorageError && err.result !== RWRESULT.FILE_MODIFIED_LOCALLY) {
+        this.rec.lastError = err.result;
+        if (!this.unlinked) this.ctx.statements.saveFile(this.rec);
+      }
+      throw err;
+    }
+    return this.lock.run(async () => {
+      const same = this.gen === prep.gen;
       this.rec.remoteEtag = result.etag;
+      this.rec.lastError = 0;
+      if (this.unlinked) return 'changed';
       this.ctx.statements.putTag(this.rec.id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
       if (result.versionId) this.ctx.statements.putTag(this.rec.id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
-      this.rec.fetchLimit = size;
-      this.rec.dirty = false;
-      this.rec.lastError = 0;
+      if (same) {
+        for (let b = 0; b < this.blockCount(); b++) {
+          if (this.blocks.get(b) === BLOCK.DIRTY) {
+            this.blocks.set(b, BLOCK.CLEAN);
+            this.changed.add(b);
+          }
+        }
+        this.rec.fetchLimit = prep.size;
+        this.rec.dirty = false;
+      } else {
+        this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
+      }
       await this.commitLocked();
-      return true;
+      return same ? 'uploaded' : 'changed';
     });
   }
 

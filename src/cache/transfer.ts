@@ -9,12 +9,18 @@ export interface TransferHandlers {
   /** ReadData: bytes [position, position + bytesToRead) of the object as it was at `etag`. */
   readData(key: string, position: number, bytesToRead: number, etag?: string): Promise<ReadResult>;
   /** WriteData: the whole object, `size` bytes read from `source`, with its metadata. */
-  writeData(key: string, size: number, source: ByteSource, meta: { meta: ObjectMeta; contentType?: string }): Promise<WriteResult>;
+  writeData(key: string, size: number, source: ByteSource, options: { meta: ObjectMeta; contentType?: string; stillValid?: () => boolean }): Promise<WriteResult>;
+  /** The object's current ETag and size (HEAD), or null: the conflict check before replacing it. */
+  statData(key: string): Promise<{ etag: string; size: number } | null>;
 }
 
 export function transferHandlers(driver: StorageDriver): TransferHandlers {
   return {
     readData: (key, position, bytesToRead, etag) => driver.read(key, position, bytesToRead, etag),
-    writeData: (key, size, source, meta) => driver.write(key, size, source, meta),
+    writeData: (key, size, source, options) => driver.write(key, size, source, options),
+    statData: async (key) => {
+      const o = await driver.head(key);
+      return o && { etag: o.etag, size: o.size };
+    },
   };
 }

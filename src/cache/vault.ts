@@ -5,12 +5,15 @@
  * unclean stop (clean blocks are forgotten and refetched; dirty blocks were made durable before their commit
  * and are kept — the orphans its owner flushes). It knows storage only through the StorageDriver interface.
  */
-import { constants as fsc, mkdirSync, rmSync, truncateSync } from 'node:fs';
+import { constants as fsc, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import { open as openFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
+import type { PoweredStorage } from '../storage/power.js';
+import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import { silentLogger, type Logger } from '../log.js';
-import { CachedFile, type FileAttrs, type FileContext, type FileRecord } from './cached-file.js';
+import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type UploadOutcome } from './cached-file.js';
 import { initChecksums } from './checksum.js';
 import { ENUM_MODE, FILE_STATUS, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE, type FlushAction, type PurgeAction, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
@@ -20,6 +23,7 @@ import { ListingStore } from './listings.js';
 import { takeLock } from './lock.js';
 import { VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
+import { WriteBack, type QueueEntry } from './writeback.js';
 import { checkTag, checkTagCount } from './tags.js';
 
 const MiB = 1024 * 1024;
@@ -31,6 +35,15 @@ export interface VaultOptions {
   transfer?: TransferHandlers;
   /** FLUSH_DELAYED on close waits this long before uploading (FlushAfterCloseDelay). */
   flushAfterCloseMs?: number;
+  /** Files uploaded at once by the write-back queue. */
+  uploadConcurrency?: number;
+  /** Retry delays of transient upload failures: doubled per attempt from base up to max, with jitter. */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** When the object changed in storage since the cached copy was taken (FILE_MODIFIED_EXTERNALLY). */
+  conflictPolicy?: ConflictPolicy;
+  /** Bytes of closed, changed files waiting for upload past which writers wait (back-pressure). */
+  dirtyBudget?: number;
   /** PURGE_DELAYED on close waits this long before dropping clean blocks (PurgeAfterCloseDelay). */
   purgeAfterCloseMs?: number;
   /** Block size for new vaults (ReadBlockSize/WriteBlockSize); an existing vault keeps its own. */
@@ -62,6 +75,19 @@ export interface FileStatus {
 
 export const DEFAULT_SIZE_LIMIT = 314_572_800;
 
+/**
+ * keep-both: the local version is uploaded as `<name>.conflict-<UTC time>` and the name shows the remote one;
+ * local-wins: the local version replaces the object; remote-wins: the local changes are dropped.
+ */
+export type ConflictPolicy = 'keep-both' | 'local-wins' | 'remote-wins';
+
+export interface Conflict {
+  key: string;
+  conflictKey: string | null;
+  policy: ConflictPolicy;
+  atMs: number;
+}
+
 export interface CloseActions {
   flush?: FlushAction;
   purge?: PurgeAction;
@@ -72,10 +98,17 @@ export class Vault {
   private readonly opening = new Map<string, Promise<CachedFile>>();
   private readonly closing = new Map<string, Promise<void>>();
   private readonly evictor: Evictor;
-  private readonly flushTimers = new Map<string, NodeJS.Timeout>();
   private readonly purgeTimers = new Map<string, NodeJS.Timeout>();
-  private flushAfterCloseMs = 2000;
   private purgeAfterCloseMs = 60_000;
+  private conflictPolicy: ConflictPolicy = 'keep-both';
+  private dirtyBudget = DEFAULT_SIZE_LIMIT / 2;
+  private writeback!: WriteBack;
+  /** Conflicts met by uploads (status and the log tell the user). */
+  readonly conflicts: Conflict[] = [];
+  /** Called when an upload met a conflict, so the owner can drop what it caches of both names. */
+  onConflict: (c: Conflict) => void = () => undefined;
+  /** Called when the write-back queue uploaded a file, so the owner can update what it caches of it. */
+  onUploaded: (rec: FileRecord) => void = () => undefined;
   private closed = false;
   /** Directory listings kept in the vault (for the owner's namespace). */
   readonly listings: ListingStore;
@@ -135,17 +168,41 @@ export class Vault {
         readAheadBlocks: options.readAheadBlocks ?? 16,
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
         accountBlocks: () => undefined,
+        waitForRoom: async () => undefined,
         log,
       };
       const orphans = statements.dirtyFiles().filter((r) => !r.local);
       const vault = new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
-      vault.flushAfterCloseMs = options.flushAfterCloseMs ?? vault.flushAfterCloseMs;
       vault.purgeAfterCloseMs = options.purgeAfterCloseMs ?? vault.purgeAfterCloseMs;
+      vault.conflictPolicy = options.conflictPolicy ?? vault.conflictPolicy;
+      vault.dirtyBudget = options.dirtyBudget ?? Math.max(64 * MiB, (options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / 2);
+      vault.startWriteBack(options);
       return vault;
     } catch (err) {
       db?.close();
       rmSync(lockFile, { force: true });
       throw err;
+    }
+  }
+
+  /** Facts about the vault its owner keeps (e.g. which storage it caches). */
+  setInfo(name: string, value: string): void {
+    this.statements.setInfo(`owner.${name}`, value);
+  }
+
+  /** Read one such fact from a vault directory without opening it (false if there is no readable vault). */
+  static peekInfo(dir: string, name: string): string | undefined {
+    const file = path.join(dir, 'vault.db');
+    if (!existsSync(file)) return undefined;
+    try {
+      const db = new Database(file, { readonly: true, fileMustExist: true });
+      try {
+        return (db.prepare('SELECT value FROM vault_info WHERE name = ?').get(`owner.${name}`) as { value: string } | undefined)?.value;
+      } finally {
+        db.close();
+      }
+    } catch {
+      return undefined;
     }
   }
 
@@ -196,10 +253,8 @@ export class Vault {
       }
       break;
     }
-    // Opened again: a delayed flush or purge from its last close is no longer wanted.
-    clearTimeout(this.flushTimers.get(key));
+    // Opened again: a delayed purge from its last close is no longer wanted.
     clearTimeout(this.purgeTimers.get(key));
-    this.flushTimers.delete(key);
     this.purgeTimers.delete(key);
     const p = this.load(key, base, attrs, options.local ?? false);
     this.opening.set(key, p);
@@ -259,7 +314,7 @@ export class Vault {
     const purge = actions.purge ?? PURGE.NONE;
     let flushError: unknown;
     if (flush === FLUSH.IMMEDIATE) {
-      await file.upload().catch((err: unknown) => (flushError = err));
+      await this.uploadFile(file).catch((err: unknown) => (flushError = err));
       if (file.openCount > 0) {
         // Opened again while it uploaded: the new handle owns it now.
         if (flushError) throw flushError;
@@ -280,7 +335,7 @@ export class Vault {
       this.closing.delete(key);
       if (this.open.get(key) === file) this.open.delete(key);
     }
-    if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked) this.later(this.flushTimers, key, this.flushAfterCloseMs, () => void this.flushFile(key).catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'delayed flush failed')));
+    if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked && !file.rec.local) this.writeback.schedule(file.key, file.size);
     if (purge === PURGE.IMMEDIATE) this.purge(key);
     else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, key, this.purgeAfterCloseMs, () => this.purge(key));
     this.evictor.maybeEvict();
@@ -320,6 +375,7 @@ export class Vault {
   renameFile(fromKey: string, toKey: string): void {
     if (fromKey === toKey) return;
     this.removeRecord(toKey);
+    this.writeback.move(fromKey, toKey);
     const file = this.open.get(fromKey);
     const rec = file?.rec ?? this.statements.find(fromKey);
     if (!rec) return;
@@ -333,6 +389,7 @@ export class Vault {
 
   /** Forget a key's cached file; an open one lives on for its handles and is never uploaded. */
   removeRecord(key: string): void {
+    this.writeback.drop(key);
     const file = this.open.get(key);
     const rec = file?.rec ?? this.statements.find(key);
     if (!rec) return;
@@ -352,6 +409,18 @@ export class Vault {
     const rec = this.open.get(key)?.rec ?? this.statements.find(key);
     if (!rec || rec.dirty) return;
     Object.assign(rec, attrs, { remoteEtag: etag });
+    this.statements.saveFile(rec);
+  }
+
+  /**
+   * A changed file's object went away by our own hand (its name moved): the cached copy becomes a new file,
+   * uploaded whole by its pending upload, with nothing in storage to check against.
+   */
+  detachRemote(key: string): void {
+    const rec = this.record(key);
+    if (!rec) return;
+    rec.remoteEtag = null;
+    rec.dirty = true;
     this.statements.saveFile(rec);
   }
 
@@ -467,29 +536,153 @@ export class Vault {
       .map((s) => s.key);
   }
 
-  /** Flush one file: TEST reports, SYNC uploads and waits, ASYNC starts the upload and returns RUNNING. */
+  /** Flush one file: TEST reports, SYNC uploads and waits, ASYNC queues the upload now and returns RUNNING. */
   async flushFile(key: string, mode: FlushMode = FLUSH_MODE.SYNC): Promise<FlushResult> {
     const rec = this.record(key);
     if (!rec || !rec.dirty || rec.local) return FLUSH_RESULT.NOTHING;
-    if (mode === FLUSH_MODE.TEST) return FLUSH_RESULT.DIRTY;
-    const run = async (): Promise<void> => {
-      const file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
-      try {
-        await file.upload();
-      } finally {
-        await this.closeFile(file);
-      }
-    };
+    if (mode === FLUSH_MODE.TEST) return this.writeback.isPending(key) ? FLUSH_RESULT.RUNNING : FLUSH_RESULT.DIRTY;
     if (mode === FLUSH_MODE.ASYNC) {
-      run().catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'flush failed'));
+      this.writeback.schedule(key, rec.size, 0);
       return FLUSH_RESULT.RUNNING;
     }
-    await run();
+    await this.writeback.flush(key, rec.size);
     return FLUSH_RESULT.SUCCESS;
   }
 
-  /** ResetErrorState: clear the last transfer error of one file or of all. */
+  /**
+   * Upload every pending change now and wait (unmount, SIGTERM, CloseCache with FLUSH.IMMEDIATE). Stops waiting
+   * if the storage goes offline: what is left stays in the vault as orphans for the next start.
+   */
+  async flushAll(onProgress?: (done: number, total: number, key: string) => void): Promise<{ uploaded: number; left: number }> {
+    const keys = this.enumerateCachedFiles(ENUM_MODE.CHANGED);
+    let done = 0;
+    let left = 0;
+    for (const key of keys) {
+      if (this.offline) {
+        left++;
+        continue;
+      }
+      try {
+        const flushed = this.flushFile(key);
+        flushed.catch(() => undefined); // if offline wins the race, its failure is nobody's to handle
+        await Promise.race([flushed, this.whenOffline()]);
+        if (this.offline) left++;
+        else done++;
+      } catch (err) {
+        left++;
+        this.ctx.log.error({ key, err: (err as Error).message }, 'flush failed; the file stays in the vault');
+      }
+      onProgress?.(done + left, keys.length, key);
+    }
+    return { uploaded: done, left };
+  }
+
+  private offline = false;
+  private offlineWaiters: (() => void)[] = [];
+
+  private whenOffline(): Promise<void> {
+    return new Promise((r) => this.offlineWaiters.push(r));
+  }
+
+  /** The write-back queue and everything that feeds it: orphans, power notifications, back-pressure. */
+  private startWriteBack(options: VaultOptions): void {
+    this.writeback = new WriteBack({
+      concurrency: options.uploadConcurrency ?? 4,
+      delayMs: options.flushAfterCloseMs ?? 2000,
+      retryBaseMs: options.retryBaseMs ?? 1000,
+      retryMaxMs: options.retryMaxMs ?? 60_000,
+      upload: (key) => this.uploadKey(key),
+      log: this.ctx.log,
+    });
+    this.ctx.waitForRoom = () => this.writeback.waitForRoom(this.dirtyBudget);
+    const powered = this.storage as Partial<PoweredStorage>;
+    powered.onPower?.((state, reason) => {
+      this.offline = state === 'offline';
+      if (this.offline) {
+        this.ctx.log.warn({ reason: reason?.message }, 'storage offline: uploads paused, the vault keeps serving what it holds');
+        this.writeback.pause();
+        for (const w of this.offlineWaiters.splice(0)) w();
+      } else {
+        this.ctx.log.info('storage back online: error states cleared, uploads resume');
+        this.resetErrorState();
+        this.writeback.resetErrors();
+        this.writeback.resume();
+      }
+    });
+    if (powered.power === 'offline') {
+      this.offline = true;
+      this.writeback.pause();
+    }
+    for (const rec of this.orphans) this.writeback.schedule(rec.key, rec.size, 0);
+  }
+
+  /** The queue's upload of one file: open it, upload with the conflict policy, close it. */
+  private async uploadKey(key: string): Promise<UploadOutcome | 'gone'> {
+    const rec = this.record(key);
+    if (!rec || !rec.dirty || rec.local) return 'gone';
+    const file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+    try {
+      const outcome = await this.uploadFile(file);
+      if (outcome !== 'nothing' && !file.unlinked) this.onUploaded(file.rec);
+      return outcome;
+    } finally {
+      await this.closeFile(file);
+    }
+  }
+
+  /** Upload a file now (WriteData), applying the conflict policy when the object changed in storage. */
+  async uploadFile(file: CachedFile): Promise<UploadOutcome> {
+    try {
+      return await file.upload();
+    } catch (err) {
+      if (!(err instanceof StorageError) || err.result !== RWRESULT.FILE_MODIFIED_EXTERNALLY) throw err;
+      const key = file.key;
+      const conflict: Conflict = { key, conflictKey: null, policy: this.conflictPolicy, atMs: Date.now() };
+      if (this.conflictPolicy === 'local-wins') {
+        this.ctx.log.warn({ key, policy: 'local-wins' }, 'conflict: the object changed in storage; the local version replaces it');
+        this.recordConflict(conflict);
+        return file.upload({ force: true });
+      }
+      if (this.conflictPolicy === 'remote-wins') {
+        this.ctx.log.warn({ key, policy: 'remote-wins' }, 'conflict: the object changed in storage; the local changes are dropped');
+        this.recordConflict(conflict);
+        this.removeRecord(key);
+        return 'uploaded';
+      }
+      conflict.conflictKey = `${key}.conflict-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}`;
+      await file.upload({ toKey: conflict.conflictKey });
+      this.renameFile(key, conflict.conflictKey);
+      this.ctx.log.warn({ key, savedAs: conflict.conflictKey }, 'conflict: the object changed in storage; the local version was saved beside it');
+      this.recordConflict(conflict);
+      return 'uploaded';
+    }
+  }
+
+  private recordConflict(c: Conflict): void {
+    this.conflicts.push(c);
+    if (this.conflicts.length > 1000) this.conflicts.shift();
+    this.onConflict(c);
+  }
+
+  /** Queue a changed file's upload (after the delay, or now). */
+  scheduleUpload(key: string, delayMs?: number): void {
+    const rec = this.record(key);
+    if (rec?.dirty && !rec.local) this.writeback.schedule(key, rec.size, delayMs);
+  }
+
+  /** Wait until the file has no upload in flight (before deleting or renaming its object). */
+  settled(key: string): Promise<void> {
+    return this.writeback.settled(key);
+  }
+
+  /** The write-back queue, for status. */
+  queue(): QueueEntry[] {
+    return this.writeback.entries();
+  }
+
+  /** ResetErrorState: clear the last transfer error of one file or of all; stopped uploads go again. */
   resetErrorState(key?: string): void {
+    this.writeback?.resetErrors(key);
     for (const rec of key ? [this.record(key)].filter((r): r is FileRecord => !!r) : this.statements.allFiles()) {
       if (rec.lastError === 0) continue;
       const live = this.open.get(rec.key)?.rec ?? rec;
@@ -506,6 +699,7 @@ export class Vault {
   /** Tests: let go of everything as a killed process would — nothing committed, the stop not marked clean. */
   async simulateCrash(): Promise<void> {
     this.closed = true;
+    this.writeback.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
     this.db.close();
   }
@@ -516,12 +710,9 @@ export class Vault {
    */
   async close(actions: CloseActions = {}): Promise<void> {
     if (this.closed) return;
-    for (const t of [...this.flushTimers.values(), ...this.purgeTimers.values()]) clearTimeout(t);
-    if (actions.flush === FLUSH.IMMEDIATE) {
-      for (const key of this.enumerateCachedFiles(ENUM_MODE.CHANGED)) {
-        await this.flushFile(key).catch((err) => this.ctx.log.error({ key, err: (err as Error).message }, 'flush at close failed; the file stays in the vault'));
-      }
-    }
+    for (const t of this.purgeTimers.values()) clearTimeout(t);
+    if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
+    this.writeback.stop();
     this.closed = true;
     await Promise.allSettled([...this.opening.values(), ...this.closing.values()]);
     for (const f of [...this.open.values()]) {

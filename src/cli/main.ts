@@ -39,6 +39,22 @@ interface MountFlags {
   notifyFd?: string;
   logFile?: string;
   cacheSize?: string;
+  sync?: string;
+  conflict?: string;
+  flushDelay?: string;
+}
+
+/** The config every mount flag contributes (validated by resolveConfig). */
+function mountFlagsConfig(flags: MountFlags) {
+  return {
+    vault: {
+      dir: flags.vault && path.resolve(flags.vault),
+      sizeLimit: flags.cacheSize && parseSize(flags.cacheSize),
+      conflictPolicy: flags.conflict,
+      flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
+    },
+    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync },
+  };
 }
 
 function splitBucket(spec: string): { bucket: string; prefix: string } {
@@ -66,6 +82,9 @@ function addMountOptions(cmd: Command): Command {
   return cmd
     .option('--vault <dir>', 'vault directory (default: ~/.cache/s3vault/vaults/<bucket>-<id>)')
     .option('--cache-size <size>', 'vault size limit, e.g. 300M, 20G (default 300M); changed and pinned data may exceed it')
+    .option('--sync <mode>', 'vault: fsync is durable in the vault (default); remote: fsync waits until the file is in S3')
+    .option('--conflict <policy>', 'when the object changed in S3 since it was cached: keep-both (default), local-wins, remote-wins')
+    .option('--flush-delay <ms>', 'upload a changed file this long after its last close (default 2000)')
     .option('--read-only', 'mount read-only: every change fails with EROFS')
     .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')
     .option('--verbose', 'debug logging')
@@ -92,15 +111,17 @@ export async function main(argv: string[]): Promise<number> {
       .option('--mountpoint <dir>', 'where to mount', 'mnt'),
   ).action((flags: MountFlags & { dir: string; mountpoint: string }) => {
     const dir = path.resolve(flags.dir);
-    const args = ['up', '--dir', dir, '--mountpoint', path.resolve(flags.mountpoint), ...(flags.verbose ? ['--verbose'] : []), ...(flags.readOnly ? ['--read-only'] : [])];
-    if (flags.cacheSize) args.push('--cache-size', flags.cacheSize);
-    result = mountCommand(args, flags, flags.logFile ?? path.join(dir, 's3vault.log'), () => {
+    const build = () => {
+      const own = mountFlagsConfig(flags);
       const config = resolveConfig({
         file: readConfigFile(flags.config),
-        flags: { s3: { bucket: 's3vault' }, vault: { dir: flags.vault ?? path.join(dir, 'vault'), sizeLimit: flags.cacheSize && parseSize(flags.cacheSize) }, fs: { readOnly: flags.readOnly } },
+        flags: { ...own, s3: { bucket: 's3vault' }, vault: { ...own.vault, dir: own.vault.dir ?? path.join(dir, 'vault') } },
       });
       return { config, mountpoint: flags.mountpoint, createMountpoint: true, embedded: { dataDir: dir }, verbose: flags.verbose };
-    }).then((code) => {
+    };
+    build();
+    // The background child runs this same command line (same cwd), plus --foreground.
+    result = mountCommand(argv, flags, flags.logFile ?? path.join(dir, 's3vault.log'), build).then((code) => {
       if (code === EXIT.OK && !flags.foreground) process.stdout.write(`  stop it with: ${process.argv[1] ? path.relative(process.cwd(), process.argv[1]) : 's3vault'} unmount ${flags.mountpoint}\n`);
       return code;
     });
@@ -117,29 +138,18 @@ export async function main(argv: string[]): Promise<number> {
       .option('--profile <name>', 'AWS profile (env AWS_PROFILE)'),
   ).action((bucketSpec: string, mountpoint: string, flags: MountFlags) => {
     const { bucket, prefix } = splitBucket(bucketSpec);
-    const passthrough = ['mount', bucketSpec, path.resolve(mountpoint)];
-    for (const [flag, value] of [['--endpoint', flags.endpoint], ['--region', flags.region], ['--profile', flags.profile], ['--vault', flags.vault], ['--config', flags.config], ['--cache-size', flags.cacheSize]] as const) {
-      if (value) passthrough.push(flag, flag === '--vault' || flag === '--config' ? path.resolve(value) : value);
-    }
-    if (flags.readOnly) passthrough.push('--read-only');
-    if (flags.verbose) passthrough.push('--verbose');
-    if (flags.allowOther) passthrough.push('--allow-other');
-    // Validate here too, so a bad flag fails in the foreground, before anything runs in the background.
+    // Validated here too, so a bad flag fails in the foreground, before anything runs in the background.
     const build = () => {
       const config = resolveConfig({
         file: readConfigFile(flags.config),
         env: envConfig(),
-        flags: {
-          s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile },
-          vault: { dir: flags.vault && path.resolve(flags.vault), sizeLimit: flags.cacheSize && parseSize(flags.cacheSize) },
-          fs: { readOnly: flags.readOnly, allowOther: flags.allowOther },
-        },
+        flags: { ...mountFlagsConfig(flags), s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile } },
       });
       return { config, mountpoint, verbose: flags.verbose };
     };
     build();
     const logFile = flags.logFile ?? path.join(process.env.HOME ?? '/tmp', '.cache', 's3vault', 'logs', `${bucket}.log`);
-    result = mountCommand(passthrough, flags, logFile, build);
+    result = mountCommand(argv, flags, logFile, build);
   });
 
   program

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../log.js';
 import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
 import { StorageError } from '../storage/rwresult.js';
 import { S3Storage } from '../storage/s3.js';
+import { PoweredStorage } from '../storage/power.js';
 import type { Server } from 'node:net';
 import { Maintenance } from '../fs/mirror/maintenance.js';
 import { startControlServer } from './control.js';
@@ -32,6 +33,11 @@ export interface MountJob {
   verbose?: boolean;
   /** Told once: mounted (ok) or the reason it could not be. */
   notify?: (msg: { ok: boolean; message: string; exit: number }) => void;
+}
+
+/** Has this vault served this storage before (so an offline mount has something to show)? */
+function vaultKnows(dir: string, where: string): boolean {
+  return Vault.peekInfo(dir, 'storage') === where;
 }
 
 export function defaultVaultDir(config: Config): string {
@@ -52,7 +58,8 @@ export async function runMount(job: MountJob): Promise<number> {
   const log: Logger = createLogger({ verbose: job.verbose });
   const config = structuredClone(job.config);
   let server: EmbeddedServer | undefined;
-  let storage: S3Storage | undefined;
+  let s3: S3Storage | undefined;
+  let storage: PoweredStorage | undefined;
   let vault: Vault | undefined;
   let session: FuseSession | undefined;
   let mountpoint: string | undefined;
@@ -71,10 +78,18 @@ export async function runMount(job: MountJob): Promise<number> {
       config.s3.credentials = EMBEDDED_CREDENTIALS;
       log.info({ endpoint: server.endpoint, pid: server.pid }, 'embedded S3 server started');
     }
-    storage = new S3Storage(config.s3);
+    s3 = new S3Storage(config.s3);
+    storage = new PoweredStorage(s3);
     where = storage.description;
-    await storage.probe();
     const vaultDir = config.vault.dir ?? defaultVaultDir(config);
+    try {
+      await s3.probe();
+    } catch (err) {
+      // Unreachable, but this vault has served this bucket before: mount offline with what it holds.
+      if (!(err instanceof StorageError) || !err.transient || !vaultKnows(vaultDir, where)) throw err;
+      log.warn({ storage: where, err: err.detail }, 'storage unreachable: mounting offline from the vault; uploads start when it returns');
+      storage.goOffline(err);
+    }
     vault = await Vault.open({
       dir: vaultDir,
       storage,
@@ -82,9 +97,14 @@ export async function runMount(job: MountJob): Promise<number> {
       fetchBlocks: config.vault.fetchBlocks,
       readAheadBlocks: config.vault.readAheadBlocks,
       sizeLimit: config.vault.sizeLimit,
+      flushAfterCloseMs: config.vault.flushAfterCloseMs,
+      uploadConcurrency: config.vault.uploadConcurrency,
+      conflictPolicy: config.vault.conflictPolicy,
+      dirtyBudget: config.vault.dirtyBudget,
       objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
       log,
     });
+    vault.setInfo('storage', where);
     if (vault.orphans.length) log.warn({ count: vault.orphans.length, keys: vault.orphans.slice(0, 20).map((r) => r.key) }, 'orphan files found (changed, never uploaded): uploading them');
     const mirror = new S3Mirror({
       vault,
@@ -96,6 +116,7 @@ export async function runMount(job: MountJob): Promise<number> {
       capacityBytes: config.fs.capacityBytes,
       readOnly: config.fs.readOnly,
       localPatterns: config.fs.localPatterns,
+      syncMode: config.fs.sync,
     });
     session = new FuseSession(mirror, {
       mountpoint,
@@ -136,7 +157,7 @@ export async function runMount(job: MountJob): Promise<number> {
     control?.close();
     session?.close();
     await vault?.close().catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
-    await storage?.close();
+    await (storage ?? s3)?.close();
     await server?.stop();
     if (mountpoint) unregisterMount(mountpoint);
   }

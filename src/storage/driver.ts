@@ -37,6 +37,11 @@ export interface WriteOptions {
   contentType?: string;
   /** Replace only if the current object has this ETag (conditional write where the server supports it). */
   ifMatch?: string;
+  /**
+   * Asked after the body was read (single PUT) and before a multipart upload is completed: false means the
+   * source changed meanwhile, and the write fails with FILE_MODIFIED_LOCALLY instead of publishing it.
+   */
+  stillValid?: () => boolean;
 }
 
 export interface WriteResult {

@@ -60,7 +60,8 @@ export class MemoryStorage implements StorageDriver {
       throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', key, 'object changed');
     }
     const data = size === 0 ? Buffer.alloc(0) : await source(0, size);
-    if (data.length !== size) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'source size changed');
+    if (data.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'source changed');
+    this.count('put');
     const etag = this.putObject(key, data, options.meta ?? {});
     this.objects.get(key)!.contentType = options.contentType;
     return { etag, result: RWRESULT.SUCCESS };

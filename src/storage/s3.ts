@@ -109,7 +109,7 @@ export class S3Storage implements StorageDriver {
     if (size > this.config.multipartThreshold) return this.writeMultipart(key, size, source, options);
     try {
       const body = size === 0 ? Buffer.alloc(0) : await source(0, size);
-      if (body.length !== size) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, `file changed while uploading (${body.length} of ${size} bytes)`);
+      if (body.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'the file changed while it was read for upload');
       const r = await this.client.send(
         new PutObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), Body: body, ContentLength: size, Metadata: options.meta, ContentType: options.contentType }),
       );
@@ -148,6 +148,7 @@ export class S3Storage implements StorageDriver {
       });
       await queue.onIdle();
       if (firstError) throw firstError;
+      if (options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'the file changed while it was uploaded');
       const done = await this.client.send(
         new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ ETag, PartNumber: i + 1 })) } }),
       );

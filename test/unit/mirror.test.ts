@@ -32,6 +32,7 @@ async function writeFile(p: string, text: string): Promise<void> {
   await fs.writeFile(handle, 0, Buffer.from(text));
   await fs.cleanupFile(handle);
   await fs.closeFile(handle);
+  await vault.flushAll(); // what the write-back queue does after its delay
 }
 
 describe('mirror: namespace', () => {
@@ -77,17 +78,21 @@ describe('mirror: namespace', () => {
     expect(storage.calls.list).toBe(lists + 1);
   });
 
-  it('a created file is listed before it is uploaded, and reaches storage with its metadata on close', async () => {
+  it('a created file is listed before it is uploaded; close makes it durable; the write-back queue uploads it with its metadata', async () => {
     const { handle } = await fs.createFile('/new.txt', 0o600, 0o1, caller);
     await fs.writeFile(handle, 0, Buffer.from('hi'));
     expect((await fs.enumerateDirectory('/')).map((e) => e.name)).toEqual(['new.txt']);
-    expect(storage.objects.has('new.txt')).toBe(false);
     await fs.cleanupFile(handle);
+    await fs.closeFile(handle);
+    expect(storage.objects.has('new.txt')).toBe(false); // FlushAfterCloseDelay (2 s) has not passed
+    expect(vault.queue().map((q) => q.key)).toEqual(['new.txt']);
+    await vault.flushAll();
     const o = storage.objects.get('new.txt')!;
     expect(o.data.toString()).toBe('hi');
     expect(Number(o.meta.mode) & 0o7777).toBe(0o600);
     expect(o.meta.uid).toBe('1000');
-    await fs.closeFile(handle);
+    expect((await fs.getFileInfo('/new.txt'))?.size).toBe(2);
+    expect(vault.queue()).toEqual([]);
   });
 
   it('rmdir refuses a non-empty directory (ENOTEMPTY) and removes an empty one', async () => {
@@ -126,6 +131,7 @@ describe('mirror: namespace', () => {
   it('truncate of a closed file rewrites the object', async () => {
     await writeFile('/t', 'abcdef');
     await fs.setFileAttributes('/t', { size: 2 });
+    await vault.flushAll();
     expect(storage.objects.get('t')!.data.toString()).toBe('ab');
   });
 
@@ -139,6 +145,7 @@ describe('mirror: namespace', () => {
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     expect(vault.orphans.map((r) => r.key)).toEqual(['orphan.txt']);
     await fs.mount();
+    await vault.flushAll();
     expect(storage.objects.get('orphan.txt')!.data.toString()).toBe('saved');
   });
 
@@ -149,6 +156,7 @@ describe('mirror: namespace', () => {
     expect((await fs.enumerateDirectory('/')).map((e) => e.name)).toEqual(['.notes.txt.swp']);
     // local → ordinary name: uploaded
     await fs.renameOrMoveFile('/.notes.txt.swp', '/notes.txt', 0);
+    await vault.flushAll();
     expect(storage.objects.get('notes.txt')!.data.toString()).toBe('swap');
     // ordinary → local name: leaves the bucket, stays readable
     await fs.renameOrMoveFile('/notes.txt', '/.notes.txt.swo', 0);

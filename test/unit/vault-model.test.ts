@@ -159,7 +159,7 @@ describe('vault: status, enumeration and flush (CBCache API)', () => {
 describe('vault: close actions (R49) and FetchMissingData (R42)', () => {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-  it('FLUSH.IMMEDIATE uploads before close returns; DELAYED after FlushAfterCloseDelay; a reopen cancels it', async () => {
+  it('FLUSH.IMMEDIATE uploads before close returns; DELAYED after FlushAfterCloseDelay; a later change wins', async () => {
     const vault = await Vault.open({ dir, storage, flushAfterCloseMs: 50 });
     let f = await vault.openFile('now', null, attrs);
     await f.write(0, Buffer.from('now'));
@@ -174,11 +174,12 @@ describe('vault: close actions (R49) and FetchMissingData (R42)', () => {
     f = await vault.openFile('again', null, attrs);
     await f.write(0, Buffer.from('1'));
     await vault.closeFile(f, { flush: FLUSH.DELAYED });
-    f = await vault.openFile('again', null, attrs); // reopened within the delay: no upload behind its back
-    await sleep(150);
-    expect(storage.objects.has('again')).toBe(false);
-    await vault.closeFile(f, { flush: FLUSH.IMMEDIATE });
-    expect(storage.objects.get('again')!.data.toString()).toBe('1');
+    f = await vault.openFile('again', null, attrs); // reopened and changed within the delay
+    await f.write(0, Buffer.from('2'));
+    await vault.closeFile(f, { flush: FLUSH.DELAYED });
+    await sleep(200);
+    expect(storage.objects.get('again')!.data.toString()).toBe('2');
+    expect(vault.queue()).toEqual([]);
     await vault.close();
   });
 

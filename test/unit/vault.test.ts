@@ -98,11 +98,11 @@ describe('vault: writes and sizes', () => {
     const vault = await openVault();
     const f = await vault.openFile('f', { etag, size: data.length }, attrs);
     await f.write(70 * KiB, Buffer.from('HELLO'));
-    expect(await f.upload()).toBe(true);
+    expect(await f.upload()).toBe('uploaded');
     const expected = Buffer.from(data);
     expected.write('HELLO', 70 * KiB);
     expect(storage.objects.get('f')!.data).toEqual(expected);
-    expect(await f.upload()).toBe(false); // nothing left to upload
+    expect(await f.upload()).toBe('nothing'); // nothing left to upload
     await vault.close();
   });
 
@@ -213,7 +213,7 @@ describe('vault: journal and recovery', () => {
     expect(vault.record('a')).toBeUndefined();
     expect(vault.record('b')?.size).toBe(1);
     vault.removeRecord('b');
-    expect(await f.upload()).toBe(false);
+    expect(await f.upload()).toBe('nothing');
     await vault.closeFile(f);
     expect(storage.objects.size).toBe(0);
     await vault.close();

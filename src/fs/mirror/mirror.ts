@@ -1,8 +1,8 @@
 /**
  * The S3 mirror: CBFS event handlers implemented on the vault. Files are objects, directories are common
- * prefixes or `dir/` marker objects. File data goes through the vault; a changed file is uploaded when it
- * is closed (CleanupFile) — one upload path (CachedFile.upload) that a later write-back queue can defer.
- * Rename is server-side copy + delete. See docs/SEMANTICS.md for each operation.
+ * prefixes or `dir/` marker objects. File data goes through the vault: close (CleanupFile) makes a file's
+ * changes durable there, and the vault's write-back queue uploads them after FlushAfterCloseDelay. Rename is
+ * server-side copy + delete. See docs/SEMANTICS.md for each operation.
  */
 import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
@@ -18,6 +18,12 @@ import { decodeMeta, DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js'
 import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, TAG_PREFIX, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
+import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
+import type { FileRecord } from '../../cache/cached-file.js';
+
+function recordInfo(rec: FileRecord): FileInfo {
+  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+}
 
 export interface MirrorOptions {
   vault: Vault;
@@ -31,12 +37,19 @@ export interface MirrorOptions {
   readOnly?: boolean;
   /** Name patterns of local files (R44), default DEFAULT_LOCAL_PATTERNS. */
   localPatterns?: string[];
+  /** 'vault' (default): fsync makes data durable in the vault; 'remote': fsync also waits for the upload. */
+  syncMode?: 'vault' | 'remote';
 }
 
 interface Handle {
   file: CachedFile;
   path: string;
+  /** Opened with O_SYNC/O_DSYNC: writes are durable when they return, close waits for the upload. */
+  writeThrough: boolean;
 }
+
+const O_DSYNC = 0o10000;
+const O_SYNC = 0o4010000;
 
 export class S3Mirror implements CbfsHandlers {
   private readonly vault: Vault;
@@ -54,6 +67,12 @@ export class S3Mirror implements CbfsHandlers {
     this.owner = options.owner;
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
+    this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
+    this.vault.onConflict = (c) => {
+      this.cache.delete(c.key);
+      const rec = c.conflictKey ? this.vault.record(c.conflictKey) : undefined;
+      if (rec) this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
+    };
   }
 
   private get storage() {
@@ -78,9 +97,9 @@ export class S3Mirror implements CbfsHandlers {
     return found;
   }
 
-  private addHandle(file: CachedFile, path: string): number {
+  private addHandle(file: CachedFile, path: string, flags = 0): number {
     const h = this.nextHandle++;
-    this.handles.set(h, { file, path });
+    this.handles.set(h, { file, path, writeThrough: (flags & O_SYNC) === O_SYNC || (flags & O_DSYNC) !== 0 });
     return h;
   }
 
@@ -96,26 +115,17 @@ export class S3Mirror implements CbfsHandlers {
   // ---- lifecycle ----
 
   async mount(): Promise<void> {
-    // Orphans: files changed and closed in an earlier run but never uploaded (R45). Upload them now.
-    for (const rec of this.vault.orphans) {
-      try {
-        const file = await this.vault.openFile(rec.key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
-        try {
-          await file.upload();
-          this.log.info({ key: rec.key, size: rec.size }, 'orphan file from an earlier run uploaded');
-        } finally {
-          await this.vault.closeFile(file);
-        }
-      } catch (err) {
-        this.log.error({ key: rec.key, err: (err as Error).message }, 'orphan file could not be uploaded; it stays in the vault');
-      }
-    }
+    // Orphans (R45): files changed and closed in an earlier run but never uploaded. The vault queued them.
+    if (this.vault.orphans.length) this.log.warn({ count: this.vault.orphans.length }, 'orphan files from an earlier run are being uploaded');
   }
 
+  /** Unmount: every pending change is uploaded first (FLUSH_IMMEDIATE), with progress in the log. */
   async unmount(): Promise<void> {
-    for (const file of this.vault.dirtyOpenFiles()) {
-      await file.upload().catch((err) => this.log.error({ key: file.key, err: (err as Error).message }, 'upload at unmount failed; the file stays in the vault'));
-    }
+    const pending = this.vault.enumerateCachedFiles(ENUM_MODE.CHANGED).length;
+    if (!pending) return;
+    this.log.info({ files: pending }, 'uploading pending changes before unmounting');
+    const r = await this.vault.flushAll((done, total, key) => this.log.info({ done, total, key }, 'flush progress'));
+    if (r.left) this.log.warn({ left: r.left }, 'storage unreachable: changes left in the vault; they upload at the next mount');
   }
 
   // ---- lookups ----
@@ -309,7 +319,7 @@ export class S3Mirror implements CbfsHandlers {
         file = await this.vault.openFile(key, { etag: remote.etag, size: remote.info.size }, remote.info);
       }
       if (flags & 0o1000) await file.setSize(0);
-      return this.addHandle(file, path);
+      return this.addHandle(file, path, flags);
     });
   }
 
@@ -327,7 +337,7 @@ export class S3Mirror implements CbfsHandlers {
         : await this.vault.openFile(key, null, attrs, { local: this.localNames.matches(path) });
       if (existing) await file.setSize(0);
       this.cache.delete(key);
-      return { handle: this.addHandle(file, path), info: this.fileInfoOf(file) };
+      return { handle: this.addHandle(file, path, flags), info: this.fileInfoOf(file) };
     });
   }
 
@@ -347,30 +357,45 @@ export class S3Mirror implements CbfsHandlers {
     const h = this.handle(handle, 'write');
     this.writable('write', h.path);
     if (offset + data.length > 5 * 1024 ** 4) throw new FsError(E.EFBIG, 'write', h.path, 'S3 objects are limited to 5 TiB');
-    return this.run('write', h.path, () => h.file.write(offset, data));
+    return this.run('write', h.path, async () => {
+      const n = await h.file.write(offset, data);
+      if (h.writeThrough) await h.file.commit();
+      return n;
+    });
   }
 
+  /** CleanupFile (every close(2)): the file's changes become durable in the vault before close returns. */
   async cleanupFile(handle: number): Promise<void> {
     const h = this.handle(handle, 'flush');
-    await this.run('flush', h.path, () => this.upload(h.file));
+    await this.run('flush', h.path, async () => {
+      if (!h.file.dirty || h.file.unlinked) return;
+      await h.file.commit();
+      if (h.writeThrough) await this.upload(h.file);
+    });
   }
 
+  /** Upload now, through the vault's conflict policy, and learn the new version. */
   private async upload(file: CachedFile): Promise<void> {
-    if (await file.upload()) {
+    if ((await this.vault.uploadFile(file)) !== 'nothing') {
       this.cache.set(file.key, { info: this.fileInfoOf(file), etag: file.rec.remoteEtag!, complete: true });
       this.log.debug({ key: file.key, size: file.size }, 'uploaded');
     }
   }
 
+  /** CloseFile: the last handle gone, a changed file joins the write-back queue (FLUSH_DELAYED). */
   async closeFile(handle: number): Promise<void> {
     const h = this.handle(handle, 'release');
     this.handles.delete(handle);
-    await this.run('release', h.path, () => this.vault.closeFile(h.file));
+    await this.run('release', h.path, () => this.vault.closeFile(h.file, { flush: FLUSH.DELAYED }));
   }
 
+  /** FlushFile (fsync): durable in the vault; with syncMode 'remote', in storage too. */
   async flushFile(handle: number): Promise<void> {
     const h = this.handle(handle, 'fsync');
-    await this.run('fsync', h.path, () => h.file.commit());
+    await this.run('fsync', h.path, async () => {
+      await h.file.commit();
+      if (this.options.syncMode === 'remote' && h.file.dirty && !h.file.rec.local) await this.vault.flushFile(h.file.key);
+    });
   }
 
   async setFileAttributes(path: string, change: AttributeChange, handle?: number): Promise<FileInfo> {
@@ -391,11 +416,11 @@ export class S3Mirror implements CbfsHandlers {
         try {
           if (change.size !== undefined) await file.setSize(change.size);
           if (Object.keys(attrs).length) file.setAttrs(attrs);
-          // A file nobody has open gets no close to upload it: upload now.
-          if (!open && file.openCount === 1) await this.upload(file);
+          if (!open) await file.commit();
           return this.fileInfoOf(file);
         } finally {
-          if (!open) await this.vault.closeFile(file);
+          // Opened here for the change: closing it queues the upload like any other close.
+          if (!open) await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
         }
       }
       // Metadata only, data unchanged in storage: copy the object onto itself with new metadata.
@@ -451,9 +476,10 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'unlink', path);
       if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
       const key = pathToKey(path);
+      await this.vault.settled(key); // an upload in flight must not recreate the object after the delete
       const rec = this.vault.record(key);
-      if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
       this.vault.removeRecord(key);
+      if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
       this.cache.set(key, { info: null, complete: true });
     });
   }
@@ -486,7 +512,7 @@ export class S3Mirror implements CbfsHandlers {
       if (dst && flags & RENAME_NOREPLACE) throw new FsError(E.EEXIST, 'rename', to);
       if (src.kind === 'file') {
         if (dst?.kind === 'dir') throw new FsError(E.EISDIR, 'rename', to);
-        await this.renameFile(from, to, src);
+        await this.renameFile(from, to, src, dst !== null);
       } else {
         if (dst?.kind === 'file') throw new FsError(E.ENOTDIR, 'rename', to);
         if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
@@ -496,27 +522,39 @@ export class S3Mirror implements CbfsHandlers {
     });
   }
 
-  private async renameFile(from: string, to: string, src: FileInfo): Promise<void> {
+  private async renameFile(from: string, to: string, src: FileInfo, dstExists = false): Promise<void> {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
+    await this.vault.settled(fromKey);
     const rec = this.vault.record(fromKey);
     const toLocal = this.localNames.matches(to);
     if (rec?.local || toLocal) return this.renameLocal(from, to, src, toLocal);
     if (rec && (rec.dirty || rec.remoteEtag === null)) {
-      // Local changes go up first, under the old name, so the server-side copy carries them.
-      const file = await this.vault.openFile(fromKey, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
-      try {
-        await file.upload();
-      } finally {
-        await this.vault.closeFile(file);
+      // Changes not uploaded yet: the pending upload goes to the new name, whole; the old object goes away —
+      // but only once every byte it still holds for this file is in the vault.
+      if (rec.remoteEtag !== null) {
+        const file = await this.vault.openFile(fromKey, { etag: rec.remoteEtag, size: rec.size }, rec);
+        try {
+          await file.fetchAll();
+        } finally {
+          await this.vault.closeFile(file);
+        }
+        await this.storage.delete(fromKey);
       }
+      if (dstExists) await this.storage.delete(toKey);
+      this.vault.renameFile(fromKey, toKey);
+      this.vault.detachRemote(toKey);
+      if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
+      this.cache.set(fromKey, { info: null, complete: true });
+      this.cache.delete(toKey);
+    } else {
+      const { etag } = await this.storage.copy(fromKey, toKey);
+      await this.storage.delete(fromKey);
+      this.vault.renameFile(fromKey, toKey);
+      this.vault.rebase(toKey, etag, {});
+      this.cache.set(fromKey, { info: null, complete: true });
+      this.cache.set(toKey, { info: src, etag, complete: true });
     }
-    const { etag } = await this.storage.copy(fromKey, toKey);
-    await this.storage.delete(fromKey);
-    this.vault.renameFile(fromKey, toKey);
-    this.vault.rebase(toKey, etag, {});
-    this.cache.set(fromKey, { info: null, complete: true });
-    this.cache.set(toKey, { info: src, etag, complete: true });
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
   }
 
@@ -536,9 +574,8 @@ export class S3Mirror implements CbfsHandlers {
       if (toLocal) await this.storage.delete(toKey); // it replaces whatever had that name
       this.vault.renameFile(fromKey, toKey);
       this.vault.setLocal(toKey, toLocal);
-      if (!toLocal) await this.upload(file);
     } finally {
-      await this.vault.closeFile(file);
+      await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
     }
     this.cache.set(fromKey, { info: null, complete: true });
     if (toLocal) this.cache.delete(toKey);
@@ -548,7 +585,8 @@ export class S3Mirror implements CbfsHandlers {
   private async renameDirectory(from: string, to: string): Promise<void> {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
-    for (const file of this.vault.dirtyOpenFiles()) if (file.key.startsWith(fromPrefix)) await file.upload();
+    // Pending changes under it go up first, so the server-side copies carry them.
+    for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.dirty && !rec.local) await this.vault.flushFile(rec.key);
     const all = await this.storage.list(fromPrefix);
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
     await this.putMarker(to, (await this.getFileInfo(from))!);

@@ -1,0 +1,212 @@
+/**
+ * The write-back queue: changed files wait FlushAfterCloseDelay after their last close, then upload with at
+ * most `concurrency` transfers at once. Outcomes by RWRESULT (R46): FAILURE (timeouts, resets, 5xx,
+ * throttling) retries after a delay doubled per attempt up to a cap, with jitter; FILE_MODIFIED_LOCALLY (the
+ * file changed during its upload) goes again after the delay; FILE_FAILURE stops that file until its error is
+ * reset; while the storage is offline (power) the queue is paused and resumes, in due order, when it returns.
+ * Nothing here ever deletes or truncates data: a file leaves the queue only once uploaded or gone.
+ */
+import type { Logger } from '../log.js';
+import { RWRESULT, StorageError, rwresultName } from '../storage/rwresult.js';
+import type { UploadOutcome } from './cached-file.js';
+
+export type QueueState = 'waiting' | 'uploading' | 'failed';
+
+export interface QueueEntry {
+  key: string;
+  size: number;
+  state: QueueState;
+  /** When it is next due (ms since the epoch). */
+  due: number;
+  attempts: number;
+  lastError?: string;
+}
+
+export interface WriteBackOptions {
+  concurrency: number;
+  delayMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** Upload one file now; 'gone' when it no longer needs it (deleted, local, already clean). */
+  upload: (key: string) => Promise<UploadOutcome | 'gone'>;
+  log: Logger;
+}
+
+interface Item extends QueueEntry {
+  waiters: { resolve: () => void; reject: (err: Error) => void }[];
+}
+
+export class WriteBack {
+  private readonly items = new Map<string, Item>();
+  private readonly roomWaiters: (() => void)[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private running = 0;
+  private paused = false;
+  private stopped = false;
+
+  constructor(private readonly o: WriteBackOptions) {}
+
+  /** (Re)arm a file's upload `delayMs` from now. */
+  schedule(key: string, size: number, delayMs = this.o.delayMs): void {
+    if (this.stopped) return;
+    const item = this.items.get(key);
+    if (item) {
+      item.size = size;
+      if (item.state !== 'uploading') {
+        if (item.state === 'failed') return; // waits for resetErrors
+        item.due = Date.now() + delayMs;
+      } else item.due = -1; // re-run right after the current upload: it changed again
+    } else this.items.set(key, { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] });
+    this.pump();
+  }
+
+  /** The file was renamed: its pending upload follows it. */
+  move(fromKey: string, toKey: string): void {
+    const item = this.items.get(fromKey);
+    if (!item || item.state === 'uploading') return;
+    this.items.delete(fromKey);
+    this.drop(toKey);
+    item.key = toKey;
+    this.items.set(toKey, item);
+  }
+
+  /** The file is gone (deleted, replaced): forget its pending upload. */
+  drop(key: string): void {
+    const item = this.items.get(key);
+    if (!item || item.state === 'uploading') return;
+    this.items.delete(key);
+    for (const w of item.waiters) w.resolve();
+    this.notifyRoom();
+  }
+
+  /** Upload now and wait for it (fsync with --sync remote, `s3vault flush`). */
+  flush(key: string, size: number): Promise<void> {
+    if (!this.items.has(key)) this.schedule(key, size, 0);
+    const item = this.items.get(key)!;
+    if (item.state === 'waiting') item.due = Math.min(item.due, Date.now());
+    if (item.state === 'failed') return Promise.reject(new Error(`${key}: uploads stopped after ${item.lastError}; run "s3vault reset-errors"`));
+    const done = new Promise<void>((resolve, reject) => item.waiters.push({ resolve, reject }));
+    this.pump();
+    return done;
+  }
+
+  /** Wait until a file has no upload in flight (before deleting or renaming it). */
+  async settled(key: string): Promise<void> {
+    while (this.items.get(key)?.state === 'uploading') await new Promise((r) => setTimeout(r, 10));
+  }
+
+  isPending(key: string): boolean {
+    return this.items.has(key);
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.pump();
+  }
+
+  /** ResetErrorState: failed files (FILE_FAILURE) go back in the queue, due now. */
+  resetErrors(key?: string): number {
+    let n = 0;
+    for (const item of this.items.values()) {
+      if (item.state !== 'failed' || (key !== undefined && item.key !== key)) continue;
+      item.state = 'waiting';
+      item.attempts = 0;
+      item.due = Date.now();
+      n++;
+    }
+    this.pump();
+    return n;
+  }
+
+  entries(): QueueEntry[] {
+    return [...this.items.values()].map(({ waiters: _, ...e }) => ({ ...e })).sort((a, b) => a.due - b.due);
+  }
+
+  /** Bytes of files waiting or uploading (back-pressure counts these). */
+  get pendingBytes(): number {
+    let n = 0;
+    for (const i of this.items.values()) if (i.state !== 'failed') n += i.size;
+    return n;
+  }
+
+  /** Resolve once pendingBytes is at most `budget` (or the queue stops). */
+  async waitForRoom(budget: number): Promise<void> {
+    while (!this.stopped && this.pendingBytes > budget) await new Promise<void>((r) => this.roomWaiters.push(r));
+  }
+
+  private notifyRoom(): void {
+    for (const w of this.roomWaiters.splice(0)) w();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.notifyRoom();
+  }
+
+  private pump(): void {
+    if (this.stopped || this.paused) return;
+    clearTimeout(this.timer);
+    const now = Date.now();
+    const due = [...this.items.values()].filter((i) => i.state === 'waiting').sort((a, b) => a.due - b.due);
+    for (const item of due) {
+      if (this.running >= this.o.concurrency) break;
+      if (item.due > now) break;
+      void this.run(item);
+    }
+    const next = due.find((i) => i.state === 'waiting');
+    if (next && this.running < this.o.concurrency) {
+      this.timer = setTimeout(() => this.pump(), Math.max(0, next.due - Date.now()));
+      this.timer.unref();
+    }
+  }
+
+  private finish(item: Item): void {
+    this.items.delete(item.key);
+    for (const w of item.waiters.splice(0)) w.resolve();
+    this.notifyRoom();
+  }
+
+  private async run(item: Item): Promise<void> {
+    item.state = 'uploading';
+    this.running++;
+    try {
+      const outcome = await this.o.upload(item.key);
+      item.attempts = 0;
+      if (outcome === 'changed' || item.due === -1) {
+        item.state = 'waiting';
+        item.due = Date.now() + this.o.delayMs;
+      } else this.finish(item);
+    } catch (err) {
+      this.failed(item, err);
+    } finally {
+      this.running--;
+      this.pump();
+    }
+  }
+
+  private failed(item: Item, err: unknown): void {
+    const result = err instanceof StorageError ? err.result : RWRESULT.FAILURE;
+    item.lastError = `${rwresultName(result)}: ${(err as Error).message}`;
+    if (result === RWRESULT.FILE_FAILURE) {
+      item.state = 'failed';
+      this.o.log.error({ key: item.key, err: item.lastError }, 'upload failed for this file; it stays in the vault until "s3vault reset-errors"');
+      for (const w of item.waiters.splice(0)) w.reject(new Error(`${item.key}: ${item.lastError}`));
+      this.notifyRoom();
+      return;
+    }
+    item.state = 'waiting';
+    if (result === RWRESULT.FILE_MODIFIED_LOCALLY) {
+      item.due = Date.now() + this.o.delayMs;
+      return;
+    }
+    item.attempts++;
+    const backoff = Math.min(this.o.retryMaxMs, this.o.retryBaseMs * 2 ** (item.attempts - 1));
+    item.due = Date.now() + Math.round(backoff * (0.5 + Math.random()));
+    this.o.log.warn({ key: item.key, attempt: item.attempts, retryInMs: item.due - Date.now(), err: item.lastError }, 'upload failed; will retry');
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Power (the installable-driver lifecycle's power message, seed 004): a wrapper that tells its owner when the
+ * storage goes offline and comes back. A transient failure (unreachable, timeout, 5xx, throttling) or a
+ * bucket-wide one (PERMANENT_FAILURE) switches it to offline; while offline every call fails at once with the
+ * same RWRESULT, without touching the network, and a probe runs with a doubling interval; the first probe that
+ * succeeds switches it back online. Listeners pause and resume their transfers on these notifications.
+ */
+import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
+import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
+
+export type PowerState = 'online' | 'offline';
+
+export interface PowerOptions {
+  /** First probe interval; doubles up to maxProbeMs. */
+  probeMs?: number;
+  maxProbeMs?: number;
+}
+
+export class PoweredStorage implements StorageDriver {
+  private state: PowerState = 'online';
+  private reason: StorageError | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private interval: number;
+  private readonly listeners = new Set<(state: PowerState, reason?: StorageError) => void>();
+
+  constructor(
+    readonly inner: StorageDriver,
+    private readonly options: PowerOptions = {},
+  ) {
+    this.interval = options.probeMs ?? 1000;
+  }
+
+  get description(): string {
+    return this.inner.description;
+  }
+
+  get power(): PowerState {
+    return this.state;
+  }
+
+  /** Why it is offline (the failure that switched it), if it is. */
+  get offlineReason(): StorageError | undefined {
+    return this.reason;
+  }
+
+  onPower(listener: (state: PowerState, reason?: StorageError) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Switch offline now (mount while unreachable) and start probing. */
+  goOffline(reason: StorageError): void {
+    if (this.state === 'offline') return;
+    this.state = 'offline';
+    this.reason = reason;
+    this.interval = this.options.probeMs ?? 1000;
+    for (const l of this.listeners) l('offline', reason);
+    this.scheduleProbe();
+  }
+
+  private goOnline(): void {
+    if (this.state === 'online') return;
+    this.state = 'online';
+    this.reason = undefined;
+    clearTimeout(this.timer);
+    for (const l of this.listeners) l('online');
+  }
+
+  private scheduleProbe(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.inner.probe().then(
+        () => this.goOnline(),
+        () => {
+          this.interval = Math.min(this.interval * 2, this.options.maxProbeMs ?? 15_000);
+          this.scheduleProbe();
+        },
+      );
+    }, this.interval);
+    this.timer.unref();
+  }
+
+  private static offlineResult(r: RwResult): boolean {
+    return r === RWRESULT.FAILURE || r === RWRESULT.PERMANENT_FAILURE;
+  }
+
+  private async call<T>(op: string, key: string | undefined, fn: () => Promise<T>): Promise<T> {
+    if (this.state === 'offline') {
+      const r = this.reason!;
+      throw new StorageError(r.result, op, key, `storage offline (${r.detail})`);
+    }
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof StorageError && PoweredStorage.offlineResult(err.result)) this.goOffline(err);
+      throw err;
+    }
+  }
+
+  /** The probe always goes to the network: it is how the owner learns the storage is back. */
+  async probe(): Promise<void> {
+    await this.inner.probe();
+    this.goOnline();
+  }
+
+  head(key: string): Promise<ObjectInfo | null> {
+    return this.call('head', key, () => this.inner.head(key));
+  }
+  read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult> {
+    return this.call('read', key, () => this.inner.read(key, offset, length, etag));
+  }
+  write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult> {
+    return this.call('write', key, () => this.inner.write(key, size, source, options));
+  }
+  list(prefix: string, options?: ListOptions): Promise<Listing> {
+    return this.call('list', prefix, () => this.inner.list(prefix, options));
+  }
+  copy(fromKey: string, toKey: string, meta?: ObjectMeta, contentType?: string): Promise<{ etag: string }> {
+    return this.call('copy', fromKey, () => this.inner.copy(fromKey, toKey, meta, contentType));
+  }
+  delete(key: string): Promise<void> {
+    return this.call('delete', key, () => this.inner.delete(key));
+  }
+  deleteMany(keys: string[]): Promise<void> {
+    return this.call('delete', keys[0], () => this.inner.deleteMany(keys));
+  }
+
+  async close(): Promise<void> {
+    clearTimeout(this.timer);
+    this.listeners.clear();
+    await this.inner.close();
+  }
+}

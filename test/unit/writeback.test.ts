@@ -1,0 +1,149 @@
+/** The write-back queue on in-memory storage with injected faults: retries, error states, power, conflicts, back-pressure. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FLUSH } from '../../src/cache/constants.js';
+import { Vault, type VaultOptions } from '../../src/cache/vault.js';
+import { FaultyStorage } from '../../src/storage/faulty.js';
+import { MemoryStorage } from '../../src/storage/memory.js';
+import { PoweredStorage } from '../../src/storage/power.js';
+import { RWRESULT } from '../../src/storage/rwresult.js';
+
+const attrs = { mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+let dir: string;
+let memory: MemoryStorage;
+let faulty: FaultyStorage;
+let vault: Vault;
+
+async function open(extra: Partial<VaultOptions> = {}, storage: FaultyStorage | PoweredStorage = faulty): Promise<Vault> {
+  vault = await Vault.open({ dir, storage, flushAfterCloseMs: 20, retryBaseMs: 20, retryMaxMs: 80, ...extra });
+  return vault;
+}
+
+async function change(key: string, text: string): Promise<void> {
+  const rec = vault.record(key);
+  const f = await vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, attrs);
+  await f.setSize(0);
+  await f.write(0, Buffer.from(text));
+  await vault.closeFile(f, { flush: FLUSH.DELAYED });
+}
+
+async function until(cond: () => boolean, ms = 3000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await sleep(10);
+  }
+}
+
+const text = (key: string) => memory.objects.get(key)?.data.toString();
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-wb-'));
+  memory = new MemoryStorage();
+  faulty = new FaultyStorage(memory);
+});
+afterEach(async () => {
+  await vault?.close().catch(() => undefined);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('write-back queue', () => {
+  it('uploads after the delay, not before', async () => {
+    await open({ flushAfterCloseMs: 150 });
+    await change('a', 'A');
+    await sleep(50);
+    expect(text('a')).toBeUndefined();
+    await until(() => text('a') === 'A');
+  });
+
+  it('retries transient failures (FAILURE) with growing delays until they succeed', async () => {
+    await open();
+    faulty.failNext('write', RWRESULT.FAILURE, 3);
+    await change('a', 'A');
+    await until(() => text('a') === 'A');
+    expect(vault.queue()).toEqual([]);
+  });
+
+  it('FILE_FAILURE stops that file only, until the error is reset', async () => {
+    await open();
+    faulty.failNext('write', RWRESULT.FILE_FAILURE, 1);
+    await change('bad', 'B');
+    await until(() => vault.queue().some((q) => q.key === 'bad' && q.state === 'failed'));
+    await change('good', 'G');
+    await until(() => text('good') === 'G');
+    await sleep(100);
+    expect(text('bad')).toBeUndefined();
+    expect(vault.status().find((s) => s.key === 'bad')!.lastError).toBe(RWRESULT.FILE_FAILURE);
+    vault.resetErrorState('bad');
+    await until(() => text('bad') === 'B');
+  });
+
+  it('a file changed while its upload runs is uploaded again; the older upload never wins', async () => {
+    await open();
+    faulty.delay('write', 150);
+    await change('a', 'first');
+    await sleep(60); // the upload of "first" is in flight
+    await change('a', 'second');
+    await until(() => text('a') === 'second' && vault.queue().length === 0);
+    await sleep(200);
+    expect(text('a')).toBe('second');
+  });
+
+  it('pauses while the storage is offline and drains in order when it returns', async () => {
+    const powered = new PoweredStorage(faulty, { probeMs: 30, maxProbeMs: 60 });
+    await open({}, powered);
+    faulty.reachable(false);
+    await change('one', '1');
+    await until(() => powered.power === 'offline');
+    await change('two', '2');
+    await sleep(150);
+    expect(memory.objects.size).toBe(0);
+    expect(vault.queue().map((q) => q.key)).toEqual(['one', 'two']);
+    faulty.reachable(true);
+    await until(() => text('one') === '1' && text('two') === '2');
+    expect(powered.power).toBe('online');
+  });
+
+  it('keep-both: an object changed in storage meanwhile is kept, the local version saved beside it', async () => {
+    await open();
+    await change('doc', 'v1');
+    await until(() => text('doc') === 'v1');
+    memory.putObject('doc', 'changed by someone else');
+    await change('doc', 'local edit');
+    await until(() => vault.conflicts.length === 1);
+    const c = vault.conflicts[0]!;
+    expect(c.conflictKey).toMatch(/^doc\.conflict-\d{8}T\d{6}Z$/);
+    expect(text('doc')).toBe('changed by someone else');
+    expect(text(c.conflictKey!)).toBe('local edit');
+  });
+
+  it('local-wins and remote-wins', async () => {
+    await open({ conflictPolicy: 'local-wins' });
+    await change('doc', 'v1');
+    await until(() => text('doc') === 'v1');
+    memory.putObject('doc', 'theirs');
+    await change('doc', 'mine');
+    await until(() => text('doc') === 'mine');
+    await vault.close();
+    await open({ conflictPolicy: 'remote-wins' });
+    memory.putObject('doc', 'theirs again');
+    await change('doc', 'mine again');
+    await until(() => vault.conflicts.length === 1);
+    expect(text('doc')).toBe('theirs again');
+    expect(vault.record('doc')).toBeUndefined();
+  });
+
+  it('back-pressure: writers wait while closed changes waiting for upload pass the budget', async () => {
+    await open({ dirtyBudget: 1024 * 1024, flushAfterCloseMs: 300 });
+    await change('big', 'x'.repeat(2 * 1024 * 1024));
+    const f = await vault.openFile('next', null, attrs);
+    const started = Date.now();
+    await f.write(0, Buffer.from('waits'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(200);
+    expect(text('big')).toHaveLength(2 * 1024 * 1024);
+    await vault.closeFile(f);
+  });
+});
