@@ -41,6 +41,8 @@ export interface FileRecord extends FileAttrs {
   pinned: boolean;
   /** A local file (R44): lives only in the vault, never uploaded. */
   local: boolean;
+  /** Data or size differ from storage (not only attributes). */
+  dataDirty: boolean;
   lastError: number;
 }
 
@@ -260,6 +262,7 @@ export class CachedFile {
       this.markDirty(first, last);
       // Before any byte moves: an upload reading the data file concurrently must see that it changed.
       this.gen++;
+      this.rec.dataDirty = true;
       let done = 0;
       while (done < data.length) {
         const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
@@ -294,6 +297,7 @@ export class CachedFile {
       if (size === old) return;
       await this.waitInflight(0, this.blockCount());
       this.gen++;
+      this.rec.dataDirty = true;
       const bs = this.ctx.blockSize;
       if (size < old) {
         await this.fd.truncate(size);
@@ -363,9 +367,11 @@ export class CachedFile {
   private async uploadOnce(options: { force?: boolean; toKey?: string }): Promise<UploadOutcome> {
     const prep = await this.lock.run(async () => {
       if (!this.rec.dirty || this.unlinked || this.rec.local) return null;
-      await this.ensureAll(0, this.rec.size);
+      // Only attributes changed (chmod, utimens) on an object that exists: no data needs to move.
+      const metaOnly = !this.rec.dataDirty && this.rec.remoteEtag !== null && !options.toKey;
+      if (!metaOnly) await this.ensureAll(0, this.rec.size);
       await this.commitLocked();
-      return { gen: this.gen, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
+      return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) return 'nothing';
     let result;
@@ -376,11 +382,13 @@ export class CachedFile {
           throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', prep.key, `the object changed in storage (ETag ${remote.etag}; the local copy is based on ${prep.base ?? 'no object'})`);
         }
       }
-      result = await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length) => this.readLocal(offset, length), {
-        meta: prep.meta,
-        contentType: prep.contentType,
-        stillValid: () => this.gen === prep.gen && !this.unlinked,
-      });
+      result = prep.metaOnly
+        ? await this.ctx.transfer.replaceMeta(prep.key, { meta: prep.meta, contentType: prep.contentType })
+        : await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length) => this.readLocal(offset, length), {
+            meta: prep.meta,
+            contentType: prep.contentType,
+            stillValid: () => this.gen === prep.gen && !this.unlinked,
+          });
     } catch (err) {
       if (err instanceof StorageError && err.result !== RWRESULT.FILE_MODIFIED_LOCALLY) {
         this.rec.lastError = err.result;
@@ -404,6 +412,7 @@ export class CachedFile {
         }
         this.rec.fetchLimit = prep.size;
         this.rec.dirty = false;
+        this.rec.dataDirty = false;
       } else {
         this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
       }

@@ -10,6 +10,8 @@ export interface TransferHandlers {
   readData(key: string, position: number, bytesToRead: number, etag?: string): Promise<ReadResult>;
   /** WriteData: the whole object, `size` bytes read from `source`, with its metadata. */
   writeData(key: string, size: number, source: ByteSource, options: { meta: ObjectMeta; contentType?: string; stillValid?: () => boolean }): Promise<WriteResult>;
+  /** Replace only the object's metadata, its data staying as it is (copy onto itself). */
+  replaceMeta(key: string, options: { meta: ObjectMeta; contentType?: string }): Promise<WriteResult>;
   /** The object's current ETag and size (HEAD), or null: the conflict check before replacing it. */
   statData(key: string): Promise<{ etag: string; size: number } | null>;
 }
@@ -18,6 +20,7 @@ export function transferHandlers(driver: StorageDriver): TransferHandlers {
   return {
     readData: (key, position, bytesToRead, etag) => driver.read(key, position, bytesToRead, etag),
     writeData: (key, size, source, options) => driver.write(key, size, source, options),
+    replaceMeta: async (key, options) => ({ ...(await driver.copy(key, key, options.meta, options.contentType)), result: 0 }),
     statData: async (key) => {
       const o = await driver.head(key);
       return o && { etag: o.etag, size: o.size };

@@ -273,7 +273,7 @@ export class Vault {
       this.evictor.account(-(counts.clean + counts.dirty));
       this.statements.dropAllBlocks(rec.id);
       await truncate(this.dataPath(rec.id), 0).catch(() => undefined);
-      rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null };
+      rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null, dataDirty: base === null };
       this.statements.saveFile(rec);
     } else if (rec?.dirty && base && rec.remoteEtag !== base.etag) {
       this.ctx.log.warn({ key, cached: rec.remoteEtag, remote: base.etag }, 'object changed remotely while local changes are pending: the local version will replace it');
@@ -285,6 +285,7 @@ export class Vault {
       fetchLimit: base?.size ?? 0,
       remoteEtag: base?.etag ?? null,
       dirty: base === null,
+      dataDirty: base === null,
       pinned: false,
       local,
       lastError: 0,
@@ -421,6 +422,7 @@ export class Vault {
     if (!rec) return;
     rec.remoteEtag = null;
     rec.dirty = true;
+    rec.dataDirty = true;
     this.statements.saveFile(rec);
   }
 
@@ -438,6 +440,7 @@ export class Vault {
     if (!rec || rec.local === local) return;
     rec.local = local;
     rec.dirty = true;
+    rec.dataDirty = true;
     if (local) {
       rec.remoteEtag = null;
       rec.fetchLimit = 0;

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mount, type TestMount } from '../helpers/mount.js';
+import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shResult } from '../helpers/sh.js';
 
@@ -16,6 +16,8 @@ let s3: TestServer;
 let m: TestMount;
 
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+/** Upload pending changes now (the write-back queue would after its delay) and wait. */
+const flush = () => sh(`${process.execPath} ${BIN} flush ${m.mountpoint}`, 120);
 
 beforeAll(async () => {
   s3 = await startTestServer();
@@ -49,6 +51,7 @@ describe('mount: ordinary tools on a mounted bucket', () => {
     expect(sh(`md5sum < ${m.mountpoint}/big.bin`, 120).split(' ')[0]).toBe(md5(data));
     sh(`cp ${m.mountpoint}/big.bin ${src}.out`, 120);
     expect(sh(`md5sum < ${src}.out`).split(' ')[0]).toBe(md5(data));
+    flush();
     expect(md5(await s3.get(BUCKET, 'big.bin'))).toBe(md5(data));
     sh(`rm -f ${src} ${src}.out`);
   });
@@ -71,11 +74,13 @@ describe('mount: ordinary tools on a mounted bucket', () => {
 
   it('mv renames a file server-side and mv of a directory moves every key under it', async () => {
     sh(`echo moved > ${m.mountpoint}/a/src.txt`);
+    flush();
     sh(`mv ${m.mountpoint}/a/src.txt ${m.mountpoint}/a/dst.txt`);
     expect(await s3.head(BUCKET, 'a/src.txt')).toBeNull();
     expect((await s3.get(BUCKET, 'a/dst.txt')).toString()).toBe('moved\n');
     sh(`mv ${m.mountpoint}/a ${m.mountpoint}/z`);
     expect(sh(`cat ${m.mountpoint}/z/b/c/f`)).toBe('x\n');
+    flush();
     expect((await s3.get(BUCKET, 'z/b/c/f')).toString()).toBe('x\n');
     expect(await s3.head(BUCKET, 'a/b/c/f')).toBeNull();
     expect(shResult(`ls ${m.mountpoint}/a`).code).not.toBe(0);
@@ -91,15 +96,20 @@ describe('mount: ordinary tools on a mounted bucket', () => {
   it('appends with >> to an object uploaded elsewhere, and truncates', async () => {
     sh(`echo more >> ${m.mountpoint}/from-sdk/hello.txt`);
     expect(sh(`cat ${m.mountpoint}/from-sdk/hello.txt`)).toBe('written by the SDK\nmore\n');
+    flush();
     expect((await s3.get(BUCKET, 'from-sdk/hello.txt')).toString()).toBe('written by the SDK\nmore\n');
     sh(`truncate -s 7 ${m.mountpoint}/from-sdk/hello.txt`);
+    flush();
     expect((await s3.get(BUCKET, 'from-sdk/hello.txt')).toString()).toBe('written');
     sh(`truncate -s 10 ${m.mountpoint}/from-sdk/hello.txt`);
+    flush();
     expect(await s3.get(BUCKET, 'from-sdk/hello.txt')).toEqual(Buffer.from('written\0\0\0'));
   });
 
   it('chmod and touch persist as s3fs/rclone-compatible metadata', async () => {
+    flush();
     sh(`chmod 640 ${m.mountpoint}/five.txt && touch -d @1700000000 ${m.mountpoint}/five.txt`);
+    flush();
     const head = await s3.head(BUCKET, 'five.txt');
     expect(Number(head!.meta.mode) & 0o7777).toBe(0o640);
     expect(Number(head!.meta.mtime)).toBe(1700000000);

@@ -136,6 +136,22 @@ describe('write-back queue', () => {
     expect(vault.record('doc')).toBeUndefined();
   });
 
+  it('an attribute-only change of an open file uploads no data: the object is copied onto itself', async () => {
+    await open({ objectMeta: (a) => ({ meta: { mode: String(a.mode) } }) });
+    await change('f', 'data');
+    await until(() => text('f') === 'data' && vault.queue().length === 0);
+    const puts = memory.calls.put ?? 0;
+    const copies = memory.calls.copy ?? 0;
+    const rec = vault.record('f')!;
+    const f = await vault.openFile('f', { etag: rec.remoteEtag!, size: rec.size }, attrs);
+    f.setAttrs({ mode: 0o600 });
+    await vault.closeFile(f, { flush: FLUSH.DELAYED });
+    await until(() => vault.queue().length === 0 && memory.objects.get('f')!.meta.mode === '384');
+    expect(memory.calls.put ?? 0).toBe(puts);
+    expect(memory.calls.copy).toBe(copies + 1);
+    expect(text('f')).toBe('data');
+  });
+
   it('back-pressure: writers wait while closed changes waiting for upload pass the budget', async () => {
     await open({ dirtyBudget: 1024 * 1024, flushAfterCloseMs: 300 });
     await change('big', 'x'.repeat(2 * 1024 * 1024));
