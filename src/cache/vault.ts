@@ -157,7 +157,9 @@ export class Vault {
       if (!stored) statements.setInfo('block_size', String(blockSize));
       if (statements.getInfo('clean_shutdown') === '0') {
         const dropped = statements.dropCleanBlocks();
-        log.warn({ vault: dir, droppedCleanBlocks: dropped }, 'vault was not closed cleanly: recovered (clean blocks will be refetched)');
+        // Listings may lag behind the records they should show (an upload committed, its listing entry not): drop them.
+        new ListingStore(db).clear();
+        log.warn({ vault: dir, droppedCleanBlocks: dropped }, 'vault was not closed cleanly: recovered (clean blocks will be refetched, listings taken again)');
       }
       statements.setInfo('clean_shutdown', '0');
       const ctx: FileContext = {

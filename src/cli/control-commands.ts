@@ -1,7 +1,8 @@
 /** `s3vault pin | unpin | status | flush`: requests to the process serving a mount, over its control socket. */
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import type { FileStatus } from '../cache/vault.js';
+import type { Conflict, FileStatus } from '../cache/vault.js';
+import type { QueueEntry } from '../cache/writeback.js';
 import { FILE_STATUS } from '../cache/constants.js';
 import { rwresultName } from '../storage/rwresult.js';
 import type { Progress } from '../fs/mirror/maintenance.js';
@@ -42,14 +43,48 @@ function bar(label: string) {
   };
 }
 
-async function request(op: ControlRequest['op'], p: string, label?: string): Promise<unknown> {
+async function request(op: ControlRequest['op'], p: string, label?: string, extra: Partial<ControlRequest> = {}): Promise<unknown> {
   const t = target(p);
   const progress = label ? bar(label) : undefined;
   try {
-    return await controlRequest(t.socket, { op, path: t.inner }, (pr) => progress?.update(pr));
+    return await controlRequest(t.socket, { op, path: t.inner, ...extra }, (pr) => progress?.update(pr));
   } finally {
     progress?.stop();
   }
+}
+
+/** Ask the process serving a mount to flush (or not) and unmount; false if no process answers there. */
+export async function unmountThroughControl(mountpoint: string, flush: boolean): Promise<{ uploaded: number; left: number } | false> {
+  try {
+    return (await request('unmount', mountpoint, flush ? 'flush' : undefined, { flush })) as { uploaded: number; left: number };
+  } catch (err) {
+    if (err instanceof CliError || /cannot reach/.test((err as Error).message)) return false;
+    throw err;
+  }
+}
+
+interface StatusReply {
+  files: FileStatus[];
+  pending: QueueEntry[];
+  conflicts: Conflict[];
+  offline: boolean;
+}
+
+function formatQueue(r: StatusReply): string {
+  const out: string[] = [];
+  if (r.offline) out.push('storage: OFFLINE (changes are kept in the vault and upload when it returns)');
+  if (r.pending.length) {
+    out.push('pending uploads:');
+    for (const q of r.pending) {
+      const when = q.state === 'waiting' ? `in ${Math.max(0, Math.round((q.due - Date.now()) / 1000))} s` : q.state;
+      out.push(`  ${q.key}  ${q.size} bytes  ${when}${q.attempts ? `  attempt ${q.attempts + 1}` : ''}${q.lastError ? `  last error: ${q.lastError}` : ''}`);
+    }
+  }
+  if (r.conflicts.length) {
+    out.push('conflicts (the object changed in storage while it had local changes):');
+    for (const c of r.conflicts) out.push(`  ${c.key}: ${c.conflictKey ? `local version saved as ${c.conflictKey}` : c.policy} (${new Date(c.atMs).toISOString()})`);
+  }
+  return out.join('\n');
 }
 
 function formatStatus(rows: FileStatus[]): string {
@@ -111,8 +146,24 @@ export function addControlCommands(program: Command, setResult: (p: Promise<numb
     .option('--json', 'print JSON')
     .action((p: string, flags: { json?: boolean }) =>
       wrap(async () => {
-        const rows = (await request('status', p)) as FileStatus[];
-        process.stdout.write(flags.json ? `${JSON.stringify(rows, null, 2)}\n` : `${formatStatus(rows)}\n`);
+        const reply = (await request('status', p)) as StatusReply;
+        if (flags.json) process.stdout.write(`${JSON.stringify(reply, null, 2)}\n`);
+        else {
+          const queue = formatQueue(reply);
+          process.stdout.write(`${formatStatus(reply.files)}\n${queue ? `\n${queue}\n` : ''}`);
+        }
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command('reset-errors')
+    .description('clear the error state of files whose uploads stopped (FILE_FAILURE) so they are tried again')
+    .argument('[path]', 'a file or directory inside a mount', '.')
+    .action((p: string) =>
+      wrap(async () => {
+        const r = (await request('reset-errors', p)) as { files: number };
+        process.stdout.write(`s3vault: ${r.files} files had an error; they will be tried again\n`);
         return EXIT.OK;
       }),
     );

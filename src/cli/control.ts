@@ -9,14 +9,21 @@ import type { Logger } from '../log.js';
 import type { Maintenance, Progress } from '../fs/mirror/maintenance.js';
 
 export interface ControlRequest {
-  op: 'pin' | 'unpin' | 'status' | 'flush';
+  op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'unmount';
+  /** unmount: upload pending changes first (default) or leave them for the next start. */
+  flush?: boolean;
   /** A path inside the mount, "/" for its root. */
   path: string;
 }
 
 export type ControlMessage = { type: 'progress'; progress: Progress } | { type: 'result'; data: unknown } | { type: 'error'; message: string };
 
-export function startControlServer(socketPath: string, maintenance: Maintenance, log: Logger): net.Server {
+export interface ControlHooks {
+  /** Flush (unless told not to, with progress), then unmount; resolves when the unmount has started. */
+  unmount(flush: boolean, progress: (p: Progress) => void): Promise<{ uploaded: number; left: number }>;
+}
+
+export function startControlServer(socketPath: string, maintenance: Maintenance, hooks: ControlHooks, log: Logger): net.Server {
   rmSync(socketPath, { force: true });
   const server = net.createServer((conn) => {
     let buf = '';
@@ -49,7 +56,11 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
           case 'unpin':
             return { files: maintenance.unpin(req.path) };
           case 'status':
-            return maintenance.status(req.path);
+            return { files: maintenance.status(req.path), ...maintenance.queue(req.path) };
+          case 'reset-errors':
+            return { files: maintenance.resetErrors(req.path) };
+          case 'unmount':
+            return hooks.unmount(req.flush !== false, progress);
           case 'flush':
             return { files: await maintenance.flush(req.path, progress) };
           default:

@@ -15,7 +15,7 @@ import { EXIT } from './exit-codes.js';
 import { runMount } from './mount-runner.js';
 import { isMounted, mountOwner } from './mountpoint.js';
 import { addVaultCommands } from './vault-commands.js';
-import { addControlCommands } from './control-commands.js';
+import { addControlCommands, unmountThroughControl } from './control-commands.js';
 import { VaultError } from '../cache/errors.js';
 import { spawnSync } from 'node:child_process';
 
@@ -155,11 +155,12 @@ export async function main(argv: string[]): Promise<number> {
   program
     .command('unmount')
     .alias('umount')
-    .description('flush and unmount a mounted bucket')
+    .description('upload pending changes (with progress), then unmount')
     .argument('<mountpoint>')
-    .option('--timeout <seconds>', 'how long to wait for the flush', '600')
-    .action((mountpoint: string, flags: { timeout: string }) => {
-      result = unmount(path.resolve(mountpoint), Number(flags.timeout) * 1000);
+    .option('--no-wait', 'unmount at once; pending changes stay in the vault and upload at the next mount')
+    .option('--timeout <seconds>', 'how long to wait for the process to finish', '600')
+    .action((mountpoint: string, flags: { timeout: string; wait: boolean }) => {
+      result = unmount(path.resolve(mountpoint), Number(flags.timeout) * 1000, flags.wait);
     });
 
   program
@@ -193,7 +194,7 @@ export async function main(argv: string[]): Promise<number> {
   return result;
 }
 
-async function unmount(mountpoint: string, timeoutMs: number): Promise<number> {
+async function unmount(mountpoint: string, timeoutMs: number, flush: boolean): Promise<number> {
   if (!isMounted(mountpoint)) fail(`${mountpoint} is not mounted`, EXIT.MOUNT);
   const pid = mountOwner(mountpoint);
   if (pid === undefined) {
@@ -201,7 +202,9 @@ async function unmount(mountpoint: string, timeoutMs: number): Promise<number> {
     const r = spawnSync('fusermount3', ['-u', '-z', mountpoint], { stdio: 'inherit' });
     return r.status === 0 ? EXIT.OK : EXIT.MOUNT;
   }
-  process.kill(pid, 'SIGTERM');
+  const done = await unmountThroughControl(mountpoint, flush).catch((err: Error) => fail(err.message));
+  if (done === false) process.kill(pid, 'SIGTERM');
+  else if (done.left) process.stdout.write(`s3vault: ${done.left} changed files stay in the vault; they upload at the next mount\n`);
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));

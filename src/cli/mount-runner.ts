@@ -20,6 +20,7 @@ import { S3Storage } from '../storage/s3.js';
 import { PoweredStorage } from '../storage/power.js';
 import type { Server } from 'node:net';
 import { Maintenance } from '../fs/mirror/maintenance.js';
+import { ENUM_MODE } from '../cache/constants.js';
 import { startControlServer } from './control.js';
 import { EXIT } from './exit-codes.js';
 import { checkMountpoint, MountpointError, registerMount, unregisterMount } from './mountpoint.js';
@@ -127,24 +128,40 @@ export async function runMount(job: MountJob): Promise<number> {
       log,
     });
     session.mount();
-    control = startControlServer(registerMount(mountpoint, process.pid), new Maintenance(vault, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }), log);
-    const loop = session.run();
     let stopping: Promise<void> | undefined;
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'stopping: flushing, then unmounting');
-      stopping ??= mirror
-        .unmount()
-        .catch(() => undefined)
-        .then(() => session!.unmount());
+    let flushOnStop = true;
+    /** Flush (FLUSH_IMMEDIATE) unless told not to, then unmount; the request loop then returns. */
+    const stop = (why: string): Promise<void> => {
+      log.info({ why, flush: flushOnStop }, 'stopping: flushing, then unmounting');
+      stopping ??= (flushOnStop ? mirror.unmount() : Promise.resolve()).catch(() => undefined).then(() => session!.unmount());
+      return stopping;
     };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGHUP', () => stop('SIGHUP'));
+    const v = vault;
+    control = startControlServer(
+      registerMount(mountpoint, process.pid),
+      new Maintenance(vault, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }),
+      {
+        unmount: async (flush, progress) => {
+          const r = flush
+            ? await v.flushAll((done, total, key) => progress({ doneBytes: done, totalBytes: total, files: done, totalFiles: total, current: key }))
+            : { uploaded: 0, left: v.enumerateCachedFiles(ENUM_MODE.CHANGED).length };
+          flushOnStop = flush;
+          void stop(flush ? 'unmount' : 'unmount --no-wait');
+          return r;
+        },
+      },
+      log,
+    );
+    const loop = session.run();
+    process.on('SIGINT', () => void stop('SIGINT'));
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGHUP', () => void stop('SIGHUP'));
     log.info({ mountpoint, storage: where, vault: vaultDir }, 'mounted');
     notify(true, `mounted ${where} at ${mountpoint}${server ? ` (embedded S3 server at ${server.endpoint})` : ''}`, EXIT.OK);
     await loop;
     await stopping;
-    await mirror.unmount();
+    // Unmounted from outside (fusermount3 -u): flush what is pending before closing the vault.
+    if (flushOnStop) await mirror.unmount();
     log.info({ mountpoint }, 'unmounted');
     return EXIT.OK;
   } catch (err) {

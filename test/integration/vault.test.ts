@@ -68,7 +68,7 @@ describe('vault through a mount', () => {
     expect(pin.status, pin.stderr).toBe(0);
     expect(pin.stdout).toMatch(/pinned 2 files \(9\.0 MiB\)/);
     const status = cli(['status', m.mountpoint, '--json']);
-    const rows = JSON.parse(status.stdout) as { key: string; pinned: boolean; cachedBytes: number }[];
+    const rows = (JSON.parse(status.stdout) as { files: { key: string; pinned: boolean; cachedBytes: number }[] }).files;
     expect(rows.filter((r) => r.pinned).map((r) => [r.key, r.cachedBytes])).toEqual([
       ['keep/pinned.bin', 6 * MiB],
       ['keep/sub/also.bin', 3 * MiB],

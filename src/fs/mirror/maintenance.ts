@@ -3,7 +3,9 @@
  * pin fetches whole files or trees into the vault (PREFETCH_ALL) and keeps them from eviction, so they read
  * offline; unpin releases them; status reports each cached file; flush uploads pending changes.
  */
-import type { Vault, FileStatus } from '../../cache/vault.js';
+import type { Vault, FileStatus, Conflict } from '../../cache/vault.js';
+import type { QueueEntry } from '../../cache/writeback.js';
+import type { PoweredStorage } from '../../storage/power.js';
 import { FILE_STATUS, FLUSH_MODE } from '../../cache/constants.js';
 import type { ObjectInfo } from '../../storage/driver.js';
 import { E, FsError } from '../errors.js';
@@ -72,7 +74,28 @@ export class Maintenance {
 
   status(path: string): FileStatus[] {
     const key = pathToKey(path);
-    return this.vault.status(key).filter((s) => key === '' || s.key === key || s.key.startsWith(dirPrefix(path)));
+    return this.vault.status(key).filter((s) => this.under(path, s.key));
+  }
+
+  private under(path: string, key: string): boolean {
+    const k = pathToKey(path);
+    return k === '' || key === k || key.startsWith(dirPrefix(path));
+  }
+
+  /** Pending uploads, conflicts met, and files whose transfers stopped on an error, under a path. */
+  queue(path: string): { pending: QueueEntry[]; conflicts: Conflict[]; offline: boolean } {
+    return {
+      pending: this.vault.queue().filter((q) => this.under(path, q.key)),
+      conflicts: this.vault.conflicts.filter((c) => this.under(path, c.key)),
+      offline: (this.vault.storage as Partial<PoweredStorage>).power === 'offline',
+    };
+  }
+
+  /** ResetErrorState for the files under a path; returns how many had an error. */
+  resetErrors(path: string): number {
+    const failed = this.status(path).filter((s) => s.lastError !== 0);
+    for (const s of failed) this.vault.resetErrorState(s.key);
+    return failed.length;
   }
 
   async flush(path: string, onProgress: (p: Progress) => void): Promise<number> {

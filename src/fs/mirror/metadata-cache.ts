@@ -74,8 +74,14 @@ export class MetadataCache {
   }
 
   /** A fresh stored listing of a prefix, if any. */
-  listing(prefix: string): ListedEntry[] | undefined {
-    return this.listings.get(prefix, this.listingTtlMs);
+  listing(prefix: string, maxAgeMs = this.listingTtlMs): ListedEntry[] | undefined {
+    return this.listings.get(prefix, maxAgeMs);
+  }
+
+  /** What the last listing of the parent said of a key, however old (offline answers). */
+  lastListed(key: string): ListedEntry | 'absent' | undefined {
+    const [prefix, name] = splitKey(key);
+    return this.listings.lookup(prefix, name, Number.POSITIVE_INFINITY);
   }
 
   /** What a fresh listing of the parent says of a key: its kind, 'absent', or undefined if not known. */

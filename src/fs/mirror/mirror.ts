@@ -148,21 +148,25 @@ export class S3Mirror implements CbfsHandlers {
         return await this.lookupRemote(key, listed === 'file');
       } catch (err) {
         const offline = this.offlineInfo(key, err);
-        if (offline) return offline;
-        throw err;
+        if (offline === undefined) throw err;
+        return offline;
       }
     });
   }
 
   /**
    * Storage unreachable (a transient failure): what the vault knows still answers — a cached file's record,
-   * or a directory that holds cached files. Pinned files stay usable offline this way.
+   * a directory that holds cached files, the last listing of the parent however old; a name it does not know
+   * is absent, so new files can be created offline (an upload meeting an object of that name later is a
+   * conflict, handled by the conflict policy). undefined: not an offline failure, the error stands.
    */
-  private offlineInfo(key: string, err: unknown): FileInfo | null {
-    if (!(err instanceof StorageError) || !err.transient) return null;
+  private offlineInfo(key: string, err: unknown): FileInfo | null | undefined {
+    if (!(err instanceof StorageError) || !err.transient) return undefined;
     const rec = this.vault.record(key);
-    if (rec) return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
-    if (this.vault.recordsUnder(`${key}/`).length) return { ...this.rootInfo(), mtimeMs: this.mountedAt };
+    if (rec) return recordInfo(rec);
+    if (this.vault.recordsUnder(`${key}/`).length) return this.rootInfo();
+    const listed = this.cache.lastListed(key);
+    if (listed && listed !== 'absent') return decodeMeta(listed.kind, listed.size, new Date(listed.modifiedMs), undefined, this.owner);
     return null;
   }
 
@@ -220,8 +224,8 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   /** A listing kept in the vault and still fresh, in the driver's shape. */
-  private storedListing(prefix: string): Listing | undefined {
-    const stored = this.cache.listing(prefix);
+  private storedListing(prefix: string, maxAgeMs?: number): Listing | undefined {
+    const stored = this.cache.listing(prefix, maxAgeMs);
     if (!stored) return undefined;
     const listing: Listing = { objects: [], prefixes: [] };
     for (const e of stored) {
@@ -238,6 +242,9 @@ export class S3Mirror implements CbfsHandlers {
       listing = await this.storage.list(prefix, { delimiter: '/' });
     } catch (err) {
       if (!(err instanceof StorageError) || !err.transient) throw err;
+      // Offline: the last listing kept in the vault, however old, else the vault's records.
+      const stale = this.storedListing(prefix, Number.POSITIVE_INFINITY);
+      if (stale) return stale;
       listing = this.offlineListing(prefix);
       if (!listing.objects.length && !listing.prefixes.length) throw err;
       return listing;
