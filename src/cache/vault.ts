@@ -450,6 +450,20 @@ export class Vault {
     this.statements.saveFile(rec);
   }
 
+  // ---- the rename journal (directory renames finish after a crash) ----
+
+  beginRename(fromPrefix: string, toPrefix: string): number {
+    return Number(this.db.prepare('INSERT INTO renames (from_prefix, to_prefix, started_ms) VALUES (?, ?, ?)').run(fromPrefix, toPrefix, Date.now()).lastInsertRowid);
+  }
+
+  endRename(id: number): void {
+    this.db.prepare('DELETE FROM renames WHERE id = ?').run(id);
+  }
+
+  pendingRenames(): { id: number; fromPrefix: string; toPrefix: string }[] {
+    return this.db.prepare('SELECT id, from_prefix AS fromPrefix, to_prefix AS toPrefix FROM renames ORDER BY id').all() as { id: number; fromPrefix: string; toPrefix: string }[];
+  }
+
   // ---- pinning (never evicted, kept for offline use) ----
 
   setPinned(key: string, pinned: boolean): boolean {

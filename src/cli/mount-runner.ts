@@ -127,6 +127,8 @@ export async function runMount(job: MountJob): Promise<number> {
       attrTimeout: config.fs.attrTimeoutSec,
       log,
     });
+    // The Mount event: interrupted renames are finished and orphans queued before the first request.
+    await mirror.mount();
     session.mount();
     let stopping: Promise<void> | undefined;
     let flushOnStop = true;

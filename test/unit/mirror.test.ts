@@ -9,6 +9,8 @@ import { S3Mirror } from '../../src/fs/mirror/mirror.js';
 import { RENAME_NOREPLACE } from '../../src/fs/cbfs/events.js';
 import { silentLogger } from '../../src/log.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
+import { FaultyStorage } from '../../src/storage/faulty.js';
+import { RWRESULT } from '../../src/storage/rwresult.js';
 
 const caller = { uid: 1000, gid: 1000, pid: 1 };
 let dir: string;
@@ -169,6 +171,25 @@ describe('mirror: namespace', () => {
     expect(storage.objects.size).toBe(0);
     await fs.deleteFile('/.notes.txt.swo');
     expect(await fs.getFileInfo('/.notes.txt.swo')).toBeNull();
+  });
+
+  it('a directory rename interrupted half-way is finished at the next mount (rename journal)', async () => {
+    await fs.createDirectory('/src', 0o755, caller);
+    for (const n of ['a', 'b', 'c']) await writeFile(`/src/${n}`, n);
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    faulty.failNext('delete', RWRESULT.FAILURE, 1); // the copies are made, the deletes are not: the "crash"
+    await expect(fs.renameOrMoveFile('/src', '/dst', 0)).rejects.toMatchObject({ errno: 5 });
+    expect(vault.pendingRenames()).toHaveLength(1);
+    await vault.close();
+    vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    await fs.mount();
+    expect(vault.pendingRenames()).toHaveLength(0);
+    expect([...storage.objects.keys()].sort()).toEqual(['dst/', 'dst/a', 'dst/b', 'dst/c']);
+    expect((await fs.enumerateDirectory('/dst')).map((e) => e.name).sort()).toEqual(['a', 'b', 'c']);
   });
 
   it('names over 255 bytes are ENAMETOOLONG', async () => {

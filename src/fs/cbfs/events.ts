@@ -40,7 +40,7 @@ export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 
 export interface CbfsHandlers {
-  /** Mount: the volume is live. */
+  /** Mount: the volume is about to go live (the adapter calls it before serving the first request). */
   mount(): Promise<void>;
   /** Unmount: flush everything; no event follows. */
   unmount(): Promise<void>;

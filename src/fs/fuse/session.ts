@@ -169,7 +169,6 @@ export class FuseSession {
         // Ask for large requests: 1 MiB writes (max_write @8) and read-ahead (max_readahead @16).
         writeU32(conn, 8, 1024 * 1024);
         writeU32(conn, 16, 1024 * 1024);
-        void fs.mount().catch((err) => this.log.error({ err: (err as Error).message }, 'mount event failed'));
       },
       destroy: () => {},
       lookup: (req: Ptr, parent: number, name: string) =>

@@ -115,6 +115,7 @@ export class S3Mirror implements CbfsHandlers {
   // ---- lifecycle ----
 
   async mount(): Promise<void> {
+    await this.finishInterruptedRenames();
     // Orphans (R45): files changed and closed in an earlier run but never uploaded. The vault queued them.
     if (this.vault.orphans.length) this.log.warn({ count: this.vault.orphans.length }, 'orphan files from an earlier run are being uploaded');
   }
@@ -594,10 +595,21 @@ export class S3Mirror implements CbfsHandlers {
     const toPrefix = dirPrefix(to);
     // Pending changes under it go up first, so the server-side copies carry them.
     for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.dirty && !rec.local) await this.vault.flushFile(rec.key);
-    const all = await this.storage.list(fromPrefix);
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
     await this.putMarker(to, (await this.getFileInfo(from))!);
-    // Copy everything first, then delete: a failure half-way leaves both trees, never neither.
+    const id = this.vault.beginRename(fromPrefix, toPrefix);
+    await this.moveTree(fromPrefix, toPrefix);
+    this.vault.endRename(id);
+    this.cache.clear();
+    for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
+  }
+
+  /**
+   * Copy every key under one prefix to another, then delete the sources: a failure half-way leaves both
+   * trees, never neither, and running it again (after a crash, from the rename journal) finishes the job.
+   */
+  private async moveTree(fromPrefix: string, toPrefix: string): Promise<void> {
+    const all = await this.storage.list(fromPrefix);
     for (const o of all.objects) {
       if (o.key === fromPrefix) continue;
       const target = toPrefix + o.key.slice(fromPrefix.length);
@@ -608,8 +620,22 @@ export class S3Mirror implements CbfsHandlers {
     for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
     await this.storage.deleteMany(all.objects.map((o) => o.key));
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
+  }
+
+  /** Finish directory renames a crash interrupted (the rename journal), before serving. */
+  async finishInterruptedRenames(): Promise<void> {
+    for (const r of this.vault.pendingRenames()) {
+      try {
+        const marker = await this.storage.head(r.toPrefix);
+        if (!marker) await this.storage.write(r.toPrefix, 0, async () => Buffer.alloc(0), { contentType: DIR_CONTENT_TYPE });
+        await this.moveTree(r.fromPrefix, r.toPrefix);
+        this.vault.endRename(r.id);
+        this.log.warn({ from: r.fromPrefix, to: r.toPrefix }, 'finished a directory rename interrupted by a crash');
+      } catch (err) {
+        this.log.error({ from: r.fromPrefix, to: r.toPrefix, err: (err as Error).message }, 'could not finish an interrupted directory rename; will retry at the next mount');
+      }
+    }
     this.cache.clear();
-    for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
   }
 
   // ---- extended attributes: the vault's tags (R43) ----
