@@ -170,12 +170,14 @@ export function addControlCommands(program: Command, setResult: (p: Promise<numb
 
   program
     .command('flush')
-    .description('upload every pending change under a path now, with progress')
+    .description('upload every pending change under a path now (instead of after the flush delay)')
     .argument('[path]', 'a file or directory inside a mount', '.')
-    .action((p: string) =>
+    .option('--wait', 'wait until they are in storage, with a progress bar')
+    .action((p: string, flags: { wait?: boolean }) =>
       wrap(async () => {
-        const r = (await request('flush', p, 'flush')) as { files: number };
-        process.stdout.write(`s3vault: ${r.files ? `uploaded ${r.files} files` : 'nothing to upload'}\n`);
+        const r = (await request('flush', p, flags.wait ? 'flush' : undefined, { wait: flags.wait === true })) as { files: number };
+        const what = flags.wait ? `uploaded ${r.files} files` : `${r.files} files queued for upload now`;
+        process.stdout.write(`s3vault: ${r.files ? what : 'nothing to upload'}\n`);
         return EXIT.OK;
       }),
     );

@@ -12,6 +12,8 @@ export interface ControlRequest {
   op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'unmount';
   /** unmount: upload pending changes first (default) or leave them for the next start. */
   flush?: boolean;
+  /** flush: wait until the uploads are done. */
+  wait?: boolean;
   /** A path inside the mount, "/" for its root. */
   path: string;
 }
@@ -62,7 +64,7 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
           case 'unmount':
             return hooks.unmount(req.flush !== false, progress);
           case 'flush':
-            return { files: await maintenance.flush(req.path, progress) };
+            return { files: await maintenance.flush(req.path, req.wait === true, progress) };
           default:
             throw new Error(`unknown operation ${String((req as { op: unknown }).op)}`);
         }

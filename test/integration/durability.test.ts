@@ -79,7 +79,7 @@ async function checkS3(dir: string, files: Map<string, string>, seed: string): P
   }
 }
 
-const flushMount = (mp: string) => shAsync(`${process.execPath} ${BIN} flush ${mp}`, 300);
+const flushMount = (mp: string) => shAsync(`${process.execPath} ${BIN} flush --wait ${mp}`, 300);
 
 beforeAll(async () => {
   s3 = await startTestServer();

@@ -17,7 +17,7 @@ let m: TestMount;
 
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
 /** Upload pending changes now (the write-back queue would after its delay) and wait. */
-const flush = () => sh(`${process.execPath} ${BIN} flush ${m.mountpoint}`, 120);
+const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
 
 beforeAll(async () => {
   s3 = await startTestServer();

@@ -98,8 +98,13 @@ export class Maintenance {
     return failed.length;
   }
 
-  async flush(path: string, onProgress: (p: Progress) => void): Promise<number> {
+  /** Upload the pending changes under a path now; with wait, resolve once they are in storage. */
+  async flush(path: string, wait: boolean, onProgress: (p: Progress) => void): Promise<number> {
     const pending = this.status(path).filter((s) => s.status === FILE_STATUS.CHANGED || s.status === FILE_STATUS.ORPHAN);
+    if (!wait) {
+      for (const s of pending) await this.vault.flushFile(s.key, FLUSH_MODE.ASYNC);
+      return pending.length;
+    }
     const progress: Progress = { doneBytes: 0, totalBytes: pending.reduce((n, s) => n + s.size, 0), files: 0, totalFiles: pending.length, current: '' };
     for (const s of pending) {
       progress.current = s.key;
