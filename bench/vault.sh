@@ -9,16 +9,7 @@ cd "$(dirname "$0")/.."
 size_mb=${SIZE_MB:-1024}
 runtime=${RUNTIME:-20}
 limit_mb=${LIMIT_MB:-256}
-work=$(mktemp -d /var/tmp/s3vault-vb.XXXXXX)
-mp="$work/mnt"
-cleanup() {
-  bin/s3vault.js unmount "$mp" >/dev/null 2>&1 || fusermount3 -uz "$mp" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
-up() { bin/s3vault.js up --dir "$work/state" --mountpoint "$mp" "$@" >/dev/null; }
-down() { bin/s3vault.js unmount "$mp" >/dev/null; }
+source bench/common.sh
 fresh_vault() { down; rm -rf "$work/state/vault"; up "$@"; }
 dd_rate() { timeout 900 dd if="$1" of=/dev/null bs=1M 2>&1 | tail -n 1 | sed -E 's/.*copied, //'; }
 fio_iops() {
