@@ -52,10 +52,8 @@ export class WriteBack {
     const item = this.items.get(key);
     if (item) {
       item.size = size;
-      if (item.state !== 'uploading') {
-        if (item.state === 'failed') return; // waits for resetErrors
-        item.due = Date.now() + delayMs;
-      } else item.due = -1; // re-run right after the current upload: it changed again
+      // While uploading, nothing to do: a change after the upload read the file makes it come back 'changed'.
+      if (item.state === 'waiting') item.due = Date.now() + delayMs;
     } else this.items.set(key, { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] });
     this.pump();
   }
@@ -177,7 +175,7 @@ export class WriteBack {
     try {
       const outcome = await this.o.upload(item.key);
       item.attempts = 0;
-      if (outcome === 'changed' || item.due === -1) {
+      if (outcome === 'changed') {
         item.state = 'waiting';
         item.due = Date.now() + this.o.delayMs;
       } else this.finish(item);

@@ -12,7 +12,7 @@ import { ConfigError, envConfig, parseSize, readConfigFile, resolveConfig } from
 import { startEmbeddedServer } from '../storage/embedded-server.js';
 import { runInBackground, notifyParent } from './daemon.js';
 import { EXIT } from './exit-codes.js';
-import { runMount } from './mount-runner.js';
+import type { MountJob } from './mount-runner.js';
 import { isMounted, mountOwner } from './mountpoint.js';
 import { addVaultCommands } from './vault-commands.js';
 import { addControlCommands, unmountThroughControl } from './control-commands.js';
@@ -64,7 +64,7 @@ function splitBucket(spec: string): { bucket: string; prefix: string } {
 }
 
 /** Background unless --foreground: the same command runs again in a detached child. */
-async function mountCommand(argv: string[], flags: MountFlags, logFile: string, job: () => Parameters<typeof runMount>[0]): Promise<number> {
+async function mountCommand(argv: string[], flags: MountFlags, logFile: string, job: () => MountJob): Promise<number> {
   if (!flags.foreground) {
     const msg = await runInBackground(argv, logFile);
     if (!msg.ok) fail(msg.message, msg.exit);
@@ -75,6 +75,8 @@ async function mountCommand(argv: string[], flags: MountFlags, logFile: string, 
   const j = job();
   if (fd !== undefined) j.notify = (m) => notifyParent(fd, m);
   else j.notify = (m) => (m.ok ? process.stdout.write(`s3vault: ${m.message} (Ctrl-C to unmount)\n`) : process.stderr.write(`s3vault: error: ${m.message}\n`));
+  // Loaded here: the S3 client and the FUSE binding are heavy, and only a mount needs them.
+  const { runMount } = await import('./mount-runner.js');
   return runMount(j);
 }
 
