@@ -36,7 +36,7 @@ export class S3Storage implements StorageDriver {
   constructor(private readonly config: S3Config) {
     this.prefix = config.prefix ? config.prefix.replace(/\/*$/, '/') : '';
     this.endpointName = config.endpoint ?? `s3.${config.region}.amazonaws.com`;
-    this.description = `s3://${config.bucket}/${this.prefix} at ${this.endpointName}`;
+    this.description = `s3://${config.bucket}/${this.prefix} (${this.endpointName})`;
     const agentOptions = { keepAlive: true, maxSockets: config.maxSockets };
     this.client = new S3Client({
       region: config.region,
