@@ -17,6 +17,7 @@ import { sh, shAsync, shResult } from '../helpers/sh.js';
 import { startEmbeddedServer } from '../../src/storage/embedded-server.js';
 
 const BUCKET = 'durable';
+const KILL_ITERATIONS = Number(process.env.KILL_ITERATIONS ?? 5);
 let s3: TestServer;
 let work: string;
 const mounts: TestMount[] = [];
@@ -96,7 +97,7 @@ afterAll(async () => {
 describe('durability', () => {
   it('kill -9 at random moments while writers run: every acknowledged byte survives, in the mount and then in S3', async () => {
     const seed = Number(process.env.KILL_SEED ?? Math.floor(Math.random() * 1e6));
-    const iterations = Number(process.env.KILL_ITERATIONS ?? 5);
+    const iterations = KILL_ITERATIONS;
     const label = `KILL_SEED=${seed} KILL_ITERATIONS=${iterations}`;
     const random = rng(seed);
     const vault = path.join(work, 'kill-vault');
@@ -130,7 +131,7 @@ describe('durability', () => {
     process.stderr.write(`durability: ${iterations} kills, ${total} acknowledged files checked in the mount and in S3 (${label})\n`);
     expect(total).toBeGreaterThan(iterations);
     await m.stop();
-  });
+  }, 60_000 + KILL_ITERATIONS * 15_000);
 
   it('a misbehaving network (delays, resets, drops, 503 SlowDown, 500, outages) loses nothing', async () => {
     const seed = Number(process.env.FAULT_SEED ?? Math.floor(Math.random() * 1e6));
