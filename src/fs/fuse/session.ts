@@ -47,8 +47,6 @@ export class FuseSession {
   private readonly attrTimeout: number;
   private readonly negativeTimeout: number;
   private unmounting = false;
-  /** libfuse keeps a pointer into the ops table: it must outlive the session. */
-  private opsBuffer: Buffer | null = null;
 
   constructor(
     private readonly fs: CbfsHandlers,
@@ -80,7 +78,6 @@ export class FuseSession {
     if (this.options.allowOther) opts.push('allow_other');
     const se = this.lib.sessionNew(this.lib.makeArgs(['s3vault', '-o', opts.join(',')]), ops, OPS_SIZE, null) as Ptr | null;
     if (!se) throw new Error('fuse_session_new failed (bad mount options?)');
-    this.opsBuffer = ops;
     if (this.lib.sessionMount(se, this.options.mountpoint) !== 0) {
       this.lib.sessionDestroy(se);
       throw new Error(`cannot mount FUSE at ${this.options.mountpoint} (see the message above; is it already mounted?)`);
@@ -117,7 +114,6 @@ export class FuseSession {
     this.se = null;
     for (const cb of this.callbacks) cb.release();
     this.callbacks.length = 0;
-    this.opsBuffer = null;
   }
 
   // ---- reply helpers ----

@@ -6,24 +6,18 @@
  */
 import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
-import type { ListedEntry } from '../../cache/listings.js';
-import type { Listing, ObjectInfo } from '../../storage/driver.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { Logger } from '../../log.js';
 import type { AttributeChange, Caller, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { checkPath, dirPrefix, joinPath, markerKey, pathToKey } from './keys.js';
-import { decodeMeta, DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
+import { DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, TAG_PREFIX, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
-import type { FileRecord } from '../../cache/cached-file.js';
-
-function recordInfo(rec: FileRecord): FileInfo {
-  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
-}
+import { Namespace, recordInfo } from './namespace.js';
 
 export interface MirrorOptions {
   vault: Vault;
@@ -60,6 +54,7 @@ export class S3Mirror implements CbfsHandlers {
   private nextHandle = 1;
   private readonly mountedAt = Date.now();
   private readonly localNames: LocalNames;
+  private readonly ns: Namespace;
 
   constructor(private readonly options: MirrorOptions) {
     this.vault = options.vault;
@@ -67,6 +62,7 @@ export class S3Mirror implements CbfsHandlers {
     this.owner = options.owner;
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
+    this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt);
     this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     this.vault.onConflict = (c) => {
       this.cache.delete(c.key);
@@ -108,9 +104,6 @@ export class S3Mirror implements CbfsHandlers {
     return { kind: 'file', size: r.size, mode: r.mode, uid: r.uid, gid: r.gid, mtimeMs: r.mtimeMs };
   }
 
-  private rootInfo(): FileInfo {
-    return { kind: 'dir', size: 0, mode: 0o755, uid: this.owner.uid, gid: this.owner.gid, mtimeMs: this.mountedAt };
-  }
 
   // ---- lifecycle ----
 
@@ -129,177 +122,14 @@ export class S3Mirror implements CbfsHandlers {
     if (r.left) this.log.warn({ left: r.left }, 'storage unreachable: changes left in the vault; they upload at the next mount');
   }
 
-  // ---- lookups ----
+  // ---- lookups (namespace.ts) ----
 
   async getFileInfo(path: string): Promise<FileInfo | null> {
-    if (path === '/') return this.rootInfo();
-    checkPath(path, 'getattr');
-    const key = pathToKey(path);
-    const rec = this.vault.record(key);
-    // Local state wins while the file is open or has changes that storage does not have yet.
-    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) {
-      return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
-    }
-    const cached = this.cache.get(key);
-    if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
-    const listed = this.cache.listed(key);
-    if (listed === 'absent') return null;
-    return this.run('getattr', path, async () => {
-      try {
-        return await this.lookupRemote(key, listed === 'file');
-      } catch (err) {
-        const offline = this.offlineInfo(key, err);
-        if (offline === undefined) throw err;
-        return offline;
-      }
-    });
-  }
-
-  /**
-   * Storage unreachable (a transient failure): what the vault knows still answers — a cached file's record,
-   * a directory that holds cached files, the last listing of the parent however old; a name it does not know
-   * is absent, so new files can be created offline (an upload meeting an object of that name later is a
-   * conflict, handled by the conflict policy). undefined: not an offline failure, the error stands.
-   */
-  private offlineInfo(key: string, err: unknown): FileInfo | null | undefined {
-    if (!(err instanceof StorageError) || !err.transient) return undefined;
-    const rec = this.vault.record(key);
-    if (rec) return recordInfo(rec);
-    if (this.vault.recordsUnder(`${key}/`).length) return this.rootInfo();
-    const listed = this.cache.lastListed(key);
-    if (listed && listed !== 'absent') return decodeMeta(listed.kind, listed.size, new Date(listed.modifiedMs), undefined, this.owner);
-    return null;
-  }
-
-  /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
-  private async lookupRemote(key: string, knownFile = false): Promise<FileInfo | null> {
-    const head = this.storage.head(key);
-    const children = knownFile ? null : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
-    children?.catch(() => undefined);
-    const object = await head;
-    if (!object && knownFile) return this.lookupRemote(key, false);
-    if (object) {
-      const info = decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
-      this.cache.set(key, { info, etag: object.etag, complete: true });
-      return info;
-    }
-    const listing = (await children)!;
-    if (listing.objects.length || listing.prefixes.length) {
-      const hasMarker = listing.objects.some((o) => o.key === `${key}/`);
-      const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
-      const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
-      this.cache.set(key, { info, complete: true });
-      return info;
-    }
-    this.cache.set(key, { info: null, complete: true });
-    return null;
+    return this.run('getattr', path, () => this.ns.getFileInfo(path));
   }
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
-    return this.run('readdir', path, async () => {
-      const prefix = dirPrefix(path);
-      const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
-      const entries = new Map<string, DirEntry>();
-      for (const p of listing.prefixes) {
-        const name = p.slice(prefix.length, -1);
-        if (!name) continue;
-        const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
-        entries.set(name, { name, info });
-        if (!this.cache.get(p.slice(0, -1))) this.cache.remember(p.slice(0, -1), { info, complete: false });
-      }
-      for (const o of listing.objects) {
-        const name = o.key.slice(prefix.length);
-        if (!name) continue; // the directory's own marker
-        // A file and a directory of the same name: the file is shown (rule in docs/SEMANTICS.md).
-        entries.set(name, { name, info: this.listedFileInfo(o) });
-      }
-      for (const rec of this.vault.recordsUnder(prefix)) {
-        const name = rec.key.slice(prefix.length);
-        if (!name || name.includes('/')) continue;
-        if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
-          entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
-        }
-      }
-      return [...entries.values()];
-    });
-  }
-
-  /** A listing kept in the vault and still fresh, in the driver's shape. */
-  private storedListing(prefix: string, maxAgeMs?: number): Listing | undefined {
-    const stored = this.cache.listing(prefix, maxAgeMs);
-    if (!stored) return undefined;
-    const listing: Listing = { objects: [], prefixes: [] };
-    for (const e of stored) {
-      if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
-      else listing.objects.push({ key: prefix + e.name, size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
-    }
-    return listing;
-  }
-
-  /** ListObjectsV2 with delimiter, kept in the vault; offline, the vault's records stand in for it. */
-  private async listRemote(prefix: string): Promise<Listing> {
-    let listing: Listing;
-    try {
-      listing = await this.storage.list(prefix, { delimiter: '/' });
-    } catch (err) {
-      if (!(err instanceof StorageError) || !err.transient) throw err;
-      // Offline: the last listing kept in the vault, however old, else the vault's records.
-      const stale = this.storedListing(prefix, Number.POSITIVE_INFINITY);
-      if (stale) return stale;
-      listing = this.offlineListing(prefix);
-      if (!listing.objects.length && !listing.prefixes.length) throw err;
-      return listing;
-    }
-    const entries: ListedEntry[] = [];
-    for (const p of listing.prefixes) {
-      const name = p.slice(prefix.length, -1);
-      if (name) entries.push({ name, kind: 'dir', size: 0, etag: '', modifiedMs: this.mountedAt });
-    }
-    for (const o of listing.objects) {
-      const name = o.key.slice(prefix.length);
-      if (name) entries.push({ name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
-    }
-    this.cache.setListing(prefix, entries);
-    return listing;
-  }
-
-  private offlineListing(prefix: string): Listing {
-    const objects: ObjectInfo[] = [];
-    const prefixes = new Set<string>();
-    for (const rec of this.vault.recordsUnder(prefix)) {
-      const rest = rec.key.slice(prefix.length);
-      const cut = rest.indexOf('/');
-      if (cut >= 0) prefixes.add(prefix + rest.slice(0, cut + 1));
-      else if (rec.remoteEtag !== null) objects.push({ key: rec.key, size: rec.size, etag: rec.remoteEtag, lastModified: new Date(rec.mtimeMs) });
-    }
-    return { objects, prefixes: [...prefixes] };
-  }
-
-  private listedFileInfo(o: ObjectInfo): FileInfo {
-    const cached = this.cache.get(o.key);
-    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
-    // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
-    const rec = this.vault.record(o.key);
-    if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
-      const info: FileInfo = { kind: 'file', size: o.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
-      this.cache.remember(o.key, { info, etag: o.etag, complete: true });
-      return info;
-    }
-    const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
-    this.cache.remember(o.key, { info, etag: o.etag, complete: false });
-    return info;
-  }
-
-  /** The remote version of a file as last seen, for opening it in the vault. */
-  private async remoteVersion(path: string, key: string): Promise<{ info: FileInfo; etag: string } | null> {
-    let cached = this.cache.get(key);
-    if (!cached?.complete) {
-      await this.lookupRemote(key);
-      cached = this.cache.get(key);
-    }
-    if (!cached?.info) return null;
-    if (cached.info.kind === 'dir') throw new FsError(E.EISDIR, 'open', path);
-    return { info: cached.info, etag: cached.etag! };
+    return this.run('readdir', path, () => this.ns.enumerateDirectory(path));
   }
 
   // ---- files ----
@@ -314,9 +144,9 @@ export class S3Mirror implements CbfsHandlers {
       if (this.vault.isOpen(key) || (rec && (rec.dirty || rec.remoteEtag === null))) {
         file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec!);
       } else {
-        let remote: Awaited<ReturnType<S3Mirror['remoteVersion']>>;
+        let remote: Awaited<ReturnType<Namespace['remoteVersion']>>;
         try {
-          remote = await this.remoteVersion(path, key);
+          remote = await this.ns.remoteVersion(path, key);
         } catch (err) {
           // Offline: a cached copy opens as the version it is.
           if (!(err instanceof StorageError) || !err.transient || !rec?.remoteEtag) throw err;
@@ -352,7 +182,7 @@ export class S3Mirror implements CbfsHandlers {
   private async remoteBase(path: string, key: string): Promise<{ etag: string; size: number } | null> {
     const rec = this.vault.record(key);
     if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) return rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null;
-    const remote = await this.remoteVersion(path, key);
+    const remote = await this.ns.remoteVersion(path, key);
     return remote && { etag: remote.etag, size: remote.info.size };
   }
 

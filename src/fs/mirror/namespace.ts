@@ -1,0 +1,204 @@
+/**
+ * What is at a path: the mirror's namespace. Answers come from, in order: the vault's record of a file that
+ * is open or has changes (local state wins), the metadata cache, the stored listing of the parent (a name it
+ * lacks does not exist), and storage (HEAD for a file, a one-key LIST for a directory, in parallel). Offline,
+ * what the vault knows answers. Directory listings merge storage's with files not uploaded yet.
+ */
+import type { Vault } from '../../cache/vault.js';
+import type { ListedEntry } from '../../cache/listings.js';
+import type { FileRecord } from '../../cache/cached-file.js';
+import type { Listing, ObjectInfo } from '../../storage/driver.js';
+import { StorageError } from '../../storage/rwresult.js';
+import type { DirEntry, FileInfo } from '../cbfs/events.js';
+import { E, FsError } from '../errors.js';
+import { checkPath, dirPrefix, pathToKey } from './keys.js';
+import { decodeMeta, type Owner } from './meta.js';
+import type { MetadataCache } from './metadata-cache.js';
+
+export function recordInfo(rec: FileRecord): FileInfo {
+  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+}
+
+export class Namespace {
+  constructor(
+    private readonly vault: Vault,
+    private readonly cache: MetadataCache,
+    private readonly owner: Owner,
+    private readonly mountedAt: number,
+  ) {}
+
+  private get storage() {
+    return this.vault.storage;
+  }
+
+  rootInfo(): FileInfo {
+    return { kind: 'dir', size: 0, mode: 0o755, uid: this.owner.uid, gid: this.owner.gid, mtimeMs: this.mountedAt };
+  }
+
+  async getFileInfo(path: string): Promise<FileInfo | null> {
+    if (path === '/') return this.rootInfo();
+    checkPath(path, 'getattr');
+    const key = pathToKey(path);
+    const rec = this.vault.record(key);
+    // Local state wins while the file is open or has changes that storage does not have yet.
+    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) {
+      return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+    }
+    const cached = this.cache.get(key);
+    if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
+    const listed = this.cache.listed(key);
+    if (listed === 'absent') return null;
+    try {
+      return await this.lookupRemote(key, listed === 'file');
+    } catch (err) {
+      const offline = this.offlineInfo(key, err);
+      if (offline === undefined) throw err;
+      return offline;
+    }
+  }
+
+  /**
+   * Storage unreachable (a transient failure): what the vault knows still answers — a cached file's record,
+   * a directory that holds cached files, the last listing of the parent however old; a name it does not know
+   * is absent, so new files can be created offline (an upload meeting an object of that name later is a
+   * conflict, handled by the conflict policy). undefined: not an offline failure, the error stands.
+   */
+  private offlineInfo(key: string, err: unknown): FileInfo | null | undefined {
+    if (!(err instanceof StorageError) || !err.transient) return undefined;
+    const rec = this.vault.record(key);
+    if (rec) return recordInfo(rec);
+    if (this.vault.recordsUnder(`${key}/`).length) return this.rootInfo();
+    const listed = this.cache.lastListed(key);
+    if (listed && listed !== 'absent') return decodeMeta(listed.kind, listed.size, new Date(listed.modifiedMs), undefined, this.owner);
+    return null;
+  }
+
+  /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
+  async lookupRemote(key: string, knownFile = false): Promise<FileInfo | null> {
+    const head = this.storage.head(key);
+    const children = knownFile ? null : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
+    children?.catch(() => undefined);
+    const object = await head;
+    if (!object && knownFile) return this.lookupRemote(key, false);
+    if (object) {
+      const info = decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
+      this.cache.set(key, { info, etag: object.etag, complete: true });
+      return info;
+    }
+    const listing = (await children)!;
+    if (listing.objects.length || listing.prefixes.length) {
+      const hasMarker = listing.objects.some((o) => o.key === `${key}/`);
+      const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
+      const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
+      this.cache.set(key, { info, complete: true });
+      return info;
+    }
+    this.cache.set(key, { info: null, complete: true });
+    return null;
+  }
+
+  async enumerateDirectory(path: string): Promise<DirEntry[]> {
+    const prefix = dirPrefix(path);
+    const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
+    const entries = new Map<string, DirEntry>();
+    for (const p of listing.prefixes) {
+      const name = p.slice(prefix.length, -1);
+      if (!name) continue;
+      const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
+      entries.set(name, { name, info });
+      if (!this.cache.get(p.slice(0, -1))) this.cache.remember(p.slice(0, -1), { info, complete: false });
+    }
+    for (const o of listing.objects) {
+      const name = o.key.slice(prefix.length);
+      if (!name) continue; // the directory's own marker
+      // A file and a directory of the same name: the file is shown (rule in docs/SEMANTICS.md).
+      entries.set(name, { name, info: this.listedFileInfo(o) });
+    }
+    for (const rec of this.vault.recordsUnder(prefix)) {
+      const name = rec.key.slice(prefix.length);
+      if (!name || name.includes('/')) continue;
+      if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
+        entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
+      }
+    }
+    return [...entries.values()];
+  }
+
+  /** A listing kept in the vault and still fresh, in the driver's shape. */
+  private storedListing(prefix: string, maxAgeMs?: number): Listing | undefined {
+    const stored = this.cache.listing(prefix, maxAgeMs);
+    if (!stored) return undefined;
+    const listing: Listing = { objects: [], prefixes: [] };
+    for (const e of stored) {
+      if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
+      else listing.objects.push({ key: prefix + e.name, size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
+    }
+    return listing;
+  }
+
+  /** ListObjectsV2 with delimiter, kept in the vault; offline, the vault's records stand in for it. */
+  private async listRemote(prefix: string): Promise<Listing> {
+    let listing: Listing;
+    try {
+      listing = await this.storage.list(prefix, { delimiter: '/' });
+    } catch (err) {
+      if (!(err instanceof StorageError) || !err.transient) throw err;
+      // Offline: the last listing kept in the vault, however old, else the vault's records.
+      const stale = this.storedListing(prefix, Number.POSITIVE_INFINITY);
+      if (stale) return stale;
+      listing = this.offlineListing(prefix);
+      if (!listing.objects.length && !listing.prefixes.length) throw err;
+      return listing;
+    }
+    const entries: ListedEntry[] = [];
+    for (const p of listing.prefixes) {
+      const name = p.slice(prefix.length, -1);
+      if (name) entries.push({ name, kind: 'dir', size: 0, etag: '', modifiedMs: this.mountedAt });
+    }
+    for (const o of listing.objects) {
+      const name = o.key.slice(prefix.length);
+      if (name) entries.push({ name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
+    }
+    this.cache.setListing(prefix, entries);
+    return listing;
+  }
+
+  private offlineListing(prefix: string): Listing {
+    const objects: ObjectInfo[] = [];
+    const prefixes = new Set<string>();
+    for (const rec of this.vault.recordsUnder(prefix)) {
+      const rest = rec.key.slice(prefix.length);
+      const cut = rest.indexOf('/');
+      if (cut >= 0) prefixes.add(prefix + rest.slice(0, cut + 1));
+      else if (rec.remoteEtag !== null) objects.push({ key: rec.key, size: rec.size, etag: rec.remoteEtag, lastModified: new Date(rec.mtimeMs) });
+    }
+    return { objects, prefixes: [...prefixes] };
+  }
+
+  private listedFileInfo(o: ObjectInfo): FileInfo {
+    const cached = this.cache.get(o.key);
+    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
+    // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
+    const rec = this.vault.record(o.key);
+    if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
+      const info: FileInfo = { kind: 'file', size: o.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+      this.cache.remember(o.key, { info, etag: o.etag, complete: true });
+      return info;
+    }
+    const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
+    this.cache.remember(o.key, { info, etag: o.etag, complete: false });
+    return info;
+  }
+
+  /** The remote version of a file as last seen, for opening it in the vault. */
+  async remoteVersion(path: string, key: string): Promise<{ info: FileInfo; etag: string } | null> {
+    let cached = this.cache.get(key);
+    if (!cached?.complete) {
+      await this.lookupRemote(key);
+      cached = this.cache.get(key);
+    }
+    if (!cached?.info) return null;
+    if (cached.info.kind === 'dir') throw new FsError(E.EISDIR, 'open', path);
+    return { info: cached.info, etag: cached.etag! };
+  }
+}
