@@ -11,15 +11,16 @@ import { open as openFile, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
-import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type UploadOutcome } from './cached-file.js';
 import { initChecksums } from './checksum.js';
-import { ENUM_MODE, FILE_STATUS, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE, type FlushAction, type PurgeAction, type FileStatusKind, type FlushMode, type FlushResult } from './constants.js';
+import { ENUM_MODE, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE, type FlushAction, type PurgeAction, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
+import { ConflictResolver, type Conflict, type ConflictPolicy } from './conflicts.js';
 import { ListingStore } from './listings.js';
+import { fileStatuses, matchesEnumMode, type FileStatus } from './status.js';
 import { takeLock } from './lock.js';
 import { VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
@@ -62,31 +63,11 @@ export interface RemoteVersion {
   size: number;
 }
 
-export interface FileStatus {
-  key: string;
-  size: number;
-  cachedBytes: number;
-  dirtyBytes: number;
-  pinned: boolean;
-  local: boolean;
-  status: FileStatusKind;
-  lastError: number;
-}
+export type { FileStatus } from './status.js';
 
 export const DEFAULT_SIZE_LIMIT = 314_572_800;
 
-/**
- * keep-both: the local version is uploaded as `<name>.conflict-<UTC time>` and the name shows the remote one;
- * local-wins: the local version replaces the object; remote-wins: the local changes are dropped.
- */
-export type ConflictPolicy = 'keep-both' | 'local-wins' | 'remote-wins';
-
-export interface Conflict {
-  key: string;
-  conflictKey: string | null;
-  policy: ConflictPolicy;
-  atMs: number;
-}
+export type { Conflict, ConflictPolicy } from './conflicts.js';
 
 export interface CloseActions {
   flush?: FlushAction;
@@ -100,13 +81,9 @@ export class Vault {
   private readonly evictor: Evictor;
   private readonly purgeTimers = new Map<string, NodeJS.Timeout>();
   private purgeAfterCloseMs = 60_000;
-  private conflictPolicy: ConflictPolicy = 'keep-both';
+  private resolver!: ConflictResolver;
   private dirtyBudget = DEFAULT_SIZE_LIMIT / 2;
   private writeback!: WriteBack;
-  /** Conflicts met by uploads (status and the log tell the user). */
-  readonly conflicts: Conflict[] = [];
-  /** Called when an upload met a conflict, so the owner can drop what it caches of both names. */
-  onConflict: (c: Conflict) => void = () => undefined;
   /** Called when the write-back queue uploaded a file, so the owner can update what it caches of it. */
   onUploaded: (rec: FileRecord) => void = () => undefined;
   private closed = false;
@@ -176,7 +153,7 @@ export class Vault {
       const orphans = statements.dirtyFiles().filter((r) => !r.local);
       const vault = new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
       vault.purgeAfterCloseMs = options.purgeAfterCloseMs ?? vault.purgeAfterCloseMs;
-      vault.conflictPolicy = options.conflictPolicy ?? vault.conflictPolicy;
+      vault.resolver = new ConflictResolver(options.conflictPolicy ?? 'keep-both', vault, log);
       vault.dirtyBudget = options.dirtyBudget ?? Math.max(64 * MiB, (options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / 2);
       vault.startWriteBack(options);
       return vault;
@@ -511,47 +488,13 @@ export class Vault {
 
   /** Per-file status of every cached file (or those under a key prefix). */
   status(prefix = ''): FileStatus[] {
-    const counts = this.statements.blockCounts();
-    const bs = this.ctx.blockSize;
-    const out: FileStatus[] = [];
-    const seen = new Set<string>();
-    const add = (rec: FileRecord, clean: number, dirty: number, open: boolean): void => {
-      if (!rec.key.startsWith(prefix) || seen.has(rec.key)) return;
-      seen.add(rec.key);
-      const kind: FileStatusKind = open ? FILE_STATUS.OPEN : rec.local ? FILE_STATUS.LOCAL : rec.dirty ? FILE_STATUS.ORPHAN : FILE_STATUS.UNCHANGED;
-      out.push({
-        key: rec.key,
-        size: rec.size,
-        cachedBytes: Math.min(rec.size, (clean + dirty) * bs),
-        dirtyBytes: Math.min(rec.size, dirty * bs),
-        pinned: rec.pinned,
-        local: rec.local,
-        status: open && rec.dirty ? FILE_STATUS.CHANGED : kind,
-        lastError: rec.lastError,
-      });
-    };
-    for (const f of this.open.values()) if (!f.unlinked) add(f.rec, f.cachedBlocks() - f.dirtyBlocks(), f.dirtyBlocks(), true);
-    for (const rec of this.statements.allFiles()) {
-      const c = counts.get(rec.id) ?? { clean: 0, dirty: 0 };
-      add(rec, c.clean, c.dirty, false);
-    }
-    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+    return fileStatuses(this.open.values(), this.statements, this.ctx.blockSize, prefix);
   }
 
   /** EnumerateCachedFiles: keys matching the ENUM_MODE flags (0 = all; several flags = any of them). */
   enumerateCachedFiles(mode: number): string[] {
     return this.status()
-      .filter((s) => {
-        if (mode === ENUM_MODE.ALL) return true;
-        const changed = s.status === FILE_STATUS.CHANGED || s.status === FILE_STATUS.ORPHAN;
-        return (
-          (mode & ENUM_MODE.CHANGED && changed) ||
-          (mode & ENUM_MODE.UNCHANGED && !changed && !s.local) ||
-          (mode & ENUM_MODE.LOCAL && s.local) ||
-          (mode & ENUM_MODE.ORPHAN && s.status === FILE_STATUS.ORPHAN) ||
-          (mode & ENUM_MODE.PINNED && s.pinned)
-        );
-      })
+      .filter((s) => matchesEnumMode(s, mode))
       .map((s) => s.key);
   }
 
@@ -650,37 +593,18 @@ export class Vault {
   }
 
   /** Upload a file now (WriteData), applying the conflict policy when the object changed in storage. */
-  async uploadFile(file: CachedFile): Promise<UploadOutcome> {
-    try {
-      return await file.upload();
-    } catch (err) {
-      if (!(err instanceof StorageError) || err.result !== RWRESULT.FILE_MODIFIED_EXTERNALLY) throw err;
-      const key = file.key;
-      const conflict: Conflict = { key, conflictKey: null, policy: this.conflictPolicy, atMs: Date.now() };
-      if (this.conflictPolicy === 'local-wins') {
-        this.ctx.log.warn({ key, policy: 'local-wins' }, 'conflict: the object changed in storage; the local version replaces it');
-        this.recordConflict(conflict);
-        return file.upload({ force: true });
-      }
-      if (this.conflictPolicy === 'remote-wins') {
-        this.ctx.log.warn({ key, policy: 'remote-wins' }, 'conflict: the object changed in storage; the local changes are dropped');
-        this.recordConflict(conflict);
-        this.removeRecord(key);
-        return 'uploaded';
-      }
-      conflict.conflictKey = `${key}.conflict-${new Date().toISOString().replace(/[-:]|\.\d+/g, '')}`;
-      await file.upload({ toKey: conflict.conflictKey });
-      this.renameFile(key, conflict.conflictKey);
-      this.ctx.log.warn({ key, savedAs: conflict.conflictKey }, 'conflict: the object changed in storage; the local version was saved beside it');
-      this.recordConflict(conflict);
-      return 'uploaded';
-    }
+  uploadFile(file: CachedFile): Promise<UploadOutcome> {
+    return this.resolver.upload(file);
   }
 
-  private recordConflict(c: Conflict): void {
-    this.conflicts.push(c);
-    if (this.conflicts.length > 1000) this.conflicts.shift();
-    this.onConflict(c);
+  /** Conflicts met by uploads (status and the log tell the user). */
+  get conflicts(): Conflict[] {
+    return this.resolver.conflicts;
+  }
+
+  /** Told of each conflict, so the owner can drop what it caches of both names. */
+  set onConflict(fn: (c: Conflict) => void) {
+    this.resolver.onConflict = fn;
   }
 
   /** Queue a changed file's upload (after the delay, or now). */
