@@ -76,6 +76,10 @@ export class CachedFile {
   private readonly blocks: BlockMap;
   /** Bumped by every change (data, size, attributes): an upload is current only if it did not move. */
   private gen = 0;
+  private committedGen = 0;
+  /** Bumped by changes to the data file; a commit with none since the last needs no fdatasync. */
+  private dataGen = 0;
+  private syncedDataGen = 0;
   private lastReadEnd = -1;
   private window = 0;
   /** First block not yet requested by read-ahead. */
@@ -262,6 +266,7 @@ export class CachedFile {
       this.markDirty(first, last);
       // Before any byte moves: an upload reading the data file concurrently must see that it changed.
       this.gen++;
+      this.dataGen++;
       this.rec.dataDirty = true;
       let done = 0;
       while (done < data.length) {
@@ -297,6 +302,7 @@ export class CachedFile {
       if (size === old) return;
       await this.waitInflight(0, this.blockCount());
       this.gen++;
+      this.dataGen++;
       this.rec.dataDirty = true;
       const bs = this.ctx.blockSize;
       if (size < old) {
@@ -324,7 +330,11 @@ export class CachedFile {
     Object.assign(this.rec, attrs);
     this.rec.dirty = true;
     this.gen++;
-    this.ctx.statements.saveFile(this.rec);
+  }
+
+  /** Changed since its last commit (the vault then saves the record when the file closes). */
+  get uncommitted(): boolean {
+    return this.gen !== this.committedGen;
   }
 
   /** Make everything written so far durable in the vault: data first (fdatasync), then the journal commit. */
@@ -334,7 +344,12 @@ export class CachedFile {
 
   private async commitLocked(): Promise<void> {
     if (this.unlinked) return;
-    await this.fd.datasync();
+    this.committedGen = this.gen;
+    if (this.dataGen !== this.syncedDataGen) {
+      const target = this.dataGen;
+      await this.fd.datasync();
+      this.syncedDataGen = target;
+    }
     const changed = [...this.changed].filter((b) => b < this.blockCount());
     this.changed.clear();
     const dirty: { idx: number; sum: string }[] = [];

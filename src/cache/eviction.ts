@@ -18,6 +18,8 @@ export interface EvictorOptions {
   /** Keys whose files are open, opening or closing: their blocks are not the closed-file pass's to take. */
   isBusy: (key: string) => boolean;
   dropData: (fileId: number) => void;
+  /** Called before choosing victims, so the use times it reads are current. */
+  beforeEvict?: () => void;
   log: Logger;
 }
 
@@ -60,6 +62,7 @@ export class Evictor {
     this.running = true;
     try {
       const target = Math.floor(this.limitBlocks * 0.9);
+      this.o.beforeEvict?.();
       this.evictClosedFiles(target);
       if (this.used > target) this.evictOpenBlocks(target);
       if (this.used > this.limitBlocks && !this.warnedFull) {

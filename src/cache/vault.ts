@@ -80,6 +80,9 @@ export class Vault {
   private readonly closing = new Map<string, Promise<void>>();
   private readonly evictor: Evictor;
   private readonly purgeTimers = new Map<string, NodeJS.Timeout>();
+  /** Files closed without changes, and when: their use times, written for LRU every few seconds. */
+  private readonly touched = new Map<number, number>();
+  private touchTimer: NodeJS.Timeout | undefined;
   private purgeAfterCloseMs = 60_000;
   private resolver!: ConflictResolver;
   private dirtyBudget = DEFAULT_SIZE_LIMIT / 2;
@@ -109,6 +112,7 @@ export class Vault {
       openFiles: () => this.open.values(),
       isBusy: (key) => this.open.has(key) || this.opening.has(key) || this.closing.has(key),
       dropData: (id) => truncateSync(this.dataPath(id), 0),
+      beforeEvict: () => this.saveTouched(),
       log: ctx.log,
     });
     ctx.accountBlocks = (delta) => this.evictor.account(delta);
@@ -156,6 +160,8 @@ export class Vault {
       vault.resolver = new ConflictResolver(options.conflictPolicy ?? 'keep-both', vault, log);
       vault.dirtyBudget = options.dirtyBudget ?? Math.max(64 * MiB, (options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / 2);
       vault.startWriteBack(options);
+      vault.touchTimer = setInterval(() => vault.saveTouched(), 10_000);
+      vault.touchTimer.unref();
       return vault;
     } catch (err) {
       db?.close();
@@ -306,7 +312,9 @@ export class Vault {
     const done = (async () => {
       await file.closeData();
       if (file.unlinked) rmSync(this.dataPath(file.rec.id), { force: true });
-      else this.statements.saveFile(file.rec);
+      else if (file.uncommitted) this.statements.saveFile(file.rec);
+      // Only its use time changed: recorded in batches, not one synced transaction per close.
+      else this.touched.set(file.rec.id, Date.now());
     })();
     this.closing.set(key, done);
     try {
@@ -320,6 +328,11 @@ export class Vault {
     else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, key, this.purgeAfterCloseMs, () => this.purge(key));
     this.evictor.maybeEvict();
     if (flushError) throw flushError;
+  }
+
+  private saveTouched(): void {
+    if (this.touched.size) this.statements.touch(this.touched);
+    this.touched.clear();
   }
 
   private later(timers: Map<string, NodeJS.Timeout>, key: string, ms: number, fn: () => void): void {
@@ -642,6 +655,7 @@ export class Vault {
   /** Tests: let go of everything as a killed process would — nothing committed, the stop not marked clean. */
   async simulateCrash(): Promise<void> {
     this.closed = true;
+    clearInterval(this.touchTimer);
     this.writeback.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
     this.db.close();
@@ -654,6 +668,7 @@ export class Vault {
   async close(actions: CloseActions = {}): Promise<void> {
     if (this.closed) return;
     for (const t of this.purgeTimers.values()) clearTimeout(t);
+    clearInterval(this.touchTimer);
     if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
     this.writeback.stop();
     this.closed = true;
@@ -663,6 +678,7 @@ export class Vault {
       f.openCount = 1;
       await this.closeFile(f);
     }
+    this.saveTouched();
     this.statements.setInfo('clean_shutdown', '1');
     this.db.close();
     rmSync(this.lockFile, { force: true });

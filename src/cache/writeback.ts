@@ -198,6 +198,8 @@ export class WriteBack {
       return;
     }
     item.state = 'waiting';
+    // The storage went offline under it: no backoff, it keeps its place and goes first when the queue resumes.
+    if (this.paused) return;
     if (result === RWRESULT.FILE_MODIFIED_LOCALLY) {
       item.due = Date.now() + this.o.delayMs;
       return;

@@ -23,6 +23,11 @@ export class FaultyStorage implements StorageDriver {
     this.failures.push({ op, result, left: count });
   }
 
+  /** Injected failures not yet used. */
+  pendingFailures(): number {
+    return this.failures.reduce((n, f) => n + f.left, 0);
+  }
+
   delay(op: Op, ms: number): void {
     this.delays.set(op, ms);
   }

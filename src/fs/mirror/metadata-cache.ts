@@ -7,7 +7,7 @@
  * needs none. Every change recorded here is applied to the stored listing too, so it stays true.
  */
 import type { ListedEntry, ListingStore } from '../../cache/listings.js';
-import type { FileInfo, FileKind } from '../cbfs/events.js';
+import type { FileInfo } from '../cbfs/events.js';
 
 function splitKey(key: string): [string, string] {
   const cut = key.lastIndexOf('/');
@@ -78,16 +78,9 @@ export class MetadataCache {
     return this.listings.get(prefix, maxAgeMs);
   }
 
-  /** What the last listing of the parent said of a key, however old (offline answers). */
-  lastListed(key: string): ListedEntry | 'absent' | undefined {
+  /** What the last listing of the parent said of a key: however old (offline answers), or only if fresh. */
+  lastListed(key: string, freshOnly = false): ListedEntry | 'absent' | undefined {
     const [prefix, name] = splitKey(key);
-    return this.listings.lookup(prefix, name, Number.POSITIVE_INFINITY);
-  }
-
-  /** What a fresh listing of the parent says of a key: its kind, 'absent', or undefined if not known. */
-  listed(key: string): FileKind | 'absent' | undefined {
-    const [prefix, name] = splitKey(key);
-    const e = this.listings.lookup(prefix, name, this.listingTtlMs);
-    return e === undefined || e === 'absent' ? e : e.kind;
+    return this.listings.lookup(prefix, name, freshOnly ? this.listingTtlMs : Number.POSITIVE_INFINITY);
   }
 }

@@ -254,7 +254,8 @@ export class S3Mirror implements CbfsHandlers {
         try {
           if (change.size !== undefined) await file.setSize(change.size);
           if (Object.keys(attrs).length) file.setAttrs(attrs);
-          if (!open) await file.commit();
+          // A size change is journaled now; attributes alone are saved when the file closes just below.
+          if (!open && change.size !== undefined) await file.commit();
           return this.fileInfoOf(file);
         } finally {
           // Opened here for the change: closing it queues the upload like any other close.

@@ -46,10 +46,16 @@ export class Namespace {
     }
     const cached = this.cache.get(key);
     if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
-    const listed = this.cache.listed(key);
+    const listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
+    // The vault holds this very version: its record knows the attributes, no HEAD needed.
+    if (listed?.kind === 'file' && rec && rec.remoteEtag === listed.etag) {
+      const info = recordInfo(rec);
+      this.cache.remember(key, { info, etag: rec.remoteEtag, complete: true });
+      return info;
+    }
     try {
-      return await this.lookupRemote(key, listed === 'file');
+      return await this.lookupRemote(key, listed !== undefined && listed.kind === 'file');
     } catch (err) {
       const offline = this.offlineInfo(key, err);
       if (offline === undefined) throw err;
