@@ -16,10 +16,13 @@ export class BlockMap {
   private states: Uint8Array;
   private used: Float64Array;
   private readonly reading = new Map<number, number>();
+  /** How many blocks are not absent. */
+  present = 0;
 
   constructor(states: Uint8Array) {
     this.states = states;
     this.used = new Float64Array(states.length);
+    for (const s of states) if (s !== BLOCK.ABSENT) this.present++;
   }
 
   get(b: number): BlockStateCode {
@@ -28,6 +31,7 @@ export class BlockMap {
 
   set(b: number, state: BlockStateCode): void {
     this.grow(b + 1);
+    if ((this.states[b] === BLOCK.ABSENT) !== (state === BLOCK.ABSENT)) this.present += state === BLOCK.ABSENT ? -1 : 1;
     this.states[b] = state;
     this.used[b] = nextTick();
   }
@@ -43,6 +47,7 @@ export class BlockMap {
 
   /** Forget every block from `from` on (truncation). */
   clearFrom(from: number): void {
+    for (let b = from; b < this.states.length; b++) if (this.states[b] !== BLOCK.ABSENT) this.present--;
     if (from < this.states.length) this.states.fill(BLOCK.ABSENT, from);
   }
 

@@ -56,8 +56,8 @@ export interface FileContext {
   /** Largest read-ahead window, in blocks. */
   readAheadBlocks: number;
   objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
-  /** Blocks became present (+) or absent (−): the vault keeps its size accounting and evicts past its limit. */
-  accountBlocks: (delta: number) => void;
+  /** Bytes of present blocks came (+) or went (−): the vault keeps its size accounting and evicts past its limit. */
+  accountBytes: (delta: number) => void;
   /** Back-pressure: resolves when there is room for more changed data (the upload queue is not too far behind). */
   waitForRoom: () => Promise<void>;
   log: Logger;
@@ -114,8 +114,24 @@ export class CachedFile {
   }
 
   private setState(b: number, state: typeof BLOCK.CLEAN | typeof BLOCK.DIRTY): void {
-    if (this.blocks.get(b) === BLOCK.ABSENT) this.ctx.accountBlocks(1);
     this.blocks.set(b, state);
+  }
+
+  /** Bytes the present blocks hold within the file size (what the vault's size limit counts). */
+  private presentBytes(): number {
+    const bs = this.ctx.blockSize;
+    let bytes = this.blocks.present * bs;
+    const last = this.blockCount() - 1;
+    if (last >= 0 && this.blocks.get(last) !== BLOCK.ABSENT) bytes -= bs - (this.rec.size - last * bs);
+    return Math.max(0, bytes);
+  }
+
+  /** Run a synchronous change of block states or size, and report how the present bytes moved. */
+  private accounted(change: () => void): void {
+    const before = this.presentBytes();
+    change();
+    const delta = this.presentBytes() - before;
+    if (delta) this.ctx.accountBytes(delta);
   }
 
   async read(offset: number, length: number): Promise<Buffer> {
@@ -225,12 +241,14 @@ export class CachedFile {
       const keep = Math.min(r.data.length, Math.max(0, this.rec.fetchLimit - offset));
       if (keep > 0) await this.fd.write(r.data, 0, keep, offset);
       const clean: { idx: number; sum: string }[] = [];
-      for (let b = first; b <= last && b < this.blockCount(); b++) {
-        if (this.blocks.get(b) !== BLOCK.ABSENT) continue;
-        this.setState(b, BLOCK.CLEAN);
-        const from = (b - first) * bs;
-        clean.push({ idx: b, sum: this.sumOf(b, r.data.subarray(Math.min(from, keep), Math.min(from + bs, keep))) });
-      }
+      this.accounted(() => {
+        for (let b = first; b <= last && b < this.blockCount(); b++) {
+          if (this.blocks.get(b) !== BLOCK.ABSENT) continue;
+          this.setState(b, BLOCK.CLEAN);
+          const from = (b - first) * bs;
+          clean.push({ idx: b, sum: this.sumOf(b, r.data.subarray(Math.min(from, keep), Math.min(from + bs, keep))) });
+        }
+      });
       this.ctx.statements.putBlocks(this.rec.id, clean, BLOCK.CLEAN);
     } catch (err) {
       if (err instanceof StorageError) this.rec.lastError = err.result;
@@ -263,7 +281,10 @@ export class CachedFile {
         if (this.needsFetch(b) && (offset > b * bs || end < blockEnd)) await this.ensure(b * bs, Math.min((b + 1) * bs, this.rec.size), false);
       }
       await this.waitInflight(first, last);
-      this.markDirty(first, last);
+      this.accounted(() => {
+        this.markDirty(first, last);
+        if (end > this.rec.size) this.rec.size = end;
+      });
       // Before any byte moves: an upload reading the data file concurrently must see that it changed.
       this.gen++;
       this.dataGen++;
@@ -273,7 +294,6 @@ export class CachedFile {
         const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
         done += bytesWritten;
       }
-      if (end > this.rec.size) this.rec.size = end;
       this.rec.dirty = true;
       this.rec.mtimeMs = Date.now();
       return data.length;
@@ -305,21 +325,20 @@ export class CachedFile {
       this.dataGen++;
       this.rec.dataDirty = true;
       const bs = this.ctx.blockSize;
-      if (size < old) {
-        await this.fd.truncate(size);
-        this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
-        const blocks = this.blockCount(size);
-        let dropped = 0;
-        for (let b = blocks; b < this.blockCount(old); b++) if (this.blocks.get(b) !== BLOCK.ABSENT) dropped++;
-        this.blocks.clearFrom(blocks);
-        this.ctx.accountBlocks(-dropped);
-        // The block that now ends the file changed (its tail is gone).
-        if (size % bs !== 0 && this.blocks.get(blocks - 1) !== BLOCK.ABSENT) this.markDirty(blocks - 1, blocks - 1);
-      } else if (old % bs !== 0 && this.blocks.get(Math.floor(old / bs)) !== BLOCK.ABSENT) {
-        // The block that ended the file now has zeros after the old end.
-        this.markDirty(Math.floor(old / bs), Math.floor(old / bs));
-      }
-      this.rec.size = size;
+      if (size < old) await this.fd.truncate(size);
+      this.accounted(() => {
+        if (size < old) {
+          this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
+          const blocks = this.blockCount(size);
+          this.blocks.clearFrom(blocks);
+          // The block that now ends the file changed (its tail is gone).
+          if (size % bs !== 0 && this.blocks.get(blocks - 1) !== BLOCK.ABSENT) this.markDirty(blocks - 1, blocks - 1);
+        } else if (old % bs !== 0 && this.blocks.get(Math.floor(old / bs)) !== BLOCK.ABSENT) {
+          // The block that ended the file now has zeros after the old end.
+          this.markDirty(Math.floor(old / bs), Math.floor(old / bs));
+        }
+        this.rec.size = size;
+      });
       this.rec.dirty = true;
       this.rec.mtimeMs = Date.now();
     });
@@ -446,6 +465,11 @@ export class CachedFile {
     }
   }
 
+  /** Bytes of this file the vault holds (what its size limit counts). */
+  heldBytes(): number {
+    return this.presentBytes();
+  }
+
   /** Present blocks and dirty blocks, for status and tests. */
   cachedBlocks(): number {
     return this.blockCount() - this.blocks.count(BLOCK.ABSENT, this.blockCount());
@@ -473,9 +497,8 @@ export class CachedFile {
     if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isBeingRead(b) || this.inflight.has(b) || this.rec.dirty || this.closing) return false;
     const start = b * this.ctx.blockSize;
     if (!punchHole(this.fd.fd, start, Math.min(this.ctx.blockSize, this.rec.size - start))) return false;
-    this.blocks.set(b, BLOCK.ABSENT);
+    this.accounted(() => this.blocks.set(b, BLOCK.ABSENT));
     this.ctx.statements.dropBlock(this.rec.id, b);
-    this.ctx.accountBlocks(-1);
     return true;
   }
 

@@ -1,5 +1,5 @@
 /**
- * Keeps the vault within its size limit. Accounting is by present blocks (an upper bound of disk use).
+ * Keeps the vault within its size limit. Accounting is by the bytes present blocks hold within their files.
  * Past the limit it evicts down to 90 % of it: first whole closed files, least recently used first (their
  * data file is truncated, so the space really returns to the disk), then clean blocks of open files,
  * least recently used first (hole punching). Never evicted: dirty data (until uploaded), pinned files,
@@ -13,7 +13,7 @@ export interface EvictorOptions {
   statements: VaultStatements;
   blockSize: number;
   limitBytes: number;
-  usedBlocks: number;
+  usedBytes: number;
   openFiles: () => Iterable<CachedFile>;
   /** Keys whose files are open, opening or closing: their blocks are not the closed-file pass's to take. */
   isBusy: (key: string) => boolean;
@@ -30,15 +30,15 @@ export class Evictor {
   private warnedFull = false;
 
   constructor(private readonly o: EvictorOptions) {
-    this.used = o.usedBlocks;
+    this.used = o.usedBytes;
   }
 
   get usedBytes(): number {
-    return this.used * this.o.blockSize;
+    return this.used;
   }
 
-  private get limitBlocks(): number {
-    return Math.max(1, Math.floor(this.o.limitBytes / this.o.blockSize));
+  private get limit(): number {
+    return this.o.limitBytes;
   }
 
   account(delta: number): void {
@@ -48,7 +48,7 @@ export class Evictor {
 
   /** Evict soon (after the current I/O callback), once, if over the limit. */
   maybeEvict(): void {
-    if (this.used <= this.limitBlocks || this.scheduled || this.running) return;
+    if (this.used <= this.limit || this.scheduled || this.running) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
@@ -58,17 +58,17 @@ export class Evictor {
 
   /** Synchronous: no read can slip between choosing a block and punching it. */
   evict(): void {
-    if (this.running || this.used <= this.limitBlocks) return;
+    if (this.running || this.used <= this.limit) return;
     this.running = true;
     try {
-      const target = Math.floor(this.limitBlocks * 0.9);
+      const target = Math.floor(this.limit * 0.9);
       this.o.beforeEvict?.();
       this.evictClosedFiles(target);
       if (this.used > target) this.evictOpenBlocks(target);
-      if (this.used > this.limitBlocks && !this.warnedFull) {
+      if (this.used > this.limit && !this.warnedFull) {
         this.warnedFull = true;
         this.o.log.warn({ usedBytes: this.usedBytes, limitBytes: this.o.limitBytes }, 'vault is over its size limit: the rest is dirty, pinned or in use');
-      } else if (this.used <= this.limitBlocks) this.warnedFull = false;
+      } else if (this.used <= this.limit) this.warnedFull = false;
     } finally {
       this.running = false;
     }
@@ -76,13 +76,13 @@ export class Evictor {
 
   private evictClosedFiles(target: number): void {
     while (this.used > target) {
-      const candidates = this.o.statements.closedCandidates().filter((c) => !this.o.isBusy(c.key));
+      const candidates = this.o.statements.closedCandidates(this.o.blockSize).filter((c) => !this.o.isBusy(c.key));
       if (candidates.length === 0) return;
       for (const c of candidates) {
         this.o.dropData(c.id);
         this.o.statements.dropAllBlocks(c.id);
-        this.used -= c.blocks;
-        this.o.log.debug({ key: c.key, blocks: c.blocks }, 'evicted closed file');
+        this.used -= c.bytes;
+        this.o.log.debug({ key: c.key, bytes: c.bytes }, 'evicted closed file');
         if (this.used <= target) return;
       }
     }

@@ -60,15 +60,15 @@ export class VaultStatements {
         'INSERT INTO blocks (file_id, idx, state, sum) VALUES (?, ?, ?, ?) ON CONFLICT (file_id, idx) DO UPDATE SET state = excluded.state, sum = coalesce(excluded.sum, blocks.sum)',
       ),
       dropBlock: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx = ?'),
-      countBlocks: db.prepare('SELECT count(*) AS n FROM blocks'),
+      presentBytes: db.prepare('SELECT coalesce(sum(max(0, min(@bs, f.size - b.idx * @bs))), 0) AS n FROM blocks b JOIN files f ON f.id = b.file_id'),
+      presentBytesOf: db.prepare('SELECT coalesce(sum(max(0, min(@bs, f.size - b.idx * @bs))), 0) AS n FROM blocks b JOIN files f ON f.id = b.file_id WHERE f.id = @id'),
       closedCandidates: db.prepare(
-        'SELECT f.id, f.key, f.size, count(b.idx) AS blocks FROM files f JOIN blocks b ON b.file_id = f.id WHERE f.pinned = 0 AND f.dirty = 0 GROUP BY f.id ORDER BY f.accessed_ms LIMIT 256',
+        'SELECT f.id, f.key, sum(max(0, min(@bs, f.size - b.idx * @bs))) AS bytes FROM files f JOIN blocks b ON b.file_id = f.id WHERE f.pinned = 0 AND f.dirty = 0 GROUP BY f.id ORDER BY f.accessed_ms LIMIT 256',
       ),
       allBlocks: db.prepare('SELECT f.id, f.key, f.size, f.dirty, b.idx, b.state, b.sum FROM blocks b JOIN files f ON f.id = b.file_id ORDER BY f.id, b.idx'),
       allFiles: db.prepare('SELECT * FROM files ORDER BY key'),
       setPinned: db.prepare('UPDATE files SET pinned = ? WHERE id = ?'),
       blockCounts: db.prepare('SELECT file_id AS id, sum(state = 1) AS clean, sum(state = 2) AS dirty FROM blocks GROUP BY file_id'),
-      blockCountOf: db.prepare('SELECT coalesce(sum(state = 1), 0) AS clean, coalesce(sum(state = 2), 0) AS dirty FROM blocks WHERE file_id = ?'),
       tagsOf: db.prepare('SELECT tag_id AS id, value FROM tags WHERE file_id = ? ORDER BY tag_id'),
       getTag: db.prepare('SELECT value FROM tags WHERE file_id = ? AND tag_id = ?'),
       putTag: db.prepare('INSERT INTO tags (file_id, tag_id, value) VALUES (?, ?, ?) ON CONFLICT (file_id, tag_id) DO UPDATE SET value = excluded.value'),
@@ -124,13 +124,15 @@ export class VaultStatements {
     this.s.dropBlock.run(fileId, idx);
   }
 
-  countBlocks(): number {
-    return (this.s.countBlocks.get() as { n: number }).n;
+  /** Bytes the present blocks of all files (or of one) hold within their files' sizes. */
+  presentBytes(blockSize: number, id?: number): number {
+    const row = id === undefined ? this.s.presentBytes.get({ bs: blockSize }) : this.s.presentBytesOf.get({ bs: blockSize, id });
+    return (row as { n: number }).n;
   }
 
   /** Closed-file eviction candidates: unpinned files without changes, least recently used first. */
-  closedCandidates(): { id: number; key: string; size: number; blocks: number }[] {
-    return this.s.closedCandidates.all() as { id: number; key: string; size: number; blocks: number }[];
+  closedCandidates(blockSize: number): { id: number; key: string; bytes: number }[] {
+    return this.s.closedCandidates.all({ bs: blockSize }) as { id: number; key: string; bytes: number }[];
   }
 
   allBlocks(): Iterable<{ id: number; key: string; size: number; dirty: number; idx: number; state: number; sum: string | null }> {
@@ -147,9 +149,6 @@ export class VaultStatements {
     return out;
   }
 
-  blockCountOf(fileId: number): { clean: number; dirty: number } {
-    return this.s.blockCountOf.get(fileId) as { clean: number; dirty: number };
-  }
 
   tagsOf(fileId: number): { id: number; value: Buffer }[] {
     return this.s.tagsOf.all(fileId) as { id: number; value: Buffer }[];

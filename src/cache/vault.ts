@@ -108,14 +108,14 @@ export class Vault {
       statements,
       blockSize: ctx.blockSize,
       limitBytes: sizeLimit,
-      usedBlocks: statements.countBlocks(),
+      usedBytes: statements.presentBytes(ctx.blockSize),
       openFiles: () => this.open.values(),
       isBusy: (key) => this.open.has(key) || this.opening.has(key) || this.closing.has(key),
       dropData: (id) => truncateSync(this.dataPath(id), 0),
       beforeEvict: () => this.saveTouched(),
       log: ctx.log,
     });
-    ctx.accountBlocks = (delta) => this.evictor.account(delta);
+    ctx.accountBytes = (delta) => this.evictor.account(delta);
     this.listings = new ListingStore(db);
   }
 
@@ -150,7 +150,7 @@ export class Vault {
         fetchBlocks: options.fetchBlocks ?? 4,
         readAheadBlocks: options.readAheadBlocks ?? 16,
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
-        accountBlocks: () => undefined,
+        accountBytes: () => undefined,
         waitForRoom: async () => undefined,
         log,
       };
@@ -254,8 +254,7 @@ export class Vault {
     let rec = this.statements.find(key);
     if (rec && !rec.dirty && !rec.local && (rec.remoteEtag ?? null) !== (base?.etag ?? null)) {
       this.ctx.log.debug({ key, cached: rec.remoteEtag, remote: base?.etag }, 'remote object changed: dropping cached blocks');
-      const counts = this.statements.blockCountOf(rec.id);
-      this.evictor.account(-(counts.clean + counts.dirty));
+      this.evictor.account(-this.statements.presentBytes(this.ctx.blockSize, rec.id));
       this.statements.dropAllBlocks(rec.id);
       await truncate(this.dataPath(rec.id), 0).catch(() => undefined);
       rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null, dataDirty: base === null };
@@ -311,8 +310,10 @@ export class Vault {
     file.closing = true;
     const done = (async () => {
       await file.closeData();
-      if (file.unlinked) rmSync(this.dataPath(file.rec.id), { force: true });
-      else if (file.uncommitted) this.statements.saveFile(file.rec);
+      if (file.unlinked) {
+        rmSync(this.dataPath(file.rec.id), { force: true });
+        this.evictor.account(-file.heldBytes());
+      } else if (file.uncommitted) this.statements.saveFile(file.rec);
       // Only its use time changed: recorded in batches, not one synced transaction per close.
       else this.touched.set(file.rec.id, Date.now());
     })();
@@ -349,10 +350,10 @@ export class Vault {
   purge(key: string): boolean {
     const rec = this.statements.find(key);
     if (!rec || rec.dirty || rec.pinned || this.open.has(key) || this.opening.has(key) || this.closing.has(key)) return false;
-    const counts = this.statements.blockCountOf(rec.id);
+    const bytes = this.statements.presentBytes(this.ctx.blockSize, rec.id);
     this.statements.dropAllBlocks(rec.id);
     truncateSync(this.dataPath(rec.id), 0);
-    this.evictor.account(-(counts.clean + counts.dirty));
+    this.evictor.account(-bytes);
     return true;
   }
 
@@ -386,14 +387,14 @@ export class Vault {
     const file = this.open.get(key);
     const rec = file?.rec ?? this.statements.find(key);
     if (!rec) return;
-    const counts = this.statements.blockCountOf(rec.id);
+    const bytes = this.statements.presentBytes(this.ctx.blockSize, rec.id);
     this.statements.deleteFile(rec.id);
     if (file) {
       file.unlinked = true;
       this.open.delete(key);
     } else {
       rmSync(this.dataPath(rec.id), { force: true });
-      this.evictor.account(-(counts.clean + counts.dirty));
+      this.evictor.account(-bytes);
     }
   }
 

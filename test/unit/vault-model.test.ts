@@ -94,12 +94,31 @@ describe('vault: size limit and eviction', () => {
     await vault.close();
   });
 
+  it('counts the bytes files hold, not whole blocks: many small files fit', async () => {
+    const vault = await Vault.open({ dir, storage, blockSize: BS, sizeLimit: 4 * BS });
+    for (let i = 0; i < 100; i++) {
+      const f = await vault.openFile(`small${i}`, null, attrs);
+      await f.write(0, Buffer.alloc(100, i));
+      await f.commit();
+      await vault.closeFile(f);
+    }
+    await vault.flushAll();
+    vault.evict();
+    expect(vault.usedBytes).toBe(100 * 100);
+    expect(vault.status().every((s) => s.cachedBytes === 100)).toBe(true); // nothing evicted
+    await vault.close();
+  });
+
   it('the accounting survives a reopen', async () => {
     let vault = await Vault.open({ dir, storage, blockSize: BS });
     await readWhole(vault, 'a', obj('a', 5));
     await vault.close();
     vault = await Vault.open({ dir, storage, blockSize: BS });
     expect(vault.usedBytes).toBe(5 * BS);
+    const f = await vault.openFile('a', { etag: storage.objects.get('a')!.etag, size: 5 * BS }, attrs);
+    await f.setSize(4 * BS + 10);
+    expect(vault.usedBytes).toBe(4 * BS + 10);
+    await vault.closeFile(f);
     await vault.close();
   });
 });
