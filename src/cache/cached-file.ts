@@ -178,8 +178,8 @@ export class CachedFile {
   }
 
   /**
-   * Sequential access grows a window (1, 2, 4 … blocks) and fetches it ahead in batches, re-armed when the
-   * reader has consumed half of it; a jump resets it, so random reads fetch only what they touch.
+   * Sequential access grows a window (1, 2, 4 … blocks) and fetches it ahead in ranged reads, topped up as the
+   * reader consumes it; a jump resets it, so random reads fetch only what they touch.
    */
   private readAhead(start: number, end: number, last: number): void {
     const sequential = start === this.lastReadEnd;
@@ -190,7 +190,8 @@ export class CachedFile {
       return;
     }
     this.window = Math.min(Math.max(1, this.window * 2), this.ctx.readAheadBlocks);
-    if (this.window === 0 || this.aheadNext > last + Math.ceil(this.window / 2)) return;
+    // Top the window up as soon as a whole ranged read's worth of it has been consumed: transfers stay in flight.
+    if (this.window === 0 || this.aheadNext > last + this.window - Math.min(this.window, this.ctx.fetchBlocks)) return;
     const from = Math.max(this.aheadNext, last + 1);
     const to = Math.min(last + this.window, this.blockCount(this.rec.fetchLimit) - 1);
     if (to >= from) this.startFetches(from, to);

@@ -1,0 +1,20 @@
+// The vault alone (no FUSE) reading a 512 MiB object sequentially from the embedded server in 128 KiB reads.
+import { S3Client, PutObjectCommand } from '@aws-sdk/client-s3';
+import { startEmbeddedServer } from '../dist/storage/embedded-server.js';
+import { S3Storage } from '../dist/storage/s3.js';
+import { s3ConfigSchema } from '../dist/storage/config.js';
+import { Vault } from '../dist/cache/vault.js';
+import { mkdtempSync } from 'node:fs';
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+const srv = await startEmbeddedServer({ dataDir: mkdtempSync('/var/tmp/vr-'), buckets: ['bkt'] });
+const creds = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+const c = new S3Client({ endpoint: srv.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: creds });
+const size = 512 * 1024 * 1024;
+const put = await c.send(new PutObjectCommand({ Bucket: 'bkt', Key: 'o', Body: Buffer.alloc(size, 1) }));
+const storage = new S3Storage(s3ConfigSchema.parse({ bucket: 'bkt', endpoint: srv.endpoint, credentials: creds }));
+const vault = await Vault.open({ dir: mkdtempSync('/var/tmp/vv-'), storage, sizeLimit: 2 ** 31 });
+const f = await vault.openFile('o', { etag: put.ETag.replace(/"/g, ''), size }, { mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 });
+const t = Date.now();
+for (let off = 0; off < size; off += 131072) await f.read(off, 131072);
+console.log(`vault sequential read without FUSE: ${(512 / ((Date.now() - t) / 1000)).toFixed(0)} MiB/s`);
+await vault.close(); await storage.close(); c.destroy(); await srv.stop();
