@@ -10,6 +10,7 @@ type Op = 'probe' | 'head' | 'read' | 'write' | 'list' | 'copy' | 'delete';
 export class FaultyStorage implements StorageDriver {
   private readonly failures: { op: Op; result: RwResult; left: number }[] = [];
   private readonly delays = new Map<Op, number>();
+  private lostAnswers = 0;
   private unreachable = false;
 
   constructor(readonly inner: StorageDriver) {}
@@ -21,6 +22,11 @@ export class FaultyStorage implements StorageDriver {
   /** The next `count` calls of `op` fail with `result`. */
   failNext(op: Op, result: RwResult, count = 1): void {
     this.failures.push({ op, result, left: count });
+  }
+
+  /** The next `count` writes reach the storage, but their answer is lost (the caller sees a transient failure). */
+  loseAnswerNext(count = 1): void {
+    this.lostAnswers += count;
   }
 
   /** Injected failures not yet used. */
@@ -62,7 +68,12 @@ export class FaultyStorage implements StorageDriver {
   }
   async write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult> {
     await this.gate('write', key);
-    return this.inner.write(key, size, source, options);
+    const r = await this.inner.write(key, size, source, options);
+    if (this.lostAnswers > 0) {
+      this.lostAnswers--;
+      throw new StorageError(RWRESULT.FAILURE, 'write', key, 'connection reset (the answer was lost)');
+    }
+    return r;
   }
   async list(prefix: string, options?: ListOptions): Promise<Listing> {
     await this.gate('list', prefix);

@@ -155,7 +155,12 @@ describe('durability', () => {
       const files = acked(ack);
       await checkMount(m.mountpoint, 'faulty', files, label);
       await flushMount(m.mountpoint);
-      await checkS3('faulty', files, label);
+      try {
+        await checkS3('faulty', files, label);
+      } catch (err) {
+        process.stderr.write(`s3vault's log:\n${m.output().split('\n').filter((l) => /"level":(40|50)/.test(l)).slice(-40).join('\n')}\n`);
+        throw err;
+      }
       process.stderr.write(`durability: ${files.size} files written through faults ${JSON.stringify(proxy.stats)} (${label})\n`);
       expect(files.size).toBeGreaterThan(0);
     } finally {

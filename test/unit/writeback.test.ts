@@ -92,6 +92,16 @@ describe('write-back queue', () => {
     expect(text('a')).toBe('second');
   });
 
+  it('an upload whose answer was lost (it landed) is recognised on retry, not taken for a conflict', async () => {
+    await open();
+    faulty.loseAnswerNext(1);
+    await change('a', 'landed anyway');
+    await until(() => vault.queue().length === 0);
+    expect(text('a')).toBe('landed anyway');
+    expect(vault.conflicts).toEqual([]);
+    expect(vault.record('a')?.dirty).toBe(false);
+  });
+
   it('pauses while the storage is offline and drains in order when it returns', async () => {
     const powered = new PoweredStorage(faulty, { probeMs: 30, maxProbeMs: 60 });
     await open({}, powered);

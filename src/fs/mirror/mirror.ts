@@ -65,7 +65,9 @@ export class S3Mirror implements CbfsHandlers {
     this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt);
     this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     this.vault.onConflict = (c) => {
+      // The name now shows the other writer's object, which no stored listing knows yet: list it again.
       this.cache.delete(c.key);
+      this.vault.listings.drop(c.key.slice(0, c.key.lastIndexOf('/') + 1));
       const rec = c.conflictKey ? this.vault.record(c.conflictKey) : undefined;
       if (rec) this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     };
