@@ -22,6 +22,9 @@ import type { TransferHandlers } from './transfer.js';
 
 export { BLOCK } from './block-map.js';
 
+/** Clocks of this machine and the storage may disagree by this much. */
+const CLOCK_SLACK_MS = 5000;
+
 /** nothing to upload / uploaded and now clean / uploaded, but changed again meanwhile (still dirty). */
 export type UploadOutcome = 'nothing' | 'uploaded' | 'changed';
 
@@ -59,6 +62,8 @@ export interface FileContext {
   objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
   /** Bytes of present blocks came (+) or went (−): the vault keeps its size accounting and evicts past its limit. */
   accountBytes: (delta: number) => void;
+  /** Per file id: when an upload attempt whose outcome is unknown (a transient failure) was sent. */
+  failedAttempts: Map<number, number>;
   /** Back-pressure: resolves when there is room for more changed data (the upload queue is not too far behind). */
   waitForRoom: () => Promise<void>;
   log: Logger;
@@ -410,6 +415,7 @@ export class CachedFile {
       return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) return 'nothing';
+    const attemptAt = Date.now();
     let result;
     try {
       let landed: string | undefined;
@@ -418,6 +424,9 @@ export class CachedFile {
         if (remote && remote.etag !== prep.base) {
           // An earlier attempt whose answer was lost may have landed: the object is then exactly our bytes.
           if (!prep.metaOnly && remote.size === prep.size && !remote.etag.includes('-') && remote.etag === (await this.md5(prep.size))) landed = remote.etag;
+          // Written while an attempt of ours was under way whose answer never came: that attempt, perhaps cut
+          // short by the network (some servers keep what they received). Not another writer's: replace it.
+          else if (this.ctx.failedAttempts.has(this.rec.id) && remote.lastModified.getTime() >= this.ctx.failedAttempts.get(this.rec.id)! - CLOCK_SLACK_MS) landed = undefined;
           else throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', prep.key, `the object changed in storage (ETag ${remote.etag}; the local copy is based on ${prep.base ?? 'no object'})`);
         }
       }
@@ -431,12 +440,15 @@ export class CachedFile {
             stillValid: () => this.gen === prep.gen && !this.unlinked,
           });
     } catch (err) {
+      // A transient failure may hide a request that reached the storage: remember when it was sent.
+      if (err instanceof StorageError && err.transient && !this.ctx.failedAttempts.has(this.rec.id)) this.ctx.failedAttempts.set(this.rec.id, attemptAt);
       if (err instanceof StorageError && err.result !== RWRESULT.FILE_MODIFIED_LOCALLY) {
         this.rec.lastError = err.result;
         if (!this.unlinked) this.ctx.statements.saveFile(this.rec);
       }
       throw err;
     }
+    this.ctx.failedAttempts.delete(this.rec.id);
     return this.lock.run(async () => {
       const same = this.gen === prep.gen;
       this.rec.remoteEtag = result.etag;

@@ -13,7 +13,7 @@ export interface TransferHandlers {
   /** Replace only the object's metadata, its data staying as it is (copy onto itself). */
   replaceMeta(key: string, options: { meta: ObjectMeta; contentType?: string }): Promise<WriteResult>;
   /** The object's current ETag and size (HEAD), or null: the conflict check before replacing it. */
-  statData(key: string): Promise<{ etag: string; size: number } | null>;
+  statData(key: string): Promise<{ etag: string; size: number; lastModified: Date } | null>;
 }
 
 export function transferHandlers(driver: StorageDriver): TransferHandlers {
@@ -23,7 +23,7 @@ export function transferHandlers(driver: StorageDriver): TransferHandlers {
     replaceMeta: async (key, options) => ({ ...(await driver.copy(key, key, options.meta, options.contentType)), result: 0 }),
     statData: async (key) => {
       const o = await driver.head(key);
-      return o && { etag: o.etag, size: o.size };
+      return o && { etag: o.etag, size: o.size, lastModified: o.lastModified };
     },
   };
 }

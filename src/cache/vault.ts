@@ -152,6 +152,7 @@ export class Vault {
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
         accountBytes: () => undefined,
         waitForRoom: async () => undefined,
+        failedAttempts: new Map(),
         log,
       };
       const orphans = statements.dirtyFiles().filter((r) => !r.local);

@@ -11,6 +11,7 @@ export class FaultyStorage implements StorageDriver {
   private readonly failures: { op: Op; result: RwResult; left: number }[] = [];
   private readonly delays = new Map<Op, number>();
   private lostAnswers = 0;
+  private cutShort = 0;
   private unreachable = false;
 
   constructor(readonly inner: StorageDriver) {}
@@ -27,6 +28,11 @@ export class FaultyStorage implements StorageDriver {
   /** The next `count` writes reach the storage, but their answer is lost (the caller sees a transient failure). */
   loseAnswerNext(count = 1): void {
     this.lostAnswers += count;
+  }
+
+  /** The next `count` writes are cut off half-way and the storage keeps what it got (an empty object). */
+  cutShortNext(count = 1): void {
+    this.cutShort += count;
   }
 
   /** Injected failures not yet used. */
@@ -68,6 +74,11 @@ export class FaultyStorage implements StorageDriver {
   }
   async write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult> {
     await this.gate('write', key);
+    if (this.cutShort > 0) {
+      this.cutShort--;
+      await this.inner.write(key, 0, async () => Buffer.alloc(0));
+      throw new StorageError(RWRESULT.FAILURE, 'write', key, 'connection reset half-way');
+    }
     const r = await this.inner.write(key, size, source, options);
     if (this.lostAnswers > 0) {
       this.lostAnswers--;

@@ -102,6 +102,15 @@ describe('write-back queue', () => {
     expect(vault.record('a')?.dirty).toBe(false);
   });
 
+  it('an upload cut short half-way, whose remains the server kept, is replaced on retry, not taken for a conflict', async () => {
+    await open();
+    faulty.cutShortNext(1);
+    await change('b', 'whole content');
+    await until(() => vault.queue().length === 0);
+    expect(text('b')).toBe('whole content');
+    expect(vault.conflicts).toEqual([]);
+  });
+
   it('pauses while the storage is offline and drains in order when it returns', async () => {
     const powered = new PoweredStorage(faulty, { probeMs: 30, maxProbeMs: 60 });
     await open({}, powered);
