@@ -76,7 +76,9 @@ export class VaultStatements {
       dropBlocksFrom: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx >= ?'),
       dropBlocks: db.prepare('DELETE FROM blocks WHERE file_id = ?'),
       dropClean: db.prepare('DELETE FROM blocks WHERE state = 1'),
-      underPrefix: db.prepare('SELECT * FROM files WHERE substr(key, 1, ?) = ?'),
+      // A range on the key index, not a scan: every readdir asks this. (A key whose next character after the
+      // prefix is U+10FFFF, a noncharacter, falls outside the range.)
+      underPrefix: db.prepare("SELECT * FROM files WHERE key >= ? AND key < ? || char(1114111)"),
       dirtyFiles: db.prepare('SELECT * FROM files WHERE dirty = 1'),
       getInfo: db.prepare('SELECT value FROM vault_info WHERE name = ?'),
       setInfo: db.prepare('INSERT INTO vault_info (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
@@ -198,7 +200,7 @@ export class VaultStatements {
   }
 
   underPrefix(prefix: string): FileRecord[] {
-    return (this.s.underPrefix.all(prefix.length, prefix) as FileRow[]).map(toRecord);
+    return (this.s.underPrefix.all(prefix, prefix) as FileRow[]).map(toRecord);
   }
 
   dirtyFiles(): FileRecord[] {

@@ -420,11 +420,6 @@ export class Vault {
     this.statements.saveFile(rec);
   }
 
-  /** Open files with unflushed changes. */
-  dirtyOpenFiles(): CachedFile[] {
-    return [...this.open.values()].filter((f) => f.dirty && !f.unlinked && !f.rec.local);
-  }
-
   /**
    * Make a file local (R44: only in the vault, never uploaded; its data must all be present) or ordinary
    * again (it then counts as changed and is uploaded by the next flush).

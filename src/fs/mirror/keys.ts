@@ -17,10 +17,6 @@ export function dirPrefix(path: string): string {
   return key === '' ? '' : `${key}/`;
 }
 
-export function markerKey(path: string): string {
-  return dirPrefix(path);
-}
-
 export function joinPath(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }

@@ -11,7 +11,7 @@ import type { Logger } from '../../log.js';
 import type { AttributeChange, Caller, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
 import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
-import { checkPath, dirPrefix, joinPath, markerKey, pathToKey } from './keys.js';
+import { checkPath, dirPrefix, pathToKey } from './keys.js';
 import { DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, TAG_PREFIX, tagName } from './xattr-names.js';
@@ -291,7 +291,7 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   private async putMarker(path: string, info: FileInfo): Promise<void> {
-    await this.storage.write(markerKey(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+    await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
     this.cache.set(pathToKey(path), { info, complete: true });
   }
 
@@ -519,10 +519,5 @@ export class S3Mirror implements CbfsHandlers {
   getVolumeSize(): { total: number; free: number } {
     const total = this.options.capacityBytes ?? 2 ** 50;
     return { total, free: total };
-  }
-
-  /** For the FUSE adapter's readdir: the full path of a child. */
-  static child(dir: string, name: string): string {
-    return joinPath(dir, name);
   }
 }
