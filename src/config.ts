@@ -48,6 +48,17 @@ export const fsConfigSchema = z.object({
   allowOther: z.boolean().default(false),
   /** vault: fsync is durable in the vault; remote: fsync also waits until the file is in storage. */
   sync: z.enum(['vault', 'remote']).default('vault'),
+  /** Most CBFS events running at once (R2/R3); 1 serializes every event (SerializeEvents). */
+  maxConcurrentEvents: z.number().int().min(1).max(4096).default(64),
+  /** R1 SerializeAccess: when true, even non-overlapping reads of one file wait for each other. */
+  serializeAccess: z.boolean().default(false),
+  /** Per-event deadline (R4): 0 = none, else at least 3000 ms; an expired request fails with EIO. */
+  eventTimeoutMs: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .refine((v) => v === 0 || v >= 3000, 'must be 0 (no deadline) or at least 3000 ms (ERROR_IMPLEMENTATION_LIMIT 1292)'),
   /** Names of local files (R44): kept only in the vault, never uploaded. */
   localPatterns: z.array(z.string().min(1)).default(DEFAULT_LOCAL_PATTERNS),
 });

@@ -33,6 +33,8 @@ export interface FileAttrs {
   uid: number;
   gid: number;
   mtimeMs: number;
+  /** Extended attributes, encoded by the owner (opaque here); null or absent: none. */
+  xattrs?: string | null;
 }
 
 export interface FileRecord extends FileAttrs {
@@ -349,6 +351,22 @@ export class CachedFile {
       this.rec.dirty = true;
       this.rec.mtimeMs = Date.now();
     });
+  }
+
+  /**
+   * SEEK_DATA (hole=false) / SEEK_HOLE (hole=true), at block granularity: a hole is a block never written that
+   * storage does not hold either (past fetchLimit), i.e. reads as zeros without being stored anywhere.
+   * null: no such offset (ENXIO).
+   */
+  seekData(offset: number, hole: boolean): number | null {
+    const size = this.rec.size;
+    if (offset >= size || offset < 0) return null;
+    const bs = this.ctx.blockSize;
+    for (let b = Math.floor(offset / bs); b * bs < size; b++) {
+      const isHole = this.blocks.get(b) === BLOCK.ABSENT && b * bs >= this.rec.fetchLimit;
+      if (isHole === hole) return Math.max(offset, b * bs);
+    }
+    return hole ? size : null;
   }
 
   /** Metadata-only change (chmod, chown, utimens); reaches storage with the next upload. */

@@ -39,6 +39,7 @@ export class ListingStore {
       dropEntry: db.prepare('DELETE FROM listing_entries WHERE prefix = ? AND name = ?'),
       drop: db.prepare('DELETE FROM listings WHERE prefix = ?'),
       clear: db.prepare('DELETE FROM listings'),
+      dropUnder: db.prepare('DELETE FROM listings WHERE substr(prefix, 1, length(@p)) = @p'),
     };
   }
 
@@ -80,6 +81,11 @@ export class ListingStore {
 
   drop(prefix: string): void {
     this.s.drop.run(prefix);
+  }
+
+  /** Drop the listings of a prefix and of everything under it. */
+  dropUnder(prefix: string): void {
+    this.s.dropUnder.run({ p: prefix });
   }
 
   clear(): void {

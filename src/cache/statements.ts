@@ -18,6 +18,7 @@ interface FileRow {
   local: number;
   data_dirty: number;
   last_error: number;
+  xattrs: string | null;
 }
 
 export interface BlockSum {
@@ -40,6 +41,7 @@ const toRecord = (r: FileRow): FileRecord => ({
   local: r.local === 1,
   dataDirty: r.data_dirty === 1,
   lastError: r.last_error,
+  xattrs: r.xattrs,
 });
 
 export class VaultStatements {
@@ -49,10 +51,10 @@ export class VaultStatements {
     this.s = {
       byKey: db.prepare('SELECT * FROM files WHERE key = ?'),
       insert: db.prepare(
-        'INSERT INTO files (key, size, fetch_limit, remote_etag, mode, uid, gid, mtime_ms, dirty, pinned, local, data_dirty, last_error, accessed_ms) VALUES (@key, @size, @fetchLimit, @remoteEtag, @mode, @uid, @gid, @mtimeMs, @dirty, @pinned, @local, @dataDirty, @lastError, @now)',
+        'INSERT INTO files (key, size, fetch_limit, remote_etag, mode, uid, gid, mtime_ms, dirty, pinned, local, data_dirty, last_error, xattrs, accessed_ms) VALUES (@key, @size, @fetchLimit, @remoteEtag, @mode, @uid, @gid, @mtimeMs, @dirty, @pinned, @local, @dataDirty, @lastError, @xattrs, @now)',
       ),
       update: db.prepare(
-        'UPDATE files SET key = @key, size = @size, fetch_limit = @fetchLimit, remote_etag = @remoteEtag, mode = @mode, uid = @uid, gid = @gid, mtime_ms = @mtimeMs, dirty = @dirty, pinned = @pinned, local = @local, data_dirty = @dataDirty, last_error = @lastError, accessed_ms = @now WHERE id = @id',
+        'UPDATE files SET key = @key, size = @size, fetch_limit = @fetchLimit, remote_etag = @remoteEtag, mode = @mode, uid = @uid, gid = @gid, mtime_ms = @mtimeMs, dirty = @dirty, pinned = @pinned, local = @local, data_dirty = @dataDirty, last_error = @lastError, xattrs = @xattrs, accessed_ms = @now WHERE id = @id',
       ),
       delete: db.prepare('DELETE FROM files WHERE id = ?'),
       blocks: db.prepare('SELECT idx, state FROM blocks WHERE file_id = ?'),
@@ -86,7 +88,7 @@ export class VaultStatements {
   }
 
   private params(rec: FileRecord) {
-    return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, dataDirty: rec.dataDirty ? 1 : 0, now: Date.now() };
+    return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, dataDirty: rec.dataDirty ? 1 : 0, xattrs: rec.xattrs ?? null, now: Date.now() };
   }
 
   find(key: string): FileRecord | undefined {

@@ -169,6 +169,18 @@ export function addControlCommands(program: Command, setResult: (p: Promise<numb
     );
 
   program
+    .command('refresh')
+    .description('forget what the mount knows about a path and everything under it (names, attributes, listings, kernel caches), so changes made by other tools show at once')
+    .argument('[path]', 'a file or directory inside a mount', '.')
+    .action((p: string) =>
+      wrap(async () => {
+        await request('refresh', p);
+        process.stdout.write(`s3vault: refreshed ${p}\n`);
+        return EXIT.OK;
+      }),
+    );
+
+  program
     .command('flush')
     .description('upload every pending change under a path now (instead of after the flush delay)')
     .argument('[path]', 'a file or directory inside a mount', '.')

@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { Maintenance, Progress } from '../fs/mirror/maintenance.js';
 
 export interface ControlRequest {
-  op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'unmount';
+  op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'refresh' | 'unmount';
   /** unmount: upload pending changes first (default) or leave them for the next start. */
   flush?: boolean;
   /** flush: wait until the uploads are done. */
@@ -23,6 +23,8 @@ export type ControlMessage = { type: 'progress'; progress: Progress } | { type: 
 export interface ControlHooks {
   /** Flush (unless told not to, with progress), then unmount; resolves when the unmount has started. */
   unmount(flush: boolean, progress: (p: Progress) => void): Promise<{ uploaded: number; left: number }>;
+  /** Forget cached names and attributes under a path (and the kernel's). */
+  refresh(path: string): void;
 }
 
 export function startControlServer(socketPath: string, maintenance: Maintenance, hooks: ControlHooks, log: Logger): net.Server {
@@ -61,6 +63,9 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
             return { files: maintenance.status(req.path), ...maintenance.queue(req.path) };
           case 'reset-errors':
             return { files: maintenance.resetErrors(req.path) };
+          case 'refresh':
+            hooks.refresh(req.path);
+            return {};
           case 'unmount':
             return hooks.unmount(req.flush !== false, progress);
           case 'flush':

@@ -42,6 +42,7 @@ interface MountFlags {
   sync?: string;
   conflict?: string;
   flushDelay?: string;
+  eventTimeout?: string;
 }
 
 /** The config every mount flag contributes (validated by resolveConfig). */
@@ -53,7 +54,7 @@ function mountFlagsConfig(flags: MountFlags) {
       conflictPolicy: flags.conflict,
       flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
     },
-    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync },
+    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout) },
   };
 }
 
@@ -88,6 +89,7 @@ function addMountOptions(cmd: Command): Command {
     .option('--conflict <policy>', 'when the object changed in S3 since it was cached: keep-both (default), local-wins, remote-wins')
     .option('--flush-delay <ms>', 'upload a changed file this long after its last close (default 2000)')
     .option('--read-only', 'mount read-only: every change fails with EROFS')
+    .option('--event-timeout <ms>', 'fail a file operation with EIO after this long without progress (0: never, the default; else >= 3000)')
     .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')
     .option('--verbose', 'debug logging')
     .option('--config <file>', 'JSON config file (default: ~/.config/s3vault/config.json if present)')

@@ -13,6 +13,7 @@ import { FuseSession } from '../fs/fuse/session.js';
 import { FuseUnavailableError, loadFuse } from '../fs/fuse/native.js';
 import { encodeMeta } from '../fs/mirror/meta.js';
 import { S3Mirror } from '../fs/mirror/mirror.js';
+import { EventDispatcher } from '../fs/cbfs/dispatcher.js';
 import { createLogger, type Logger } from '../log.js';
 import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
 import { StorageError } from '../storage/rwresult.js';
@@ -119,7 +120,15 @@ export async function runMount(job: MountJob): Promise<number> {
       localPatterns: config.fs.localPatterns,
       syncMode: config.fs.sync,
     });
-    session = new FuseSession(mirror, {
+    // The CBFS event layer: per-file serialization, concurrency limit and deadlines around the mirror's handlers.
+    const events = new EventDispatcher(mirror, {
+      maxConcurrentEvents: config.fs.maxConcurrentEvents,
+      serializeAccess: config.fs.serializeAccess,
+      timeoutMs: config.fs.eventTimeoutMs,
+      onError: (op, path, err) => log.error({ op, path, err: (err as Error)?.stack ?? String(err) }, 'unexpected error in an event handler'),
+      onTimeout: (op, path, ms) => log.error({ op, path, ms }, 'event deadline expired: the request failed with EIO'),
+    });
+    session = new FuseSession(events, {
       mountpoint,
       fsname: `s3vault:${config.s3.bucket}${config.s3.prefix ? `/${config.s3.prefix}` : ''}`,
       readOnly: config.fs.readOnly,
@@ -151,6 +160,7 @@ export async function runMount(job: MountJob): Promise<number> {
           void stop(flush ? 'unmount' : 'unmount --no-wait');
           return r;
         },
+        refresh: (p) => mirror.refresh(p),
       },
       log,
     );

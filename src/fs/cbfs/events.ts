@@ -5,7 +5,7 @@
  * them. Handlers throw FsError to fail an event with an errno.
  */
 
-export type FileKind = 'file' | 'dir';
+export type FileKind = 'file' | 'dir' | 'symlink';
 
 export interface FileInfo {
   kind: FileKind;
@@ -15,11 +15,23 @@ export interface FileInfo {
   uid: number;
   gid: number;
   mtimeMs: number;
+  /** The backend's encoded extended attributes, opaque to the adapter (the mirror: s3fs's `xattr` header). */
+  xattrs?: string | null;
 }
 
 export interface DirEntry {
   name: string;
   info: FileInfo;
+  /** The kind is a guess (a listing does not say whether an object is a symlink): readdir reports DT_UNKNOWN. */
+  kindUncertain?: boolean;
+}
+
+/**
+ * NotifyDirectoryChange (R26): how a backend tells the adapter that something changed behind its back (another
+ * writer, `s3vault refresh`), so the kernel forgets what it cached about the path (and, for a directory, under it).
+ */
+export interface ChangeNotifier {
+  invalidate(path: string): void;
 }
 
 export interface Caller {
@@ -34,7 +46,14 @@ export interface AttributeChange {
   gid?: number;
   mtimeMs?: number;
   size?: number;
+  xattrs?: string | null;
 }
+
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+export const FALLOC_FL_KEEP_SIZE = 1;
+export const FALLOC_FL_PUNCH_HOLE = 2;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
@@ -78,6 +97,16 @@ export interface CbfsHandlers {
   setExtendedAttribute(path: string, name: string, value: Buffer): Promise<void>;
   /** SetEa: remove one; false if there was none. */
   removeExtendedAttribute(path: string, name: string): Promise<boolean>;
+  /** CreateFile for a symbolic link holding `target`. */
+  createSymlink(path: string, target: string, caller: Caller): Promise<FileInfo>;
+  /** The target of a symbolic link. */
+  readSymlink(path: string): Promise<string>;
+  /** SetAllocationSize / ZeroizeFileRange (fallocate): mode is a FALLOC_FL_* mask. */
+  allocateSpace(handle: number, mode: number, offset: number, length: number): Promise<void>;
+  /** SEEK_DATA / SEEK_HOLE: the next data or hole offset at or after `offset`; ENXIO past the end. */
+  seekData(handle: number, offset: number, whence: number): Promise<number>;
   /** GetVolumeSize, in bytes. */
   getVolumeSize(): { total: number; free: number };
+  /** Optional: the adapter hands the backend its NotifyDirectoryChange channel at mount time. */
+  setNotifier?(notifier: ChangeNotifier): void;
 }

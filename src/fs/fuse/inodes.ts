@@ -30,6 +30,10 @@ export class InodeTable {
     return ino;
   }
 
+  peekExisting(path: string): number | undefined {
+    return this.byPath.get(path);
+  }
+
   /** A successful lookup/create/mkdir: the kernel now holds one more reference. */
   lookup(path: string): number {
     const ino = this.peek(path);
@@ -62,6 +66,21 @@ export class InodeTable {
       this.byPath.set(np, ino);
       this.byIno.get(ino)!.path = np;
     }
+  }
+
+  /** RENAME_EXCHANGE: the two paths (and what is under them) trade places. */
+  exchange(a: string, b: string): void {
+    const tmp = `${a}\0exchange`;
+    this.rename(a, tmp);
+    this.rename(b, a);
+    this.rename(tmp, b);
+  }
+
+  /** The inode numbers of a path and everything known under it (for kernel cache invalidation). */
+  under(path: string): { path: string; ino: number }[] {
+    const out: { path: string; ino: number }[] = [];
+    for (const [p, ino] of this.byPath) if (p === path || path === '/' || p.startsWith(`${path}/`)) out.push({ path: p, ino });
+    return out;
   }
 
   get size(): number {

@@ -22,15 +22,17 @@ export const OPS_SIZE = OP_NAMES.length * 8; // 352
 export const OP_PROTOS: Partial<Record<OpName, string>> = {
   init: 'void fuse_op_init(void *userdata, void *conn)',
   destroy: 'void fuse_op_destroy(void *userdata)',
-  lookup: 'void fuse_op_lookup(void *req, uint64_t parent, const char *name)',
+  lookup: 'void fuse_op_lookup(void *req, uint64_t parent, void *name)',
   forget: 'void fuse_op_forget(void *req, uint64_t ino, uint64_t nlookup)',
   getattr: 'void fuse_op_getattr(void *req, uint64_t ino, void *fi)',
+  readlink: 'void fuse_op_readlink(void *req, uint64_t ino)',
+  symlink: 'void fuse_op_symlink(void *req, void *link, uint64_t parent, void *name)',
   setattr: 'void fuse_op_setattr(void *req, uint64_t ino, void *attr, int to_set, void *fi)',
-  mkdir: 'void fuse_op_mkdir(void *req, uint64_t parent, const char *name, uint32_t mode)',
-  unlink: 'void fuse_op_unlink(void *req, uint64_t parent, const char *name)',
-  rmdir: 'void fuse_op_rmdir(void *req, uint64_t parent, const char *name)',
-  rename: 'void fuse_op_rename(void *req, uint64_t parent, const char *name, uint64_t newparent, const char *newname, uint32_t flags)',
-  link: 'void fuse_op_link(void *req, uint64_t ino, uint64_t newparent, const char *newname)',
+  mkdir: 'void fuse_op_mkdir(void *req, uint64_t parent, void *name, uint32_t mode)',
+  unlink: 'void fuse_op_unlink(void *req, uint64_t parent, void *name)',
+  rmdir: 'void fuse_op_rmdir(void *req, uint64_t parent, void *name)',
+  rename: 'void fuse_op_rename(void *req, uint64_t parent, void *name, uint64_t newparent, void *newname, uint32_t flags)',
+  link: 'void fuse_op_link(void *req, uint64_t ino, uint64_t newparent, void *newname)',
   open: 'void fuse_op_open(void *req, uint64_t ino, void *fi)',
   read: 'void fuse_op_read(void *req, uint64_t ino, size_t size, int64_t off, void *fi)',
   write: 'void fuse_op_write(void *req, uint64_t ino, void *buf, size_t size, int64_t off, void *fi)',
@@ -42,11 +44,13 @@ export const OP_PROTOS: Partial<Record<OpName, string>> = {
   releasedir: 'void fuse_op_releasedir(void *req, uint64_t ino, void *fi)',
   fsyncdir: 'void fuse_op_fsyncdir(void *req, uint64_t ino, int datasync, void *fi)',
   statfs: 'void fuse_op_statfs(void *req, uint64_t ino)',
-  create: 'void fuse_op_create(void *req, uint64_t parent, const char *name, uint32_t mode, void *fi)',
-  setxattr: 'void fuse_op_setxattr(void *req, uint64_t ino, const char *name, void *value, size_t size, int flags)',
-  getxattr: 'void fuse_op_getxattr(void *req, uint64_t ino, const char *name, size_t size)',
+  create: 'void fuse_op_create(void *req, uint64_t parent, void *name, uint32_t mode, void *fi)',
+  setxattr: 'void fuse_op_setxattr(void *req, uint64_t ino, void *name, void *value, size_t size, int flags)',
+  getxattr: 'void fuse_op_getxattr(void *req, uint64_t ino, void *name, size_t size)',
   listxattr: 'void fuse_op_listxattr(void *req, uint64_t ino, size_t size)',
-  removexattr: 'void fuse_op_removexattr(void *req, uint64_t ino, const char *name)',
+  removexattr: 'void fuse_op_removexattr(void *req, uint64_t ino, void *name)',
+  fallocate: 'void fuse_op_fallocate(void *req, uint64_t ino, int mode, int64_t offset, int64_t length, void *fi)',
+  lseek: 'void fuse_op_lseek(void *req, uint64_t ino, int64_t off, int whence, void *fi)',
 };
 
 export class FuseUnavailableError extends Error {}
@@ -76,6 +80,11 @@ function bind(lib: LibraryHandle) {
     replyXattr: lib.func('int fuse_reply_xattr(void *req, size_t count)'),
     addDirentry: lib.func('size_t fuse_add_direntry(void *req, void *buf, size_t bufsize, const char *name, const void *stbuf, int64_t off)'),
     reqCtx: lib.func('void *fuse_req_ctx(void *req)'),
+    replyReadlink: lib.func('int fuse_reply_readlink(void *req, const char *link)'),
+    replyLseek: lib.func('int fuse_reply_lseek(void *req, int64_t off)'),
+    // Kernel cache invalidation: may block on the kernel's inode locks, so only ever called with .async.
+    invalInode: lib.func('int fuse_lowlevel_notify_inval_inode(void *se, uint64_t ino, int64_t off, int64_t len)'),
+    invalEntry: lib.func('int fuse_lowlevel_notify_inval_entry(void *se, uint64_t parent, const char *name, size_t namelen)'),
   };
 }
 
@@ -104,6 +113,25 @@ export function registerCallback(proto: string, fn: (...args: never[]) => void):
   const cb = koffi.register(fn as (...args: unknown[]) => unknown, koffi.pointer(type));
   return { ptr: cb, release: () => koffi.unregister(cb) };
 }
+
+let strlen: ((p: Ptr) => number | bigint) | undefined;
+
+/**
+ * A name the kernel passed, as raw bytes decoded strictly: S3 keys are UTF-8, so a name that is not valid UTF-8
+ * is refused (EILSEQ) rather than silently changed by a lossy decode.
+ */
+export function decodeName(ptr: Ptr): string | null {
+  strlen ??= koffi.load('libc.so.6').func('size_t strlen(void *s)') as (p: Ptr) => number | bigint;
+  const n = Number(strlen(ptr));
+  if (n === 0) return '';
+  try {
+    return strictUtf8.decode(new Uint8Array(koffi.view(ptr, n)));
+  } catch {
+    return null;
+  }
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 export function copyIn(ptr: Ptr, size: number): Buffer {
   const out = Buffer.allocUnsafe(size);

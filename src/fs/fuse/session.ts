@@ -10,11 +10,12 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Logger } from '../../log.js';
 import type { AttributeChange, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
+import { RENAME_EXCHANGE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
-import { copyIn, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { entryBuffer, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF } from './structs.js';
+import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
+import { entryBuffer, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -85,6 +86,24 @@ export class FuseSession {
     }
     this.se = se;
     this.raiseReadAhead();
+    this.fs.setNotifier?.({ invalidate: (path) => this.invalidate(path) });
+  }
+
+  /**
+   * The kernel forgets what it cached about a path and everything under it: attributes, page cache, and the
+   * name itself. The notify calls can block on the kernel's inode locks (held by a request waiting for us), so
+   * they run on a worker thread, never on the main thread.
+   */
+  invalidate(path: string): void {
+    const se = this.se;
+    if (!se || this.unmounting) return;
+    for (const { path: p, ino } of this.inodes.under(path)) {
+      this.lib.invalInode.async(se, ino, 0, 0, () => {});
+      if (p === '/') continue;
+      const parent = this.inodes.peekExisting(p.slice(0, p.lastIndexOf('/')) || '/');
+      const name = p.slice(p.lastIndexOf('/') + 1);
+      if (parent !== undefined) this.lib.invalEntry.async(se, parent, name, Buffer.byteLength(name), () => {});
+    }
   }
 
   /**
@@ -153,6 +172,17 @@ export class FuseSession {
     return p;
   }
 
+  /** A name from the kernel: not valid UTF-8 → EILSEQ (S3 keys are UTF-8; a lossy decode would merge names). */
+  private name(ptr: Ptr, op: string): string {
+    const name = decodeName(ptr);
+    if (name === null) throw new FsError(E.EILSEQ, op, 'a name that is not valid UTF-8');
+    return name;
+  }
+
+  private childPath(parent: number | bigint, namePtr: Ptr, op: string): string {
+    return joinPath(this.pathOf(parent, op), this.name(namePtr, op));
+  }
+
   private caller(req: Ptr): { uid: number; gid: number; pid: number } {
     const ctx = this.lib.reqCtx(req) as Ptr;
     return { uid: readU32(ctx, 0), gid: readU32(ctx, 4), pid: readU32(ctx, 8) };
@@ -186,9 +216,9 @@ export class FuseSession {
         writeU32(conn, 16, 1024 * 1024);
       },
       destroy: () => {},
-      lookup: (req: Ptr, parent: number, name: string) =>
-        this.answer(req, 'lookup', name, async () => {
-          const path = joinPath(this.pathOf(parent, 'lookup'), name);
+      lookup: (req: Ptr, parent: number, name: Ptr) =>
+        this.answer(req, 'lookup', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'lookup');
           const info = await fs.getFileInfo(path);
           if (!info) {
             if (this.negativeTimeout > 0) lib.replyEntry(req, negativeEntryBuffer(this.negativeTimeout));
@@ -224,36 +254,62 @@ export class FuseSession {
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
         });
       },
-      mkdir: (req: Ptr, parent: number, name: string, mode: number) => {
+      mkdir: (req: Ptr, parent: number, name: Ptr, mode: number) => {
         const caller = this.caller(req);
-        this.answer(req, 'mkdir', name, async () => {
-          const path = joinPath(this.pathOf(parent, 'mkdir'), name);
+        this.answer(req, 'mkdir', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'mkdir');
           this.replyEntry(req, path, await fs.createDirectory(path, mode, caller));
         });
       },
-      unlink: (req: Ptr, parent: number, name: string) =>
-        this.answer(req, 'unlink', name, async () => {
-          const path = joinPath(this.pathOf(parent, 'unlink'), name);
+      unlink: (req: Ptr, parent: number, name: Ptr) =>
+        this.answer(req, 'unlink', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'unlink');
           await fs.deleteFile(path);
           this.inodes.remove(path);
           lib.replyErr(req, 0);
         }),
-      rmdir: (req: Ptr, parent: number, name: string) =>
-        this.answer(req, 'rmdir', name, async () => {
-          const path = joinPath(this.pathOf(parent, 'rmdir'), name);
+      rmdir: (req: Ptr, parent: number, name: Ptr) =>
+        this.answer(req, 'rmdir', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'rmdir');
           await fs.deleteDirectory(path);
           this.inodes.remove(path);
           lib.replyErr(req, 0);
         }),
-      rename: (req: Ptr, parent: number, name: string, newParent: number, newName: string, flags: number) =>
-        this.answer(req, 'rename', name, async () => {
-          const from = joinPath(this.pathOf(parent, 'rename'), name);
-          const to = joinPath(this.pathOf(newParent, 'rename'), newName);
+      rename: (req: Ptr, parent: number, name: Ptr, newParent: number, newName: Ptr, flags: number) =>
+        this.answer(req, 'rename', `inode ${parent}`, async () => {
+          const from = this.childPath(parent, name, 'rename');
+          const to = this.childPath(newParent, newName, 'rename');
           await fs.renameOrMoveFile(from, to, flags);
-          this.inodes.rename(from, to);
+          if (flags & RENAME_EXCHANGE) this.inodes.exchange(from, to);
+          else this.inodes.rename(from, to);
           lib.replyErr(req, 0);
         }),
-      link: (req: Ptr) => lib.replyErr(req, E.EPERM), // S3 has no hard links
+      link: (req: Ptr) => lib.replyErr(req, E.EPERM), // S3 has no hard links: link(2) documents EPERM for that
+      symlink: (req: Ptr, link: Ptr, parent: number, name: Ptr) => {
+        const caller = this.caller(req);
+        this.answer(req, 'symlink', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'symlink');
+          const target = this.name(link, 'symlink');
+          this.replyEntry(req, path, await fs.createSymlink(path, target, caller));
+        });
+      },
+      readlink: (req: Ptr, ino: number) =>
+        this.answer(req, 'readlink', `inode ${ino}`, async () => {
+          lib.replyReadlink(req, await fs.readSymlink(this.pathOf(ino, 'readlink')));
+        }),
+      fallocate: (req: Ptr, ino: number, mode: number, offset: number, length: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'fallocate', `inode ${ino}`, async () => {
+          await fs.allocateSpace(handle, mode, Number(offset), Number(length));
+          lib.replyErr(req, 0);
+        });
+      },
+      lseek: (req: Ptr, ino: number, off: number, whence: number, fi: Ptr) => {
+        const handle = this.fh(fi);
+        this.answer(req, 'lseek', `inode ${ino}`, async () => {
+          lib.replyLseek(req, await fs.seekData(handle, Number(off), whence));
+        });
+      },
       open: (req: Ptr, ino: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
         this.answer(req, 'open', `inode ${ino}`, async () => {
@@ -261,11 +317,11 @@ export class FuseSession {
           lib.replyOpen(req, fileInfoBuffer(flags, handle));
         });
       },
-      create: (req: Ptr, parent: number, name: string, mode: number, fi: Ptr) => {
+      create: (req: Ptr, parent: number, name: Ptr, mode: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
         const caller = this.caller(req);
-        this.answer(req, 'create', name, async () => {
-          const path = joinPath(this.pathOf(parent, 'create'), name);
+        this.answer(req, 'create', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'create');
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle));
@@ -316,7 +372,7 @@ export class FuseSession {
           const entries = [
             { name: '.', ino: Number(ino), mode: 0o040000 },
             { name: '..', ino: parent, mode: 0o040000 },
-            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: e.info.kind === 'dir' ? 0o040000 : 0o100000 })),
+            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: e.kindUncertain ? 0 : typeBits(e.info) })),
           ];
           const dh = this.nextDir++;
           this.dirs.set(dh, { path, entries });
@@ -347,9 +403,10 @@ export class FuseSession {
         lib.replyErr(req, 0);
       },
       fsyncdir: (req: Ptr) => lib.replyErr(req, 0),
-      setxattr: (req: Ptr, ino: number, name: string, value: Ptr, size: number, flags: number) => {
+      setxattr: (req: Ptr, ino: number, namePtr: Ptr, value: Ptr, size: number, flags: number) => {
         const data = copyIn(value, Number(size));
         this.answer(req, 'setxattr', `inode ${ino}`, async () => {
+          const name = this.name(namePtr, 'setxattr');
           const path = this.pathOf(ino, 'setxattr');
           const exists = (await fs.getExtendedAttribute(path, name)) !== null;
           if (flags & XATTR_CREATE && exists) throw new FsError(E.EEXIST, 'setxattr', path);
@@ -358,7 +415,8 @@ export class FuseSession {
           lib.replyErr(req, 0);
         });
       },
-      getxattr: (req: Ptr, ino: number, name: string, size: number) => {
+      getxattr: (req: Ptr, ino: number, namePtr: Ptr, size: number) => {
+        const name = decodeName(namePtr) ?? '';
         // The kernel asks for security.* on every write once getxattr exists: answer those at once.
         if (!name.startsWith('user.')) {
           lib.replyErr(req, E.ENODATA);
@@ -375,8 +433,9 @@ export class FuseSession {
           const names = await fs.listExtendedAttributes(this.pathOf(ino, 'listxattr'));
           this.replySized(req, Buffer.from(names.map((n) => `${n}\0`).join('')), Number(size));
         }),
-      removexattr: (req: Ptr, ino: number, name: string) =>
+      removexattr: (req: Ptr, ino: number, namePtr: Ptr) =>
         this.answer(req, 'removexattr', `inode ${ino}`, async () => {
+          const name = this.name(namePtr, 'removexattr');
           if (!(await fs.removeExtendedAttribute(this.pathOf(ino, 'removexattr'), name))) throw new FsError(E.ENODATA, 'removexattr', name);
           lib.replyErr(req, 0);
         }),

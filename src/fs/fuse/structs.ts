@@ -13,12 +13,13 @@ export const FI_BITS = { directIo: 1 << 1, keepCache: 1 << 2 } as const;
 
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
 
 /** The I/O size programs such as cp use for this filesystem. */
 const BLKSIZE = 1024 * 1024;
 
 export function typeBits(info: Pick<FileInfo, 'kind'>): number {
-  return info.kind === 'dir' ? S_IFDIR : S_IFREG;
+  return info.kind === 'dir' ? S_IFDIR : info.kind === 'symlink' ? S_IFLNK : S_IFREG;
 }
 
 function writeTime(buf: Buffer, offset: number, ms: number): void {

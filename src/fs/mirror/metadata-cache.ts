@@ -48,7 +48,7 @@ export class MetadataCache {
   set(key: string, value: CachedInfo): void {
     const [prefix, name] = splitKey(key);
     const info = value.info;
-    this.listings.setEntry(prefix, name, info && { kind: info.kind, size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs });
+    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs });
     this.remember(key, value);
   }
 
@@ -66,6 +66,14 @@ export class MetadataCache {
   clear(): void {
     this.entries.clear();
     this.listings.clear();
+  }
+
+  /** Forget a key, everything under it as a directory, and the listings of its directory and below (refresh). */
+  forgetUnder(key: string): void {
+    const prefix = key === '' ? '' : `${key}/`;
+    for (const k of [...this.entries.keys()]) if (k === key || k.startsWith(prefix)) this.entries.delete(k);
+    this.listings.dropUnder(prefix);
+    this.listings.drop(splitKey(key)[0]);
   }
 
   /** Store a directory's listing (prefix "" or "dir/") as just taken. */

@@ -8,13 +8,14 @@ import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { Logger } from '../../log.js';
-import type { AttributeChange, Caller, CbfsHandlers, DirEntry, FileInfo } from '../cbfs/events.js';
-import { RENAME_EXCHANGE, RENAME_NOREPLACE } from '../cbfs/events.js';
+import type { AttributeChange, Caller, CbfsHandlers, ChangeNotifier, DirEntry, FileInfo } from '../cbfs/events.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE } from '../cbfs/events.js';
+import { resetTimeout } from '../cbfs/dispatcher.js';
 import { E, FsError, toFsError } from '../errors.js';
-import { checkPath, dirPrefix, pathToKey } from './keys.js';
-import { DIR_CONTENT_TYPE, encodeMeta, type Owner } from './meta.js';
+import { checkNewName, dirPrefix, isShadowedPath, pathToKey } from './keys.js';
+import { decodeXattrs, DIR_CONTENT_TYPE, encodeMeta, encodeXattrs, metaBytes, USER_META_MAX, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
-import { ETAG_XATTR, parseTagName, TAG_PREFIX, tagName } from './xattr-names.js';
+import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
 import { Namespace, recordInfo } from './namespace.js';
@@ -43,6 +44,8 @@ interface Handle {
 }
 
 const O_DSYNC = 0o10000;
+const MAX_OBJECT = 5 * 1024 ** 4;
+const ZEROS = Buffer.alloc(1024 * 1024);
 const O_SYNC = 0o4010000;
 
 export class S3Mirror implements CbfsHandlers {
@@ -55,6 +58,9 @@ export class S3Mirror implements CbfsHandlers {
   private readonly mountedAt = Date.now();
   private readonly localNames: LocalNames;
   private readonly ns: Namespace;
+  private notifier: ChangeNotifier | undefined;
+  /** Symlink targets by key, with the ETag of the object they came from. */
+  private readonly links = new Map<string, { etag: string; target: string }>();
 
   constructor(private readonly options: MirrorOptions) {
     this.vault = options.vault;
@@ -62,7 +68,7 @@ export class S3Mirror implements CbfsHandlers {
     this.owner = options.owner;
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
-    this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt);
+    this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt, (key, rule) => this.log.warn({ key }, `odd key: ${rule}`));
     this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     this.vault.onConflict = (c) => {
       // The name now shows the other writer's object, which no stored listing knows yet: list it again.
@@ -102,8 +108,22 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   private fileInfoOf(file: CachedFile): FileInfo {
-    const r = file.rec;
-    return { kind: 'file', size: r.size, mode: r.mode, uid: r.uid, gid: r.gid, mtimeMs: r.mtimeMs };
+    return recordInfo(file.rec);
+  }
+
+  setNotifier(notifier: ChangeNotifier): void {
+    this.notifier = notifier;
+  }
+
+  /**
+   * `s3vault refresh <path>`: forget what the mount knows of a path and everything under it (metadata, stored
+   * listings, the kernel's caches), so the next access asks storage. Cached file data is kept; it is checked
+   * against the object's ETag at the next open.
+   */
+  refresh(path: string): void {
+    this.cache.forgetUnder(path === '/' ? '' : pathToKey(path));
+    this.links.clear();
+    this.notifier?.invalidate(path);
   }
 
 
@@ -165,13 +185,14 @@ export class S3Mirror implements CbfsHandlers {
 
   async createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }> {
     this.writable('create', path);
-    checkPath(path, 'create');
+    checkNewName(path, 'create');
     return this.run('create', path, async () => {
       const key = pathToKey(path);
       const attrs: FileAttrs = { mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       const existing = await this.getFileInfo(path);
       if (existing && flags & 0o200) throw new FsError(E.EEXIST, 'create', path); // O_EXCL
       if (existing?.kind === 'dir') throw new FsError(E.EISDIR, 'create', path);
+      if (existing?.kind === 'symlink') throw new FsError(E.EEXIST, 'create', path);
       const file = existing
         ? await this.vault.openFile(key, await this.remoteBase(path, key), attrs)
         : await this.vault.openFile(key, null, attrs, { local: this.localNames.matches(path) });
@@ -196,7 +217,7 @@ export class S3Mirror implements CbfsHandlers {
   async writeFile(handle: number, offset: number, data: Buffer): Promise<number> {
     const h = this.handle(handle, 'write');
     this.writable('write', h.path);
-    if (offset + data.length > 5 * 1024 ** 4) throw new FsError(E.EFBIG, 'write', h.path, 'S3 objects are limited to 5 TiB');
+    if (offset + data.length > MAX_OBJECT) throw new FsError(E.EFBIG, 'write', h.path, 'S3 objects are limited to 5 TiB');
     return this.run('write', h.path, async () => {
       const n = await h.file.write(offset, data);
       if (h.writeThrough) await h.file.commit();
@@ -250,8 +271,10 @@ export class S3Mirror implements CbfsHandlers {
       if (change.uid !== undefined) attrs.uid = change.uid;
       if (change.gid !== undefined) attrs.gid = change.gid;
       if (change.mtimeMs !== undefined) attrs.mtimeMs = change.mtimeMs;
+      if (change.xattrs !== undefined) attrs.xattrs = change.xattrs;
+      if (info.kind === 'symlink' && change.size !== undefined) throw new FsError(E.EINVAL, 'setattr', path);
       const open = handle !== undefined ? this.handles.get(handle)?.file : undefined;
-      const file = open ?? (this.vault.isOpen(key) || change.size !== undefined || this.vault.record(key)?.dirty ? await this.openForChange(path, key) : undefined);
+      const file = open ?? (info.kind === 'symlink' ? undefined : this.vault.isOpen(key) || change.size !== undefined || this.vault.record(key)?.dirty ? await this.openForChange(path, key) : undefined);
       if (file) {
         try {
           if (change.size !== undefined) await file.setSize(change.size);
@@ -266,7 +289,7 @@ export class S3Mirror implements CbfsHandlers {
       }
       // Metadata only, data unchanged in storage: copy the object onto itself with new metadata.
       const next: FileInfo = { ...info, ...attrs };
-      const { etag } = await this.storage.copy(key, key, encodeMeta('file', next));
+      const { etag } = await this.storage.copy(key, key, encodeMeta(info.kind, next));
       this.vault.rebase(key, etag, attrs);
       this.cache.set(key, { info: next, etag, complete: true });
       return next;
@@ -285,7 +308,11 @@ export class S3Mirror implements CbfsHandlers {
     if (change.uid !== undefined) next.uid = change.uid;
     if (change.gid !== undefined) next.gid = change.gid;
     if (change.mtimeMs !== undefined) next.mtimeMs = change.mtimeMs;
-    if (path === '/') return next; // the root has no marker object to hold attributes
+    if (change.xattrs !== undefined) next.xattrs = change.xattrs;
+    if (path === '/') {
+      if (change.xattrs !== undefined) throw new FsError(E.ENOTSUP, 'setxattr', path, 'the root has no object to hold attributes');
+      return next; // the root has no marker object to hold attributes
+    }
     await this.putMarker(path, next);
     return next;
   }
@@ -299,7 +326,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async createDirectory(path: string, mode: number, caller: Caller): Promise<FileInfo> {
     this.writable('mkdir', path);
-    checkPath(path, 'mkdir');
+    checkNewName(path, 'mkdir');
     return this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
@@ -317,12 +344,41 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'unlink', path);
       if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
       const key = pathToKey(path);
-      await this.vault.settled(key); // an upload in flight must not recreate the object after the delete
-      const rec = this.vault.record(key);
-      this.vault.removeRecord(key);
+      const rec = await this.releaseName(key);
       if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
-      this.cache.set(key, { info: null, complete: true });
+      this.forgetName(path, key);
     });
+  }
+
+  /**
+   * A file's name goes away (unlink, or replaced by a rename): an upload in flight finishes first (it must not
+   * recreate the object after the delete), and a file still open keeps working for its handles — every byte it
+   * still needs from storage comes into the vault before the object is deleted. Returns the record it had.
+   */
+  private async releaseName(key: string) {
+    await this.vault.settled(key);
+    const rec = this.vault.record(key);
+    if (rec && this.vault.isOpen(key) && rec.remoteEtag !== null) {
+      const file = await this.vault.openFile(key, { etag: rec.remoteEtag, size: rec.size }, rec);
+      try {
+        await file.fetchAll(() => resetTimeout());
+      } finally {
+        await this.vault.closeFile(file, { flush: FLUSH.NONE });
+      }
+    }
+    this.vault.removeRecord(key);
+    this.links.delete(key);
+    return rec;
+  }
+
+  /** After a name is gone: "does not exist" in the caches — except for a shadowed file, whose key the directory shares. */
+  private forgetName(path: string, key: string): void {
+    if (isShadowedPath(path)) {
+      this.cache.delete(key);
+      this.vault.listings.drop(key.slice(0, key.lastIndexOf('/') + 1));
+    } else {
+      this.cache.set(key, { info: null, complete: true });
+    }
   }
 
   async deleteDirectory(path: string): Promise<void> {
@@ -344,28 +400,48 @@ export class S3Mirror implements CbfsHandlers {
 
   async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {
     this.writable('rename', from);
-    checkPath(to, 'rename');
-    if (flags & RENAME_EXCHANGE) throw new FsError(E.EINVAL, 'rename', from, 'RENAME_EXCHANGE is not supported yet');
+    checkNewName(to, 'rename');
     return this.run('rename', from, async () => {
       const src = await this.getFileInfo(from);
       if (!src) throw new FsError(E.ENOENT, 'rename', from);
       const dst = await this.getFileInfo(to);
+      if (flags & RENAME_EXCHANGE) return this.exchange(from, src, to, dst);
       if (dst && flags & RENAME_NOREPLACE) throw new FsError(E.EEXIST, 'rename', to);
-      if (src.kind === 'file') {
-        if (dst?.kind === 'dir') throw new FsError(E.EISDIR, 'rename', to);
-        await this.renameFile(from, to, src, dst !== null);
-      } else {
-        if (dst?.kind === 'file') throw new FsError(E.ENOTDIR, 'rename', to);
-        if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
-        if (dirPrefix(to).startsWith(dirPrefix(from))) throw new FsError(E.EINVAL, 'rename', from, 'cannot move a directory into itself');
-        await this.renameDirectory(from, to);
-      }
+      await this.move(from, src, to, dst);
     });
+  }
+
+  private async move(from: string, src: FileInfo, to: string, dst: FileInfo | null): Promise<void> {
+    if (src.kind !== 'dir') {
+      if (dst?.kind === 'dir') throw new FsError(E.EISDIR, 'rename', to);
+      await this.renameFile(from, to, src, dst !== null);
+    } else {
+      if (dst && dst.kind !== 'dir') throw new FsError(E.ENOTDIR, 'rename', to);
+      if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
+      if (dirPrefix(to).startsWith(dirPrefix(from))) throw new FsError(E.EINVAL, 'rename', from, 'cannot move a directory into itself');
+      await this.renameDirectory(from, to);
+    }
+  }
+
+  /**
+   * RENAME_EXCHANGE: S3 has no atomic swap, so it is three moves through a hidden name in the source's directory
+   * (`.s3vault~xchg~…`). A crash in the middle leaves that name visible, never a lost file.
+   */
+  private async exchange(a: string, infoA: FileInfo, b: string, infoB: FileInfo | null): Promise<void> {
+    if (!infoB) throw new FsError(E.ENOENT, 'rename', b);
+    if (a === b) return;
+    if (dirPrefix(b).startsWith(dirPrefix(a)) || dirPrefix(a).startsWith(dirPrefix(b))) throw new FsError(E.EINVAL, 'rename', a, 'cannot exchange a directory with something inside it');
+    const tmp = `${a.slice(0, a.lastIndexOf('/'))}/.s3vault~xchg~${process.pid}-${Date.now()}`;
+    await this.move(a, infoA, tmp, null);
+    await this.move(b, infoB, a, null);
+    await this.move(tmp, infoA, b, null);
   }
 
   private async renameFile(from: string, to: string, src: FileInfo, dstExists = false): Promise<void> {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
+    // What had the target name goes away; a handle open on it keeps reading and writing the replaced file.
+    if (dstExists && this.vault.record(toKey)) await this.releaseName(toKey);
     await this.vault.settled(fromKey);
     const rec = this.vault.record(fromKey);
     const toLocal = this.localNames.matches(to);
@@ -386,14 +462,17 @@ export class S3Mirror implements CbfsHandlers {
       this.vault.renameFile(fromKey, toKey);
       this.vault.detachRemote(toKey);
       if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
-      this.cache.set(fromKey, { info: null, complete: true });
+      this.forgetName(from, fromKey);
       this.cache.delete(toKey);
     } else {
       const { etag } = await this.storage.copy(fromKey, toKey);
       await this.storage.delete(fromKey);
       this.vault.renameFile(fromKey, toKey);
       this.vault.rebase(toKey, etag, {});
-      this.cache.set(fromKey, { info: null, complete: true });
+      const link = this.links.get(fromKey);
+      this.links.delete(fromKey);
+      if (link) this.links.set(toKey, { etag, target: link.target });
+      this.forgetName(from, fromKey);
       this.cache.set(toKey, { info: src, etag, complete: true });
     }
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
@@ -448,6 +527,7 @@ export class S3Mirror implements CbfsHandlers {
       const target = toPrefix + o.key.slice(fromPrefix.length);
       await this.storage.copy(o.key, target);
       this.vault.renameFile(o.key, target);
+      resetTimeout(); // a long directory move is progressing, not hung
     }
     // Local files have no object: only their records move.
     for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
@@ -471,12 +551,47 @@ export class S3Mirror implements CbfsHandlers {
     this.cache.clear();
   }
 
-  // ---- extended attributes: the vault's tags (R43) ----
+  // ---- symbolic links: s3fs's symlink objects (the body is the target, the mode has S_IFLNK) ----
 
-  private tagOf(path: string, name: string, op: string): number {
-    const id = parseTagName(name);
-    if (id === undefined) throw new FsError(E.ENOTSUP, op, path, `only ${TAG_PREFIX}XXXX attributes are supported`);
-    return id;
+  async createSymlink(path: string, target: string, caller: Caller): Promise<FileInfo> {
+    this.writable('symlink', path);
+    checkNewName(path, 'symlink');
+    return this.run('symlink', path, async () => {
+      if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
+      const body = Buffer.from(target);
+      const info: FileInfo = { kind: 'symlink', size: body.length, mode: 0o777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now(), xattrs: null };
+      const key = pathToKey(path);
+      const { etag } = await this.storage.write(key, body.length, async (off, len) => body.subarray(off, off + len), { meta: encodeMeta('symlink', info) });
+      this.links.set(key, { etag, target });
+      this.cache.set(key, { info, etag, complete: true });
+      return info;
+    });
+  }
+
+  async readSymlink(path: string): Promise<string> {
+    return this.run('readlink', path, async () => {
+      const info = await this.getFileInfo(path);
+      if (!info) throw new FsError(E.ENOENT, 'readlink', path);
+      if (info.kind !== 'symlink') throw new FsError(E.EINVAL, 'readlink', path);
+      const key = pathToKey(path);
+      const etag = this.cache.get(key)?.etag;
+      const known = this.links.get(key);
+      if (known && (etag === undefined || known.etag === etag)) return known.target;
+      const { data } = await this.storage.read(key, 0, Math.max(info.size, 1));
+      const target = data.toString('utf8');
+      if (etag) this.links.set(key, { etag, target });
+      return target;
+    });
+  }
+
+  // ---- extended attributes: user.* in the object's metadata (s3fs), user.s3vault.tag.* the vault's tags (R43) ----
+
+  /** Full information, with the extended attributes (a directory listed but never looked up has them only on its marker). */
+  private async fullInfo(path: string, op: string): Promise<FileInfo> {
+    let info = await this.getFileInfo(path);
+    if (info?.kind === 'dir' && path !== '/' && info.xattrs === undefined) info = (await this.ns.lookupRemote(pathToKey(path))) ?? info;
+    if (!info) throw new FsError(E.ENOENT, op, path);
+    return info;
   }
 
   async getExtendedAttribute(path: string, name: string): Promise<Buffer | null> {
@@ -485,35 +600,91 @@ export class S3Mirror implements CbfsHandlers {
       const etag = this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag;
       return etag ? Buffer.from(etag) : null;
     }
-    if (parseTagName(name) === undefined) return null;
-    return this.run('getxattr', path, async () => this.vault.getTag(key, this.tagOf(path, name, 'getxattr')) ?? null);
+    if (parseTagName(name) !== undefined) return this.run('getxattr', path, async () => this.vault.getTag(key, parseTagName(name)!) ?? null);
+    if (!name.startsWith('user.')) return null;
+    return this.run('getxattr', path, async () => decodeXattrs((await this.fullInfo(path, 'getxattr')).xattrs).get(name) ?? null);
   }
 
   async listExtendedAttributes(path: string): Promise<string[]> {
-    const key = pathToKey(path);
-    const names = this.vault.listTags(key).map((t) => tagName(t.id));
-    if (this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag) names.unshift(ETAG_XATTR);
-    return names;
+    return this.run('listxattr', path, async () => {
+      const key = pathToKey(path);
+      const names = [...decodeXattrs((await this.fullInfo(path, 'listxattr')).xattrs).keys()];
+      if (this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag) names.push(ETAG_XATTR);
+      names.push(...this.vault.listTags(key).map((t) => tagName(t.id)));
+      return names;
+    });
   }
 
   async setExtendedAttribute(path: string, name: string, value: Buffer): Promise<void> {
     this.writable('setxattr', path);
-    const id = this.tagOf(path, name, 'setxattr');
-    return this.run('setxattr', path, async () => {
-      const key = pathToKey(path);
-      if (!this.vault.record(key)) {
-        // Tags belong to a vault record: give the file one.
-        const h = await this.openFile(path, 0);
-        await this.closeFile(h);
-      }
-      this.vault.setTag(key, id, value);
-    });
+    const id = parseTagName(name);
+    if (id !== undefined) {
+      return this.run('setxattr', path, async () => {
+        const key = pathToKey(path);
+        if (!this.vault.record(key)) {
+          // Tags belong to a vault record: give the file one.
+          const h = await this.openFile(path, 0);
+          await this.closeFile(h);
+        }
+        this.vault.setTag(key, id, value);
+      });
+    }
+    return this.changeXattrs(path, 'setxattr', (all) => {
+      all.set(name, value);
+      return true;
+    }).then(() => undefined);
   }
 
   async removeExtendedAttribute(path: string, name: string): Promise<boolean> {
     this.writable('removexattr', path);
-    const id = this.tagOf(path, name, 'removexattr');
-    return this.run('removexattr', path, async () => this.vault.deleteTag(pathToKey(path), id));
+    const id = parseTagName(name);
+    if (id !== undefined) return this.run('removexattr', path, async () => this.vault.deleteTag(pathToKey(path), id));
+    return this.changeXattrs(path, 'removexattr', (all) => all.delete(name));
+  }
+
+  /** user.* attributes change like a chmod: with the next upload, or by a metadata copy of the object. */
+  private async changeXattrs(path: string, op: string, edit: (all: Map<string, Buffer>) => boolean): Promise<boolean> {
+    return this.run(op, path, async () => {
+      const info = await this.fullInfo(path, op);
+      const all = decodeXattrs(info.xattrs);
+      if (!edit(all)) return false;
+      for (const n of all.keys()) if (!n.startsWith('user.')) throw new FsError(E.ENOTSUP, op, path, 'only user.* extended attributes are stored');
+      const xattrs = encodeXattrs(all);
+      if (metaBytes(encodeMeta(info.kind, { ...info, xattrs })) > USER_META_MAX) throw new FsError(E.E2BIG, op, path, `S3 keeps at most ${USER_META_MAX} bytes of metadata per object`);
+      await this.setFileAttributes(path, { xattrs });
+      return true;
+    });
+  }
+
+  // ---- space: fallocate and SEEK_DATA / SEEK_HOLE ----
+
+  async allocateSpace(handle: number, mode: number, offset: number, length: number): Promise<void> {
+    const h = this.handle(handle, 'fallocate');
+    this.writable('fallocate', h.path);
+    if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) throw new FsError(E.EOPNOTSUPP, 'fallocate', h.path);
+    if (mode & FALLOC_FL_PUNCH_HOLE && !(mode & FALLOC_FL_KEEP_SIZE)) throw new FsError(E.EOPNOTSUPP, 'fallocate', h.path);
+    const end = offset + length;
+    if (end > MAX_OBJECT) throw new FsError(E.EFBIG, 'fallocate', h.path, 'S3 objects are limited to 5 TiB');
+    return this.run('fallocate', h.path, async () => {
+      const file = h.file;
+      const keep = (mode & FALLOC_FL_KEEP_SIZE) !== 0;
+      if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+        // Zeros are written (S3 objects have no holes); with KEEP_SIZE never past the end.
+        const stop = keep ? Math.min(end, file.size) : end;
+        for (let at = offset; at < stop; at += ZEROS.length) await file.write(at, ZEROS.subarray(0, Math.min(ZEROS.length, stop - at)));
+      } else if (!keep && end > file.size) {
+        await file.setSize(end); // S3 has no preallocation: the size grows, the new bytes are zeros
+      }
+      if (h.writeThrough) await file.commit();
+    });
+  }
+
+  async seekData(handle: number, offset: number, whence: number): Promise<number> {
+    const h = this.handle(handle, 'lseek');
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError(E.EINVAL, 'lseek', h.path);
+    const at = h.file.seekData(offset, whence === SEEK_HOLE);
+    if (at === null) throw new FsError(E.ENXIO, 'lseek', h.path);
+    return at;
   }
 
   getVolumeSize(): { total: number; free: number } {

@@ -11,21 +11,34 @@ import type { Listing, ObjectInfo } from '../../storage/driver.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { DirEntry, FileInfo } from '../cbfs/events.js';
 import { E, FsError } from '../errors.js';
-import { checkPath, dirPrefix, pathToKey } from './keys.js';
+import { checkPath, dirPrefix, isShadowedPath, pathToKey, segmentName, shadowedName, UnresolvedAlias } from './keys.js';
 import { decodeMeta, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
 
 export function recordInfo(rec: FileRecord): FileInfo {
-  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
 }
 
+/** In a stored listing, the file that a same-named directory shadows (names never hold NUL). */
+const SHADOWED_ENTRY = '\0file';
+
 export class Namespace {
+  /** Odd keys already reported in the log (once each). */
+  private readonly reported = new Set<string>();
+
   constructor(
     private readonly vault: Vault,
     private readonly cache: MetadataCache,
     private readonly owner: Owner,
     private readonly mountedAt: number,
+    private readonly onOddKey: (key: string, rule: string) => void = () => {},
   ) {}
+
+  private oddKey(key: string, rule: string): void {
+    if (this.reported.has(key)) return;
+    this.reported.add(key);
+    this.onOddKey(key, rule);
+  }
 
   private get storage() {
     return this.vault.storage;
@@ -37,12 +50,31 @@ export class Namespace {
 
   async getFileInfo(path: string): Promise<FileInfo | null> {
     if (path === '/') return this.rootInfo();
+    try {
+      return await this.infoOf(path);
+    } catch (err) {
+      if (!(err instanceof UnresolvedAlias)) throw err;
+      // A long name's alias after a remount: listing the parent teaches it.
+      await this.enumerateDirectory(path.slice(0, path.lastIndexOf('/')) || '/');
+      try {
+        return await this.infoOf(path);
+      } catch (again) {
+        if (again instanceof UnresolvedAlias) return null;
+        throw again;
+      }
+    }
+  }
+
+  private async infoOf(path: string): Promise<FileInfo | null> {
     checkPath(path, 'getattr');
     const key = pathToKey(path);
     const rec = this.vault.record(key);
     // Local state wins while the file is open or has changes that storage does not have yet.
-    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) {
-      return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+    if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) return recordInfo(rec);
+    // The file a same-named directory shadows: the caches speak of the directory, so ask storage.
+    if (isShadowedPath(path)) {
+      const object = await this.storage.head(key);
+      return object && decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
     }
     const cached = this.cache.get(key);
     if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
@@ -86,13 +118,15 @@ export class Namespace {
     children?.catch(() => undefined);
     const object = await head;
     if (!object && knownFile) return this.lookupRemote(key, false);
-    if (object) {
+    const listing = children ? await children : null;
+    const isDir = listing !== null && (listing.objects.length > 0 || listing.prefixes.length > 0);
+    if (object && isDir) this.oddKey(key, `a directory of the same name shadows it: shown as ${shadowedName(key.slice(key.lastIndexOf('/') + 1))}`);
+    if (object && !isDir) {
       const info = decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
       this.cache.set(key, { info, etag: object.etag, complete: true });
       return info;
     }
-    const listing = (await children)!;
-    if (listing.objects.length || listing.prefixes.length) {
+    if (listing && isDir) {
       const hasMarker = listing.objects.some((o) => o.key === `${key}/`);
       const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
       const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
@@ -107,24 +141,39 @@ export class Namespace {
     const prefix = dirPrefix(path);
     const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
     const entries = new Map<string, DirEntry>();
+    const dirs = new Set<string>();
     for (const p of listing.prefixes) {
-      const name = p.slice(prefix.length, -1);
-      if (!name) continue;
+      const segment = p.slice(prefix.length, -1);
+      const name = segmentName(segment);
+      if (name !== segment) this.oddKey(p, `not a valid file name: shown as ${name}`);
       const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
       entries.set(name, { name, info });
+      dirs.add(segment);
       if (!this.cache.get(p.slice(0, -1))) this.cache.remember(p.slice(0, -1), { info, complete: false });
     }
+    const nameOfFile = (segment: string, key: string): string => {
+      if (!dirs.has(segment)) {
+        const name = segmentName(segment);
+        if (name !== segment) this.oddKey(key, `not a valid file name: shown as ${name}`);
+        return name;
+      }
+      const name = shadowedName(segment);
+      this.oddKey(key, `a directory of the same name shadows it: shown as ${name}`);
+      return name;
+    };
     for (const o of listing.objects) {
-      const name = o.key.slice(prefix.length);
-      if (!name) continue; // the directory's own marker
-      // A file and a directory of the same name: the file is shown (rule in docs/SEMANTICS.md).
-      entries.set(name, { name, info: this.listedFileInfo(o) });
+      const segment = o.key.slice(prefix.length);
+      if (!segment) continue; // the directory's own marker
+      const { info, certain } = this.listedFileInfo(o);
+      const name = nameOfFile(segment, o.key);
+      entries.set(name, { name, info, ...(certain ? {} : { kindUncertain: true }) });
     }
     for (const rec of this.vault.recordsUnder(prefix)) {
-      const name = rec.key.slice(prefix.length);
-      if (!name || name.includes('/')) continue;
+      const segment = rec.key.slice(prefix.length);
+      if (!segment || segment.includes('/')) continue;
       if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
-        entries.set(name, { name, info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs } });
+        const name = nameOfFile(segment, rec.key);
+        entries.set(name, { name, info: recordInfo(rec) });
       }
     }
     return [...entries.values()];
@@ -137,7 +186,7 @@ export class Namespace {
     const listing: Listing = { objects: [], prefixes: [] };
     for (const e of stored) {
       if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
-      else listing.objects.push({ key: prefix + e.name, size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
+      else listing.objects.push({ key: prefix + (e.name.endsWith(SHADOWED_ENTRY) ? e.name.slice(0, -SHADOWED_ENTRY.length) : e.name), size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
     }
     return listing;
   }
@@ -157,13 +206,15 @@ export class Namespace {
       return listing;
     }
     const entries: ListedEntry[] = [];
+    const dirs = new Set<string>();
     for (const p of listing.prefixes) {
       const name = p.slice(prefix.length, -1);
-      if (name) entries.push({ name, kind: 'dir', size: 0, etag: '', modifiedMs: this.mountedAt });
+      dirs.add(name);
+      entries.push({ name, kind: 'dir', size: 0, etag: '', modifiedMs: this.mountedAt });
     }
     for (const o of listing.objects) {
       const name = o.key.slice(prefix.length);
-      if (name) entries.push({ name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
+      if (name) entries.push({ name: dirs.has(name) ? name + SHADOWED_ENTRY : name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
     }
     this.cache.setListing(prefix, entries);
     return listing;
@@ -181,23 +232,27 @@ export class Namespace {
     return { objects, prefixes: [...prefixes] };
   }
 
-  private listedFileInfo(o: ObjectInfo): FileInfo {
+  private listedFileInfo(o: ObjectInfo): { info: FileInfo; certain: boolean } {
     const cached = this.cache.get(o.key);
-    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
+    if (cached?.info && cached.complete && cached.etag === o.etag) return { info: cached.info, certain: true };
     // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
     const rec = this.vault.record(o.key);
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
-      const info: FileInfo = { kind: 'file', size: o.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs };
+      const info: FileInfo = { ...recordInfo(rec), size: o.size };
       this.cache.remember(o.key, { info, etag: o.etag, complete: true });
-      return info;
+      return { info, certain: true };
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
     this.cache.remember(o.key, { info, etag: o.etag, complete: false });
-    return info;
+    return { info, certain: false };
   }
 
   /** The remote version of a file as last seen, for opening it in the vault. */
   async remoteVersion(path: string, key: string): Promise<{ info: FileInfo; etag: string } | null> {
+    if (isShadowedPath(path)) {
+      const object = await this.storage.head(key);
+      return object && { info: decodeMeta('file', object.size, object.lastModified, object.meta, this.owner), etag: object.etag };
+    }
     let cached = this.cache.get(key);
     if (!cached?.complete) {
       await this.lookupRemote(key);
