@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian 12 machine lacks for s3vault, then its npm dependencies, then builds it.
 #   scripts/install.sh          runtime: fuse3, libfuse3-3
-#   scripts/install.sh --test   also what the tests and the benchmark use: libfuse3-dev + gcc (layout check), fio
+#   scripts/install.sh --test   also what the tests and the benchmark use: libfuse3-dev + gcc (layout check, C
+#                               helpers), fio, attr, rsync, sqlite3, git (real programs), s3fs and rclone (interop, peers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(fuse3 libfuse3-3)
-if [ "${1:-}" = "--test" ]; then packages+=(libfuse3-dev gcc fio); fi
+if [ "${1:-}" = "--test" ]; then packages+=(libfuse3-dev gcc fio attr rsync sqlite3 git s3fs rclone); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -211,6 +211,9 @@ export class EventDispatcher implements CbfsHandlers {
   getFileInfo(path: string): Promise<FileInfo | null> {
     return this.dispatch('GetFileInfo', [path], { kind: 'query' }, () => this.inner.getFileInfo(path));
   }
+  getHandleInfo(handle: number): Promise<FileInfo> {
+    return this.dispatch('GetFileInfo', [this.fileOf(handle)], { kind: 'query' }, () => this.inner.getHandleInfo(handle));
+  }
   enumerateDirectory(path: string): Promise<DirEntry[]> {
     return this.dispatch('EnumerateDirectory', [path], { kind: 'query' }, () => this.inner.enumerateDirectory(path));
   }

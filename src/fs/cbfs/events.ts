@@ -65,6 +65,8 @@ export interface CbfsHandlers {
   unmount(): Promise<void>;
   /** GetFileInfo: null when the path does not exist. */
   getFileInfo(path: string): Promise<FileInfo | null>;
+  /** GetFileInfo of an open file by its handle: it may have no name any more (unlinked or replaced while open). */
+  getHandleInfo(handle: number): Promise<FileInfo>;
   /** EnumerateDirectory: every entry of a directory, without "." and "..". */
   enumerateDirectory(path: string): Promise<DirEntry[]>;
   /** CreateFile for a file: returns the handle of the new open file. */

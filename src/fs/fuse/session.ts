@@ -42,6 +42,8 @@ export class FuseSession {
   private readonly lib: FuseLib;
   private readonly inodes = new InodeTable();
   private readonly dirs = new Map<number, DirHandle>();
+  /** Open handles per inode: an inode whose name went away (unlink, rename over it) still answers through them. */
+  private readonly inoHandles = new Map<number, Set<number>>();
   private nextDir = 1;
   private readonly callbacks: { release(): void }[] = [];
   private se: Ptr | null = null;
@@ -188,6 +190,25 @@ export class FuseSession {
     return { uid: readU32(ctx, 0), gid: readU32(ctx, 4), pid: readU32(ctx, 8) };
   }
 
+  private opened(ino: number, fh: number): void {
+    let set = this.inoHandles.get(ino);
+    if (!set) this.inoHandles.set(ino, (set = new Set()));
+    set.add(fh);
+  }
+
+  private released(ino: number, fh: number): void {
+    const set = this.inoHandles.get(ino);
+    set?.delete(fh);
+    if (set && !set.size) this.inoHandles.delete(ino);
+  }
+
+  /** A handle open on an inode that lost its name, if any. */
+  private orphanHandle(ino: number): number | undefined {
+    const p = this.inodes.path(ino);
+    if (p !== undefined && !p.includes('\0')) return undefined;
+    return this.inoHandles.get(ino)?.values().next().value;
+  }
+
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
@@ -233,6 +254,8 @@ export class FuseSession {
       },
       getattr: (req: Ptr, ino: number) =>
         this.answer(req, 'getattr', `inode ${ino}`, async () => {
+          const orphan = this.orphanHandle(Number(ino));
+          if (orphan !== undefined) return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(orphan)), this.attrTimeout);
           const path = this.pathOf(ino, 'getattr');
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
@@ -246,9 +269,10 @@ export class FuseSession {
         if (toSet & SET.SIZE) change.size = readI64(attr, STAT.size);
         if (toSet & SET.MTIME_NOW) change.mtimeMs = Date.now();
         else if (toSet & SET.MTIME) change.mtimeMs = readI64(attr, STAT.mtim) * 1000 + Math.floor(readI64(attr, STAT.mtim + 8) / 1e6);
-        const handle = fi ? this.fh(fi) : undefined;
+        const handle = fi ? this.fh(fi) : this.orphanHandle(Number(ino));
         this.answer(req, 'setattr', `inode ${ino}`, async () => {
-          const path = this.pathOf(ino, 'setattr');
+          const orphan = this.orphanHandle(Number(ino));
+          const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
           const info = Object.keys(change).length ? await fs.setFileAttributes(path, change, handle) : await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'setattr', path);
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
@@ -314,6 +338,7 @@ export class FuseSession {
         const flags = readI32(fi, FILE_INFO.flags);
         this.answer(req, 'open', `inode ${ino}`, async () => {
           const handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
+          this.opened(Number(ino), handle);
           lib.replyOpen(req, fileInfoBuffer(flags, handle));
         });
       },
@@ -324,6 +349,7 @@ export class FuseSession {
           const path = this.childPath(parent, name, 'create');
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
+          this.opened(ino, handle);
           lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle));
         });
       },
@@ -352,7 +378,11 @@ export class FuseSession {
       release: (req: Ptr, ino: number, fi: Ptr) => {
         const handle = this.fh(fi);
         this.answer(req, 'release', `inode ${ino}`, async () => {
-          await fs.closeFile(handle);
+          try {
+            await fs.closeFile(handle);
+          } finally {
+            this.released(Number(ino), handle);
+          }
           lib.replyErr(req, 0);
         });
       },

@@ -150,6 +150,10 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('getattr', path, () => this.ns.getFileInfo(path));
   }
 
+  async getHandleInfo(handle: number): Promise<FileInfo> {
+    return this.fileInfoOf(this.handle(handle, 'getattr').file);
+  }
+
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     return this.run('readdir', path, () => this.ns.enumerateDirectory(path));
   }
@@ -261,8 +265,11 @@ export class S3Mirror implements CbfsHandlers {
 
   async setFileAttributes(path: string, change: AttributeChange, handle?: number): Promise<FileInfo> {
     this.writable('setattr', path);
+    if (change.size !== undefined && change.size > MAX_OBJECT) throw new FsError(E.EFBIG, 'setattr', path, 'S3 objects are limited to 5 TiB');
     return this.run('setattr', path, async () => {
-      const info = await this.getFileInfo(path);
+      const opened = handle !== undefined ? this.handles.get(handle)?.file : undefined;
+      // An open file answers for itself: it may have no name any more (ftruncate/fchmod after unlink).
+      const info = opened ? this.fileInfoOf(opened) : await this.getFileInfo(path);
       if (!info) throw new FsError(E.ENOENT, 'setattr', path);
       const key = pathToKey(path);
       if (info.kind === 'dir') return this.setDirAttributes(path, info, change);

@@ -1,0 +1,252 @@
+/**
+ * POSIX semantics on a real mount (issue 6), one behaviour per test, driven with ordinary tools (and a small C
+ * helper for the calls the shell lacks: renameat2 flags, SEEK_DATA/SEEK_HOLE, PUNCH_HOLE). What each operation
+ * does on S3 is checked on the server with the SDK.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BIN, mount, type TestMount } from '../helpers/mount.js';
+import { startTestServer, type TestServer } from '../helpers/s3.js';
+import { sh, shResult } from '../helpers/sh.js';
+
+const BUCKET = 'posix-test';
+let s3: TestServer;
+let m: TestMount;
+let mp: string;
+let args: string[];
+const FSOPS = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-fsops-')), 'fsops');
+
+const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${mp}`, 120);
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+beforeAll(async () => {
+  const src = fileURLToPath(new URL('../helpers/fsops.c', import.meta.url));
+  const cc = spawnSync('gcc', ['-O1', '-o', FSOPS, src], { encoding: 'utf8' });
+  if (cc.status !== 0) throw new Error(`cannot build the fsops helper (gcc is installed by scripts/install.sh --test): ${cc.stderr}`);
+  s3 = await startTestServer();
+  await s3.createBucket(BUCKET);
+  const cfg = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-cfg-')), 'config.json');
+  writeFileSync(cfg, JSON.stringify({ fs: { metadataTtlMs: 1500, listingTtlMs: 1500, attrTimeoutSec: 1 } }));
+  args = ['--flush-delay', '200', '--capacity', '10T', '--config', cfg];
+  m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: args });
+  mp = m.mountpoint;
+});
+
+afterAll(async () => {
+  await m?.stop();
+  await s3?.stop();
+});
+
+describe('POSIX attributes persist in S3 metadata (s3fs/rclone conventions)', () => {
+  it('chmod, chown and utimens reach the object as mode/uid/gid/mtime', async () => {
+    sh(`echo attrs > ${mp}/attrs.txt && chmod 750 ${mp}/attrs.txt && chown 1234:2345 ${mp}/attrs.txt && touch -m -d @1600000000 ${mp}/attrs.txt`);
+    flush();
+    const head = await s3.head(BUCKET, 'attrs.txt');
+    expect(head?.meta).toMatchObject({ mode: String(0o100750), uid: '1234', gid: '2345', mtime: '1600000000' });
+    expect(sh(`stat -c '%a %u %g %Y' ${mp}/attrs.txt`).trim()).toBe('750 1234 2345 1600000000');
+  });
+
+  it('a metadata-only change of an uploaded file is a server-side copy, the data unchanged', async () => {
+    sh(`chmod 604 ${mp}/attrs.txt`);
+    const head = await s3.head(BUCKET, 'attrs.txt');
+    expect(head?.meta.mode).toBe(String(0o100604));
+    expect((await s3.get(BUCKET, 'attrs.txt')).toString()).toBe('attrs\n');
+  });
+});
+
+describe('symbolic links are s3fs symlink objects', () => {
+  it('ln -s stores the target as the body with S_IFLNK in the mode; readlink and following work', async () => {
+    sh(`echo target > ${mp}/real.txt && ln -s real.txt ${mp}/link.txt`);
+    expect(sh(`readlink ${mp}/link.txt`).trim()).toBe('real.txt');
+    expect(sh(`cat ${mp}/link.txt`)).toBe('target\n');
+    expect(sh(`stat -c %F ${mp}/link.txt`).trim()).toBe('symbolic link');
+    const head = await s3.head(BUCKET, 'link.txt');
+    expect(Number(head?.meta.mode) & 0o170000).toBe(0o120000);
+    expect((await s3.get(BUCKET, 'link.txt')).toString()).toBe('real.txt');
+  });
+
+  it('reads a symlink object another tool wrote, and renames and deletes links', async () => {
+    await s3.put(BUCKET, 'ext/link', '../real.txt', { mode: String(0o120777), mtime: '1600000000' });
+    expect(sh(`readlink ${mp}/ext/link`).trim()).toBe('../real.txt');
+    expect(sh(`cat ${mp}/ext/link`)).toBe('target\n');
+    sh(`mv ${mp}/ext/link ${mp}/ext/moved && test -L ${mp}/ext/moved && rm ${mp}/ext/moved`);
+    expect(await s3.head(BUCKET, 'ext/moved')).toBeNull();
+    expect(shResult(`ln -s x ${mp}/real.txt`).code).not.toBe(0); // EEXIST
+  });
+});
+
+describe('extended attributes', () => {
+  it('user.* attributes are stored in s3fs’s x-amz-meta-xattr and survive a remount', async () => {
+    sh(`echo x > ${mp}/xa.txt && setfattr -n user.color -v blue ${mp}/xa.txt && setfattr -n user.bin -v 0x00ff10 ${mp}/xa.txt`);
+    expect(sh(`getfattr --only-values -n user.color ${mp}/xa.txt`)).toBe('blue');
+    flush();
+    const head = await s3.head(BUCKET, 'xa.txt');
+    const decoded = JSON.parse(decodeURIComponent(head!.meta.xattr!)) as Record<string, string>;
+    expect(Buffer.from(decoded['user.color']!, 'base64').toString()).toBe('blue');
+    expect(Buffer.from(decoded['user.bin']!, 'base64')).toEqual(Buffer.from([0, 0xff, 0x10]));
+    sh(`setfattr -x user.bin ${mp}/xa.txt`);
+    sh(`mkdir ${mp}/xdir && setfattr -n user.d -v dirval ${mp}/xdir`);
+    await m.stop();
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault: m.vault, mountpoint: mp, extraArgs: args });
+    expect(sh(`getfattr -d ${mp}/xa.txt`)).toContain('user.color="blue"');
+    expect(sh(`getfattr -d ${mp}/xa.txt`)).not.toContain('user.bin');
+    expect(sh(`getfattr --only-values -n user.d ${mp}/xdir`)).toBe('dirval');
+    expect(shResult(`getfattr -n user.none ${mp}/xa.txt`).code).not.toBe(0);
+  });
+
+  it('refuses namespaces S3 cannot hold, and values past S3’s 2 KiB of metadata', () => {
+    expect(shResult(`setfattr -n trusted.x -v 1 ${mp}/xa.txt`).code).not.toBe(0);
+    const r = shResult(`setfattr -n user.big -v ${'v'.repeat(3000)} ${mp}/xa.txt`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Argument list too long/);
+  });
+});
+
+describe('open files, renames and deletes', () => {
+  it('an unlinked open file keeps working for its handle', () => {
+    sh(`head -c 3000000 /dev/urandom > ${mp}/open-unlink.bin`);
+    flush();
+    const sum = sh(`md5sum < ${mp}/open-unlink.bin`);
+    sh(`${process.execPath} ${BIN} refresh ${mp}`); // forget the data is cached: the handle must still read it
+    const out = sh(`exec 3<${mp}/open-unlink.bin; rm ${mp}/open-unlink.bin; test ! -e ${mp}/open-unlink.bin; md5sum <&3`);
+    expect(out).toBe(sum);
+  });
+
+  it('a renamed open file keeps its handle; writes through it land under the new name', () => {
+    sh(`echo one > ${mp}/ren-a`);
+    sh(`exec 3>>${mp}/ren-a; mv ${mp}/ren-a ${mp}/ren-b; echo two >&3; exec 3>&-`);
+    expect(sh(`cat ${mp}/ren-b`)).toBe('one\ntwo\n');
+    expect(shResult(`test -e ${mp}/ren-a`).code).toBe(1);
+  });
+
+  it('rename over an existing file replaces it; an open handle on the replaced file still reads it', () => {
+    sh(`echo new > ${mp}/over-src && echo old > ${mp}/over-dst`);
+    flush();
+    expect(sh(`exec 3<${mp}/over-dst; mv ${mp}/over-src ${mp}/over-dst; cat <&3`)).toBe('old\n');
+    expect(sh(`cat ${mp}/over-dst`)).toBe('new\n');
+  });
+
+  it('RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE swaps files and directories', async () => {
+    sh(`echo A > ${mp}/xa && echo B > ${mp}/xb && mkdir -p ${mp}/xd1 ${mp}/xd2 && echo in1 > ${mp}/xd1/f && echo in2 > ${mp}/xd2/g`);
+    const r = shResult(`${FSOPS} noreplace ${mp}/xa ${mp}/xb`);
+    expect(r.code).toBe(17); // EEXIST
+    sh(`${FSOPS} exchange ${mp}/xa ${mp}/xb`);
+    expect(sh(`cat ${mp}/xa ${mp}/xb`)).toBe('B\nA\n');
+    sh(`${FSOPS} exchange ${mp}/xd1 ${mp}/xd2`);
+    expect(sh(`cat ${mp}/xd1/g ${mp}/xd2/f`)).toBe('in2\nin1\n');
+    expect(sh(`ls -a ${mp}`)).not.toContain('s3vault~xchg');
+    flush();
+    expect((await s3.get(BUCKET, 'xa')).toString()).toBe('B\n');
+    expect((await s3.get(BUCKET, 'xd1/g')).toString()).toBe('in2\n');
+  });
+
+  it('a directory rename moves every key under it; rmdir of a non-empty directory is ENOTEMPTY', async () => {
+    sh(`mkdir -p ${mp}/tree/a/b && echo 1 > ${mp}/tree/one && echo 2 > ${mp}/tree/a/b/two`);
+    flush();
+    sh(`mv ${mp}/tree ${mp}/tree2`);
+    expect(sh(`find ${mp}/tree2 -type f | sort`)).toBe(`${mp}/tree2/a/b/two\n${mp}/tree2/one\n`);
+    expect((await s3.get(BUCKET, 'tree2/a/b/two')).toString()).toBe('2\n');
+    expect(await s3.head(BUCKET, 'tree/one')).toBeNull();
+    const r = shResult(`rmdir ${mp}/tree2`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Directory not empty/);
+  });
+
+  it('O_APPEND, O_TRUNC and O_EXCL', () => {
+    sh(`echo a > ${mp}/flags && echo b >> ${mp}/flags`);
+    expect(sh(`cat ${mp}/flags`)).toBe('a\nb\n');
+    sh(`echo c > ${mp}/flags`);
+    expect(sh(`cat ${mp}/flags`)).toBe('c\n');
+    expect(shResult(`set -o noclobber; echo d > ${mp}/flags`).code).not.toBe(0);
+    expect(sh(`cat ${mp}/flags`)).toBe('c\n');
+  });
+
+  it('hard links are refused with EPERM', () => {
+    const r = shResult(`ln ${mp}/flags ${mp}/flags-link`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Operation not permitted/);
+  });
+});
+
+describe('space: sparse files, SEEK_DATA/SEEK_HOLE, fallocate, statfs', () => {
+  it('a file extended by truncate has a hole before its data until it is uploaded', () => {
+    sh(`truncate -s 8M ${mp}/sparse && echo tail >> ${mp}/sparse`);
+    expect(sh(`${FSOPS} seek ${mp}/sparse 0`).trim()).toBe('data=8388608 hole=0');
+    expect(sh(`${FSOPS} seek ${mp}/sparse 8388608`).trim()).toBe(`data=8388608 hole=${8 * 1024 * 1024 + 5}`);
+    expect(sh(`${FSOPS} seek ${mp}/sparse 9000000`).trim()).toBe('data=-1 hole=-1'); // ENXIO past the end
+    expect(sh(`cmp -n 8388608 ${mp}/sparse /dev/zero && tail -c 5 ${mp}/sparse`)).toBe('tail\n');
+  });
+
+  it('fallocate grows a file (zeros); PUNCH_HOLE zeroes a range and keeps the size', () => {
+    sh(`fallocate -l 3M ${mp}/falloc`);
+    expect(sh(`stat -c %s ${mp}/falloc`).trim()).toBe(String(3 * 1024 * 1024));
+    sh(`printf 'xxxxxxxxxx' > ${mp}/punch && ${FSOPS} punch ${mp}/punch 2 5`);
+    expect(sh(`od -An -c ${mp}/punch | tr -s ' '`).trim()).toBe('x x \\0 \\0 \\0 \\0 \\0 x x x');
+    expect(sh(`stat -c %s ${mp}/punch`).trim()).toBe('10');
+  });
+
+  it('statfs reports the configured capacity', () => {
+    const [blocks, size] = sh(`stat -f -c '%b %S' ${mp}`).trim().split(' ').map(Number);
+    expect(blocks! * size!).toBe(10 * 1024 ** 4);
+  });
+});
+
+describe('names and limits', () => {
+  it('inode numbers stay stable while mounted', () => {
+    sh(`echo i > ${mp}/ino-file`);
+    const before = sh(`stat -c %i ${mp}/ino-file`);
+    sh(`echo 3 > /proc/sys/vm/drop_caches; ls -l ${mp} > /dev/null`);
+    expect(sh(`stat -c %i ${mp}/ino-file`)).toBe(before);
+  });
+
+  it('names over 255 bytes, keys over 1024 bytes and files over 5 TiB fail with clear errnos', () => {
+    expect(shResult(`touch ${mp}/${'n'.repeat(256)}`).stderr).toMatch(/File name too long/);
+    const deep = Array.from({ length: 5 }, () => 'd'.repeat(220)).join('/');
+    expect(shResult(`mkdir -p ${mp}/${deep}`).stderr).toMatch(/File name too long/);
+    expect(shResult(`truncate -s 6T ${mp}/huge`).stderr).toMatch(/File too large/);
+  });
+
+  it('a name that is not valid UTF-8 is refused with EILSEQ, not silently changed', () => {
+    const r = shResult(`touch ${mp}/$'bad\\xff'`);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/Invalid or incomplete multibyte/);
+  });
+
+  it('names with spaces, Unicode, %, +, ?, # round-trip exactly, both ways', async () => {
+    const name = 'sp ace 100% a+b ¿q? #1 ü日本.txt';
+    sh(`echo mine > ${mp}/${q(name)}`);
+    flush();
+    expect((await s3.get(BUCKET, name)).toString()).toBe('mine\n');
+    await s3.put(BUCKET, `ext/${name}`, 'theirs\n');
+    sh(`${process.execPath} ${BIN} refresh ${mp}/ext`);
+    expect(sh(`cat ${mp}/ext/${q(name)}`)).toBe('theirs\n');
+    expect(sh(`ls ${mp}/ext`)).toContain(name);
+  });
+
+  it('names containing ".s3vault~" are reserved for odd keys (EINVAL)', () => {
+    expect(shResult(`touch ${mp}/x.s3vault~file`).stderr).toMatch(/Invalid argument/);
+  });
+});
+
+describe('other writers: changes show within the metadata lifetime, and at once after s3vault refresh', () => {
+  it('an object replaced or deleted by another tool', async () => {
+    await s3.put(BUCKET, 'shared.txt', 'version 1\n');
+    // A name the last listing lacked exists once the listing's lifetime (1.5 s here) has passed.
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(sh(`cat ${mp}/shared.txt`)).toBe('version 1\n');
+    await s3.put(BUCKET, 'shared.txt', 'version two, longer\n');
+    sh(`${process.execPath} ${BIN} refresh ${mp}/shared.txt`);
+    expect(sh(`cat ${mp}/shared.txt`)).toBe('version two, longer\n');
+    await s3.put(BUCKET, 'shared.txt', 'version 3\n');
+    await new Promise((r) => setTimeout(r, 3000)); // the metadata lifetime of this mount is 1.5 s
+    expect(sh(`cat ${mp}/shared.txt`)).toBe('version 3\n');
+    await s3.client.send(new (await import('@aws-sdk/client-s3')).DeleteObjectCommand({ Bucket: BUCKET, Key: 'shared.txt' }));
+    sh(`${process.execPath} ${BIN} refresh ${mp}`);
+    expect(sh(`ls ${mp}`)).not.toContain('shared.txt');
+    expect(shResult(`cat ${mp}/shared.txt`).code).not.toBe(0);
+  });
+});
