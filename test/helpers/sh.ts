@@ -37,7 +37,7 @@ export function shAsync(cmd: string, timeoutSec = 60, cwd?: string): Promise<str
     child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('exit', (code) => {
       if (code === 124) reject(new Error(`timed out after ${timeoutSec}s (hung mount?): ${cmd}`));
-      else if (code !== 0) reject(new Error(`command failed (exit ${code}): ${cmd}\n${stderr}`));
+      else if (code !== 0) reject(new Error(`command failed (exit ${code}): ${cmd}\n${stdout}${stderr}`));
       else resolve(stdout);
     });
   });

@@ -77,7 +77,8 @@ export class Namespace {
       return object && decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
     }
     const cached = this.cache.get(key);
-    if (cached && (cached.complete || cached.info === null || cached.info.kind === 'dir')) return cached.info;
+    // A directory known only from a listing lacks its marker's attributes (mode, owner, time): look it up.
+    if (cached && (cached.complete || cached.info === null)) return cached.info;
     const listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
     // The vault holds this very version: its record knows the attributes, no HEAD needed.
@@ -87,6 +88,15 @@ export class Namespace {
       return info;
     }
     try {
+      if (listed?.kind === 'dir') {
+        // Listed as a directory: its marker, if it has one, holds its attributes (one HEAD).
+        const marker = await this.storage.head(`${key}/`);
+        if (marker) {
+          const info = decodeMeta('dir', 0, marker.lastModified, marker.meta, this.owner);
+          this.cache.set(key, { info, complete: true });
+          return info;
+        }
+      }
       return await this.lookupRemote(key, listed !== undefined && listed.kind === 'file');
     } catch (err) {
       const offline = this.offlineInfo(key, err);
