@@ -289,6 +289,9 @@ export class EventDispatcher implements CbfsHandlers {
   getVolumeSize(): { total: number; free: number } {
     return this.inner.getVolumeSize();
   }
+  cacheToken(handle: number): string | undefined {
+    return this.inner.cacheToken?.(handle);
+  }
   setNotifier(notifier: ChangeNotifier): void {
     this.inner.setNotifier?.(notifier);
   }

@@ -109,6 +109,11 @@ export interface CbfsHandlers {
   seekData(handle: number, offset: number, whence: number): Promise<number>;
   /** GetVolumeSize, in bytes. */
   getVolumeSize(): { total: number; free: number };
+  /**
+   * Optional: a token naming the version of an open file's data. When it equals the token of the inode's previous
+   * open, the adapter lets the kernel keep its page cache (FUSE keep_cache) instead of reading everything again.
+   */
+  cacheToken?(handle: number): string | undefined;
   /** Optional: the adapter hands the backend its NotifyDirectoryChange channel at mount time. */
   setNotifier?(notifier: ChangeNotifier): void;
 }

@@ -15,7 +15,7 @@ import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { entryBuffer, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
+import { entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -42,6 +42,8 @@ export class FuseSession {
   private readonly lib: FuseLib;
   private readonly inodes = new InodeTable();
   private readonly dirs = new Map<number, DirHandle>();
+  /** The data version each inode showed at its last open (keep_cache when it has not changed). */
+  private readonly cacheTokens = new Map<number, string>();
   /** Open handles per inode: an inode whose name went away (unlink, rename over it) still answers through them. */
   private readonly inoHandles = new Map<number, Set<number>>();
   private nextDir = 1;
@@ -100,6 +102,7 @@ export class FuseSession {
     const se = this.se;
     if (!se || this.unmounting) return;
     for (const { path: p, ino } of this.inodes.under(path)) {
+      this.cacheTokens.delete(ino);
       this.lib.invalInode.async(se, ino, 0, 0, () => {});
       if (p === '/') continue;
       const parent = this.inodes.peekExisting(p.slice(0, p.lastIndexOf('/')) || '/');
@@ -194,6 +197,15 @@ export class FuseSession {
     let set = this.inoHandles.get(ino);
     if (!set) this.inoHandles.set(ino, (set = new Set()));
     set.add(fh);
+  }
+
+  /** FUSE keep_cache when the file's data is the version the kernel cached at the inode's last open. */
+  private openBits(ino: number, fh: number): number {
+    const token = this.fs.cacheToken?.(fh);
+    if (token === undefined) return 0;
+    const keep = this.cacheTokens.get(ino) === token;
+    this.cacheTokens.set(ino, token);
+    return keep ? FI_BITS.keepCache : 0;
   }
 
   private released(ino: number, fh: number): void {
@@ -339,7 +351,7 @@ export class FuseSession {
         this.answer(req, 'open', `inode ${ino}`, async () => {
           const handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
           this.opened(Number(ino), handle);
-          lib.replyOpen(req, fileInfoBuffer(flags, handle));
+          lib.replyOpen(req, fileInfoBuffer(flags, handle, this.openBits(Number(ino), handle)));
         });
       },
       create: (req: Ptr, parent: number, name: Ptr, mode: number, fi: Ptr) => {
@@ -350,7 +362,7 @@ export class FuseSession {
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           this.opened(ino, handle);
-          lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle));
+          lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle, this.openBits(ino, handle)));
         });
       },
       read: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {

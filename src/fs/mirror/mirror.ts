@@ -150,6 +150,12 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('getattr', path, () => this.ns.getFileInfo(path));
   }
 
+  /** The data version an open file shows: the object's ETag, or the vault record for a file never uploaded. */
+  cacheToken(handle: number): string | undefined {
+    const rec = this.handles.get(handle)?.file.rec;
+    return rec && (rec.remoteEtag ?? `vault:${rec.id}`);
+  }
+
   async getHandleInfo(handle: number): Promise<FileInfo> {
     return this.fileInfoOf(this.handle(handle, 'getattr').file);
   }
