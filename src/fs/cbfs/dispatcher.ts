@@ -128,65 +128,65 @@ export class EventDispatcher implements CbfsHandlers {
     if (before.length) await Promise.all(before);
     await this.slot();
     const path = unique[0] ?? '';
-    const work = (async () => {
-      try {
-        return await this.withDeadline(op, path, unique, me, fn);
-      } finally {
-        this.freeSlot();
-      }
-    })();
-    // The file's next events wait for the handler itself, even after its deadline failed the request.
-    work.then(leave, leave);
-    return work;
+    const { answer, finished } = this.withDeadline(op, path, unique, me, fn);
+    // The slot and the file's next events wait for the handler itself, even after its deadline failed the request.
+    void finished.then(() => {
+      this.freeSlot();
+      leave();
+    });
+    return answer;
   }
 
-  private withDeadline<T>(op: string, path: string, keys: string[], me: Running, fn: () => Promise<T>): Promise<T> {
+  /** `answer` settles with the handler or at its deadline, whichever is first; `finished` when the handler is done. */
+  private withDeadline<T>(op: string, path: string, keys: string[], me: Running, fn: () => Promise<T>): { answer: Promise<T>; finished: Promise<void> } {
     const defaultMs = this.options.timeoutMs;
-    return new Promise<T>((resolve, reject) => {
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      const arm = (ms: number) => {
-        if (timer) clearTimeout(timer);
-        timer = undefined;
-        if (ms <= 0 || settled) return;
-        timer = setTimeout(() => {
-          if (settled) return;
-          settled = true;
-          this.options.onTimeout?.(op, path, ms);
-          reject(new FsError(E.EIO, op, path, `no answer within ${ms} ms (event deadline)`));
-        }, ms);
-      };
-      me.timer = { reset: (ms = defaultMs) => arm(ms) };
-      arm(defaultMs);
-      const ctx: EventContext = {
-        op,
-        path,
-        resetTimeout: (ms?: number) => {
-          if (ms === 0) return arm(0);
-          // R4: a reset restarts every running handler of the same file.
-          for (const k of keys) for (const r of this.files.get(k) ?? []) r.timer?.reset(ms ?? defaultMs);
-        },
-      };
-      events
-        .run(ctx, fn)
-        .then(
-          (v) => {
-            if (settled) return;
-            settled = true;
-            resolve(v);
-          },
-          (err: unknown) => {
-            if (settled) return;
-            settled = true;
-            if (!(err instanceof FsError)) this.options.onError?.(op, path, err);
-            reject(err);
-          },
-        )
-        .finally(() => {
-          if (timer) clearTimeout(timer);
-          me.timer = undefined;
-        });
+    let settled = false;
+    let timer: NodeJS.Timeout | undefined;
+    let fail!: (err: unknown) => void;
+    const expired = new Promise<never>((_, reject) => (fail = reject));
+    const arm = (ms: number) => {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      if (ms <= 0 || settled) return;
+      timer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        this.options.onTimeout?.(op, path, ms);
+        fail(new FsError(E.EIO, op, path, `no answer within ${ms} ms (event deadline)`));
+      }, ms);
+    };
+    me.timer = { reset: (ms = defaultMs) => arm(ms) };
+    arm(defaultMs);
+    const ctx: EventContext = {
+      op,
+      path,
+      resetTimeout: (ms?: number) => {
+        if (ms === 0) return arm(0);
+        // R4: a reset restarts every running handler of the same file.
+        for (const k of keys) for (const r of this.files.get(k) ?? []) r.timer?.reset(ms ?? defaultMs);
+      },
+    };
+    const handler = events.run(ctx, fn).then(
+      (v) => {
+        settled = true;
+        return v;
+      },
+      (err: unknown) => {
+        settled = true;
+        if (!(err instanceof FsError)) this.options.onError?.(op, path, err);
+        throw err;
+      },
+    );
+    const finished = handler.then(
+      () => undefined,
+      () => undefined,
+    );
+    void finished.then(() => {
+      if (timer) clearTimeout(timer);
+      me.timer = undefined;
     });
+    expired.catch(() => undefined);
+    return { answer: Promise.race([handler, expired]), finished };
   }
 
   private fileOf(handle: number): string {

@@ -25,6 +25,11 @@ const LONG = '.s3vault~long~';
 /** Long aliases seen in listings → the segment (and whether it names the shadowed file). */
 const longNames = new Map<string, { segment: string; shadowed: boolean }>();
 
+/** Forget every long alias learned (what a new process starts with). */
+export function forgetLongAliases(): void {
+  longNames.clear();
+}
+
 function longAlias(segment: string, shadowed: boolean): string {
   const alias = LONG + createHash('sha256').update(shadowed ? `${segment}\0file` : segment).digest('hex').slice(0, 32);
   longNames.set(alias, { segment, shadowed });
