@@ -11,6 +11,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, envConfig, parseSize, readConfigFile, resolveConfig } from '../config.js';
 import { startEmbeddedServer } from '../storage/embedded-server.js';
 import { runInBackground, notifyParent } from './daemon.js';
+import { addFolderCommand } from './folder-command.js';
 import { EXIT } from './exit-codes.js';
 import type { MountJob } from './mount-runner.js';
 import { isMounted, mountOwner } from './mountpoint.js';
@@ -189,6 +190,7 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   addVaultCommands(program, (p) => (result = p));
+  addFolderCommand(program, (p) => (result = p));
   addControlCommands(program, (p) => (result = p));
 
   try {
