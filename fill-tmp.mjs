@@ -1,0 +1,17 @@
+import { S3Client, PutObjectCommand, ListObjectsV2Command, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { startEmbeddedServer } from '/work/main/dist/storage/embedded-server.js';
+import PQueue from 'p-queue';
+const n = Number(process.argv[2]);
+const srv = await startEmbeddedServer({ dataDir: '/tmp/fill-s3' });
+const c = new S3Client({ endpoint: srv.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+await c.send(new CreateBucketCommand({ Bucket: 'big' })).catch(() => {});
+let t = Date.now();
+const q = new PQueue({ concurrency: 64 });
+for (let i = 0; i < n; i++) q.add(() => c.send(new PutObjectCommand({ Bucket: 'big', Key: `d/f${String(i).padStart(6, '0')}`, Body: 'x' })));
+await q.onIdle();
+console.log('put', n, Date.now() - t, 'ms');
+t = Date.now();
+let token, count = 0;
+do { const r = await c.send(new ListObjectsV2Command({ Bucket: 'big', Prefix: 'd/', Delimiter: '/', ContinuationToken: token })); count += r.KeyCount; token = r.NextContinuationToken; } while (token);
+console.log('list', count, Date.now() - t, 'ms');
+await srv.stop();
