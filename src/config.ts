@@ -45,6 +45,11 @@ export const fsConfigSchema = z.object({
   attrTimeoutSec: z.number().min(0).default(1),
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),
+  /** A point-in-time view of a versioned bucket (ISO 8601 instant); implies readOnly. */
+  asOf: z
+    .string()
+    .refine((v) => !Number.isNaN(Date.parse(v)), 'must be a date and time, e.g. 2026-11-01T12:00:00Z')
+    .optional(),
   allowOther: z.boolean().default(false),
   /** vault: fsync is durable in the vault; remote: fsync also waits until the file is in storage. */
   sync: z.enum(['vault', 'remote']).default('vault'),

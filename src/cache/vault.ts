@@ -54,6 +54,8 @@ export interface VaultOptions {
   /** Bytes of cached data the vault may hold (UserModeFileCacheSize, default 300 MB); dirty and pinned data may exceed it. */
   sizeLimit?: number;
   objectMeta?: FileContext['objectMeta'];
+  /** A read-only mount: nothing is uploaded (changes left by an earlier mount stay in the vault for a later one). */
+  readOnly?: boolean;
   log?: Logger;
 }
 
@@ -584,6 +586,10 @@ export class Vault {
     if (powered.power === 'offline') {
       this.offline = true;
       this.writeback.pause();
+    }
+    if (options.readOnly) {
+      if (this.orphans.length) this.ctx.log.warn({ count: this.orphans.length }, 'read-only mount: changes an earlier mount left in the vault stay there, not uploaded');
+      return;
     }
     for (const rec of this.orphans) this.writeback.schedule(rec.key, rec.size, 0);
   }

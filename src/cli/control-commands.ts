@@ -181,6 +181,38 @@ export function addControlCommands(program: Command, setResult: (p: Promise<numb
     );
 
   program
+    .command('versions')
+    .description('list the stored versions of a file (S3 versioning): time, size, version id; the same as <dir>/.s3vault-versions/<name>/')
+    .argument('<path>', 'a file inside a mount')
+    .option('--json', 'machine-readable output')
+    .action((p: string, flags: { json?: boolean }) =>
+      wrap(async () => {
+        const r = (await request('versions', p)) as { versions: { time: string; size: number; versionId: string; latest: boolean; deleted: boolean }[] };
+        if (flags.json) process.stdout.write(`${JSON.stringify(r.versions, null, 2)}\n`);
+        else {
+          const rows = [['TIME', 'SIZE', 'VERSION ID', ''], ...r.versions.map((v) => [v.time, v.deleted ? '-' : String(v.size), v.versionId, [v.latest ? 'current' : '', v.deleted ? 'deleted' : ''].filter(Boolean).join(', ')])];
+          const widths = rows[0]!.map((_, i) => Math.max(...rows.map((row) => row[i]!.length)));
+          process.stdout.write(`${rows.map((row) => row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')}\n`);
+        }
+        return EXIT.OK;
+      }),
+    );
+
+  program
+    .command('restore')
+    .description('make the version a file had at an instant its current version again (a server-side copy: no download)')
+    .argument('<path>', 'a file inside a mount')
+    .requiredOption('--as-of <time>', 'the instant, e.g. 2026-11-01T12:00:00Z')
+    .action((p: string, flags: { asOf: string }) =>
+      wrap(async () => {
+        if (Number.isNaN(Date.parse(flags.asOf))) throw new CliError(`--as-of: not a date and time: ${flags.asOf} (e.g. 2026-11-01T12:00:00Z)`);
+        const r = (await request('restore', p, undefined, { asOf: new Date(flags.asOf).toISOString() })) as { time: string; size: number; versionId: string };
+        process.stdout.write(`s3vault: restored ${p} to its version of ${r.time} (${r.size} bytes, version ${r.versionId})\n`);
+        return EXIT.OK;
+      }),
+    );
+
+  program
     .command('flush')
     .description('upload every pending change under a path now (instead of after the flush delay)')
     .argument('[path]', 'a file or directory inside a mount', '.')

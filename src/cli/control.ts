@@ -9,13 +9,15 @@ import type { Logger } from '../log.js';
 import type { Maintenance, Progress } from '../fs/mirror/maintenance.js';
 
 export interface ControlRequest {
-  op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'refresh' | 'unmount';
+  op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'refresh' | 'versions' | 'restore' | 'unmount';
   /** unmount: upload pending changes first (default) or leave them for the next start. */
   flush?: boolean;
   /** flush: wait until the uploads are done. */
   wait?: boolean;
   /** A path inside the mount, "/" for its root. */
   path: string;
+  /** restore: the instant whose version becomes current again (ISO 8601). */
+  asOf?: string;
 }
 
 export type ControlMessage = { type: 'progress'; progress: Progress } | { type: 'result'; data: unknown } | { type: 'error'; message: string };
@@ -66,6 +68,13 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
           case 'refresh':
             hooks.refresh(req.path);
             return {};
+          case 'versions':
+            return { versions: await maintenance.versions(req.path) };
+          case 'restore': {
+            const r = await maintenance.restore(req.path, new Date(String(req.asOf)));
+            hooks.refresh(req.path);
+            return r;
+          }
           case 'unmount':
             return hooks.unmount(req.flush !== false, progress);
           case 'flush':

@@ -45,6 +45,7 @@ interface MountFlags {
   flushDelay?: string;
   eventTimeout?: string;
   capacity?: string;
+  asOf?: string;
 }
 
 /** The config every mount flag contributes (validated by resolveConfig). */
@@ -56,7 +57,7 @@ function mountFlagsConfig(flags: MountFlags) {
       conflictPolicy: flags.conflict,
       flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
     },
-    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity) },
+    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity), asOf: flags.asOf },
   };
 }
 
@@ -90,7 +91,8 @@ function addMountOptions(cmd: Command): Command {
     .option('--sync <mode>', 'vault: fsync is durable in the vault (default); remote: fsync waits until the file is in S3')
     .option('--conflict <policy>', 'when the object changed in S3 since it was cached: keep-both (default), local-wins, remote-wins')
     .option('--flush-delay <ms>', 'upload a changed file this long after its last close (default 2000)')
-    .option('--read-only', 'mount read-only: every change fails with EROFS')
+    .option('--read-only', 'mount read-only: every change fails with EROFS, and no request that changes the bucket is sent')
+    .option('--as-of <time>', 'show a versioned bucket as it was at this instant (e.g. 2026-11-01T12:00:00Z); read-only')
     .option('--capacity <size>', 'the size df reports for the mount, e.g. 10T (default 1P; S3 has no limit)')
     .option('--event-timeout <ms>', 'fail a file operation with EIO after this long without progress (0: never, the default; else >= 3000)')
     .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')

@@ -13,6 +13,9 @@ import { FuseSession } from '../fs/fuse/session.js';
 import { FuseUnavailableError, loadFuse } from '../fs/fuse/native.js';
 import { encodeMeta } from '../fs/mirror/meta.js';
 import { S3Mirror } from '../fs/mirror/mirror.js';
+import { AsOfStorage } from '../storage/as-of.js';
+import { ReadOnlyStorage } from '../storage/read-only.js';
+import type { StorageDriver } from '../storage/driver.js';
 import { EventDispatcher } from '../fs/cbfs/dispatcher.js';
 import { createLogger, type Logger } from '../log.js';
 import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
@@ -42,8 +45,12 @@ function vaultKnows(dir: string, where: string): boolean {
   return Vault.peekInfo(dir, 'storage') === where;
 }
 
+const FOREVER = 100 * 365 * 24 * 3600 * 1000;
+
 export function defaultVaultDir(config: Config): string {
-  const id = createHash('sha1').update(`${config.s3.endpoint ?? ''}|${config.s3.bucket}|${config.s3.prefix}`).digest('hex').slice(0, 12);
+  // A point-in-time view gets a vault of its own (its data is keyed by version anyway).
+  const asOf = config.fs.asOf ? `|${new Date(config.fs.asOf).toISOString()}` : '';
+  const id = createHash('sha1').update(`${config.s3.endpoint ?? ''}|${config.s3.bucket}|${config.s3.prefix}${asOf}`).digest('hex').slice(0, 12);
   return path.join(os.homedir(), '.cache', 's3vault', 'vaults', `${config.s3.bucket}-${id}`);
 }
 
@@ -81,11 +88,15 @@ export async function runMount(job: MountJob): Promise<number> {
       log.info({ endpoint: server.endpoint, pid: server.pid }, 'embedded S3 server started');
     }
     s3 = new S3Storage(config.s3);
-    storage = new PoweredStorage(s3);
+    const asOf = config.fs.asOf ? new Date(config.fs.asOf) : undefined;
+    if (asOf) config.fs.readOnly = true;
+    // Read-only mounts send no request that changes the bucket: the driver refuses them before they leave.
+    const base: StorageDriver = asOf ? new AsOfStorage(s3, asOf) : config.fs.readOnly ? new ReadOnlyStorage(s3) : s3;
+    storage = new PoweredStorage(base);
     where = storage.description;
     const vaultDir = config.vault.dir ?? defaultVaultDir(config);
     try {
-      await s3.probe();
+      await base.probe();
     } catch (err) {
       // Unreachable, but this vault has served this bucket before: mount offline with what it holds.
       if (!(err instanceof StorageError) || !err.transient || !vaultKnows(vaultDir, where)) throw err;
@@ -103,6 +114,7 @@ export async function runMount(job: MountJob): Promise<number> {
       uploadConcurrency: config.vault.uploadConcurrency,
       conflictPolicy: config.vault.conflictPolicy,
       dirtyBudget: config.vault.dirtyBudget,
+      readOnly: config.fs.readOnly,
       objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
       log,
     });
@@ -112,9 +124,10 @@ export async function runMount(job: MountJob): Promise<number> {
       vault,
       log,
       owner: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 },
-      metadataTtlMs: config.fs.metadataTtlMs,
+      // A point-in-time view never changes: what was listed or looked up once stays true.
+      metadataTtlMs: asOf ? FOREVER : config.fs.metadataTtlMs,
       metadataCacheSize: config.fs.metadataCacheSize,
-      listingTtlMs: config.fs.listingTtlMs,
+      listingTtlMs: asOf ? FOREVER : config.fs.listingTtlMs,
       capacityBytes: config.fs.capacityBytes,
       readOnly: config.fs.readOnly,
       localPatterns: config.fs.localPatterns,

@@ -57,6 +57,37 @@ export interface ListOptions {
   maxKeys?: number;
 }
 
+/** One stored version of an object (S3 versioning). */
+export interface ObjectVersion {
+  key: string;
+  versionId: string;
+  lastModified: Date;
+  size: number;
+  etag: string;
+  isLatest: boolean;
+  /** A delete marker: the key looked deleted from this time on. */
+  deleteMarker: boolean;
+}
+
+export interface VersionListing {
+  /** Per key in key order, newest first. */
+  versions: ObjectVersion[];
+  prefixes: string[];
+}
+
+export type VersioningState = 'Enabled' | 'Suspended' | 'Off';
+
+/** What storage with object versions offers (S3 versioning); `StorageDriver.versions` when it has them. */
+export interface VersionedStorage {
+  versioning(): Promise<VersioningState>;
+  /** ListObjectVersions: all pages, or until `maxKeys` keys/prefixes; `onlyKey` stops once keys pass it. */
+  listVersions(prefix: string, options?: { delimiter?: string; onlyKey?: string }): Promise<VersionListing>;
+  headVersion(key: string, versionId: string): Promise<ObjectInfo | null>;
+  readVersion(key: string, versionId: string, offset: number, length: number): Promise<ReadResult>;
+  /** Server-side copy of one version onto a key (restore): no data through the client. */
+  copyVersion(fromKey: string, versionId: string, toKey: string): Promise<{ etag: string; versionId?: string }>;
+}
+
 export interface StorageDriver {
   /** Human-readable location, e.g. `s3://bucket/prefix at http://127.0.0.1:9000`. */
   readonly description: string;
@@ -72,4 +103,6 @@ export interface StorageDriver {
   delete(key: string): Promise<void>;
   deleteMany(keys: string[]): Promise<void>;
   close(): Promise<void>;
+  /** Object versions, when the storage can keep them (S3); absent otherwise. */
+  readonly versions?: VersionedStorage;
 }

@@ -34,6 +34,10 @@ export class PoweredStorage implements StorageDriver {
     return this.inner.description;
   }
 
+  get versions() {
+    return this.inner.versions;
+  }
+
   get power(): PowerState {
     return this.state;
   }

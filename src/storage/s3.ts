@@ -12,15 +12,17 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
+  GetBucketVersioningCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
   PutObjectCommand,
   S3Client,
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
-import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
+import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
 import { RWRESULT, StorageError } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
 import type { S3Config } from './config.js';
@@ -77,6 +79,10 @@ export class S3Storage implements StorageDriver {
     return this.prefix + key;
   }
 
+  private relative(key: string): string {
+    return key.slice(this.prefix.length);
+  }
+
   private fail(err: unknown, op: string, key?: string): StorageError {
     return toStorageError(err, op, key, this.endpointName);
   }
@@ -97,6 +103,89 @@ export class S3Storage implements StorageDriver {
       const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
       if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return null;
       throw this.fail(err, 'head', key);
+    }
+  }
+
+  readonly versions: VersionedStorage = {
+    versioning: () => this.versioning(),
+    listVersions: (prefix, options) => this.listVersions(prefix, options),
+    headVersion: (key, versionId) => this.headVersion(key, versionId),
+    readVersion: (key, versionId, offset, length) => this.readVersion(key, versionId, offset, length),
+    copyVersion: (fromKey, versionId, toKey) => this.copyVersion(fromKey, versionId, toKey),
+  };
+
+  private async versioning(): Promise<VersioningState> {
+    try {
+      const r = await this.client.send(new GetBucketVersioningCommand({ Bucket: this.config.bucket }));
+      return r.Status === 'Enabled' ? 'Enabled' : r.Status === 'Suspended' ? 'Suspended' : 'Off';
+    } catch (err) {
+      throw this.fail(err, 'versioning', undefined);
+    }
+  }
+
+  private async listVersions(prefix: string, options: { delimiter?: string; onlyKey?: string } = {}): Promise<VersionListing> {
+    const out: VersionListing = { versions: [], prefixes: [] };
+    const only = options.onlyKey === undefined ? undefined : this.full(options.onlyKey);
+    let keyMarker: string | undefined;
+    let versionMarker: string | undefined;
+    try {
+      for (;;) {
+        const r = await this.client.send(
+          new ListObjectVersionsCommand({ Bucket: this.config.bucket, Prefix: this.full(prefix), Delimiter: options.delimiter, KeyMarker: keyMarker, VersionIdMarker: versionMarker }),
+        );
+        const page: ObjectVersion[] = [];
+        for (const v of r.Versions ?? []) {
+          page.push({ key: this.relative(v.Key!), versionId: v.VersionId ?? 'null', lastModified: v.LastModified ?? new Date(0), size: v.Size ?? 0, etag: stripQuotes(v.ETag), isLatest: v.IsLatest === true, deleteMarker: false });
+        }
+        for (const d of r.DeleteMarkers ?? []) {
+          page.push({ key: this.relative(d.Key!), versionId: d.VersionId ?? 'null', lastModified: d.LastModified ?? new Date(0), size: 0, etag: '', isLatest: d.IsLatest === true, deleteMarker: true });
+        }
+        // Versions and delete markers come in two lists: merge them back into key order, newest first.
+        page.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : b.lastModified.getTime() - a.lastModified.getTime()));
+        out.versions.push(...(only === undefined ? page : page.filter((v) => this.full(v.key) === only)));
+        for (const p of r.CommonPrefixes ?? []) out.prefixes.push(this.relative(p.Prefix!));
+        const passed = only !== undefined && page.some((v) => this.full(v.key) > only);
+        if (!r.IsTruncated || passed) break;
+        keyMarker = r.NextKeyMarker;
+        versionMarker = r.NextVersionIdMarker;
+      }
+      return out;
+    } catch (err) {
+      throw this.fail(err, 'list versions', prefix);
+    }
+  }
+
+  private async headVersion(key: string, versionId: string): Promise<ObjectInfo | null> {
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId }));
+      return { key, size: r.ContentLength ?? 0, etag: stripQuotes(r.ETag), lastModified: r.LastModified ?? new Date(0), meta: r.Metadata ?? {}, contentType: r.ContentType };
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.name === 'NoSuchVersion' || e.$metadata?.httpStatusCode === 404) return null;
+      throw this.fail(err, 'head', key);
+    }
+  }
+
+  private async readVersion(key: string, versionId: string, offset: number, length: number): Promise<ReadResult> {
+    if (length <= 0) return { data: Buffer.alloc(0), result: RWRESULT.SUCCESS };
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId, Range: `bytes=${offset}-${offset + length - 1}` }));
+      const data = await collect(r.Body as AsyncIterable<Uint8Array>, length);
+      return { data, result: data.length < length ? RWRESULT.PARTIAL : RWRESULT.SUCCESS };
+    } catch (err) {
+      const se = this.fail(err, 'read', key);
+      if (se.result === RWRESULT.RANGE_BEYOND_EOF) return { data: Buffer.alloc(0), result: RWRESULT.RANGE_BEYOND_EOF };
+      throw se;
+    }
+  }
+
+  private async copyVersion(fromKey: string, versionId: string, toKey: string): Promise<{ etag: string; versionId?: string }> {
+    try {
+      const source = `${`${this.config.bucket}/${this.full(fromKey)}`.split('/').map(encodeURIComponent).join('/')}?versionId=${encodeURIComponent(versionId)}`;
+      const r = await this.client.send(new CopyObjectCommand({ Bucket: this.config.bucket, Key: this.full(toKey), CopySource: source, MetadataDirective: 'COPY' }));
+      return { etag: stripQuotes(r.CopyObjectResult?.ETag), versionId: r.VersionId };
+    } catch (err) {
+      throw this.fail(err, 'restore', toKey);
     }
   }
 

@@ -106,4 +106,5 @@ export function checkNewName(path: string, op: string): void {
   checkPath(path, op);
   const name = path.slice(path.lastIndexOf('/') + 1);
   if (isAlias(name)) throw new FsError(E.EINVAL, op, path, `names containing "${RESERVED}" are reserved for odd keys`);
+  if (name === '.s3vault-versions') throw new FsError(E.EINVAL, op, path, '.s3vault-versions is the versions view of every directory');
 }

@@ -115,4 +115,47 @@ export class Maintenance {
     }
     return pending.length;
   }
+
+  // ---- versions (S3 versioning) ----
+
+  private async versioned(op: string, path: string) {
+    const v = this.vault.storage.versions;
+    const state = v ? await v.versioning() : 'Off';
+    if (!v || state === 'Off') throw new FsError(E.EOPNOTSUPP, op, path, `versioning is not enabled on ${this.vault.storage.description}: S3 keeps no earlier versions to show`);
+    return v;
+  }
+
+  /** `s3vault versions`: every stored version of a file, newest first, delete markers included. */
+  async versions(path: string): Promise<VersionRow[]> {
+    const key = pathToKey(path);
+    const v = await this.versioned('versions', path);
+    const { versions } = await v.listVersions(key, { onlyKey: key });
+    if (!versions.length) throw new FsError(E.ENOENT, 'versions', path, 'no stored versions');
+    return versions.map((x) => ({ time: x.lastModified.toISOString(), size: x.size, versionId: x.versionId, latest: x.isLatest, deleted: x.deleteMarker }));
+  }
+
+  /**
+   * `s3vault restore --as-of`: the version current at that instant becomes the current one again, by a server-side
+   * copy (no data through s3vault). Refused while the file has changes not uploaded (they would overwrite it).
+   */
+  async restore(path: string, asOf: Date): Promise<VersionRow & { restoredAs: string | undefined }> {
+    const key = pathToKey(path);
+    const v = await this.versioned('restore', path);
+    const rec = this.vault.record(key);
+    if (rec?.dirty) throw new FsError(E.EBUSY, 'restore', path, 'the file has changes not uploaded yet: flush them (s3vault flush --wait) or delete the file first');
+    const { versions } = await v.listVersions(key, { onlyKey: key });
+    const found = versions.find((x) => x.lastModified.getTime() <= asOf.getTime());
+    if (!found) throw new FsError(E.ENOENT, 'restore', path, `no version as old as ${asOf.toISOString()}`);
+    if (found.deleteMarker) throw new FsError(E.ENOENT, 'restore', path, `the file was deleted at ${asOf.toISOString()} (a delete marker of ${found.lastModified.toISOString()})`);
+    const r = await v.copyVersion(key, found.versionId, key);
+    return { time: found.lastModified.toISOString(), size: found.size, versionId: found.versionId, latest: false, deleted: false, restoredAs: r.versionId };
+  }
+}
+
+export interface VersionRow {
+  time: string;
+  size: number;
+  versionId: string;
+  latest: boolean;
+  deleted: boolean;
 }

@@ -19,6 +19,7 @@ import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
 import { Namespace, recordInfo } from './namespace.js';
+import { parseVersionsPath, VersionsView } from './versions-view.js';
 
 export interface MirrorOptions {
   vault: Vault;
@@ -61,6 +62,8 @@ export class S3Mirror implements CbfsHandlers {
   private notifier: ChangeNotifier | undefined;
   /** Symlink targets by key, with the ETag of the object they came from. */
   private readonly links = new Map<string, { etag: string; target: string }>();
+  /** The read-only `.s3vault-versions` directories. */
+  readonly versions: VersionsView;
 
   constructor(private readonly options: MirrorOptions) {
     this.vault = options.vault;
@@ -69,6 +72,7 @@ export class S3Mirror implements CbfsHandlers {
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
     this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt, (key, rule) => this.log.warn({ key }, `odd key: ${rule}`));
+    this.versions = new VersionsView(this.vault.storage, this.owner, this.mountedAt);
     this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     this.vault.onConflict = (c) => {
       // The name now shows the other writer's object, which no stored listing knows yet: list it again.
@@ -92,7 +96,7 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   private writable(op: string, path: string): void {
-    if (this.options.readOnly) throw new FsError(E.EROFS, op, path);
+    if (this.options.readOnly || parseVersionsPath(path)) throw new FsError(E.EROFS, op, path);
   }
 
   private handle(h: number, op: string): Handle {
@@ -137,6 +141,7 @@ export class S3Mirror implements CbfsHandlers {
 
   /** Unmount: every pending change is uploaded first (FLUSH_IMMEDIATE), with progress in the log. */
   async unmount(): Promise<void> {
+    if (this.options.readOnly) return; // nothing may be uploaded
     const pending = this.vault.enumerateCachedFiles(ENUM_MODE.CHANGED).length;
     if (!pending) return;
     this.log.info({ files: pending }, 'uploading pending changes before unmounting');
@@ -147,6 +152,8 @@ export class S3Mirror implements CbfsHandlers {
   // ---- lookups (namespace.ts) ----
 
   async getFileInfo(path: string): Promise<FileInfo | null> {
+    const vp = parseVersionsPath(path);
+    if (vp) return this.run('getattr', path, () => this.versions.info(vp));
     return this.run('getattr', path, () => this.ns.getFileInfo(path));
   }
 
@@ -161,6 +168,8 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
+    const vp = parseVersionsPath(path);
+    if (vp) return this.run('readdir', path, () => this.versions.enumerate(vp));
     return this.run('readdir', path, () => this.ns.enumerateDirectory(path));
   }
 
@@ -169,6 +178,12 @@ export class S3Mirror implements CbfsHandlers {
   async openFile(path: string, flags: number): Promise<number> {
     const writing = (flags & 3) !== 0 || (flags & 0o1000) !== 0; // O_WRONLY|O_RDWR, O_TRUNC
     if (writing) this.writable('open', path);
+    const vp = parseVersionsPath(path);
+    if (vp) {
+      const h = this.nextHandle++;
+      await this.run('open', path, () => this.versions.open(vp, h));
+      return h;
+    }
     return this.run('open', path, async () => {
       const key = pathToKey(path);
       let file: CachedFile;
@@ -220,6 +235,7 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   async readFile(handle: number, offset: number, length: number): Promise<Buffer> {
+    if (this.versions.owns(handle)) return this.run('read', `handle ${handle}`, () => this.versions.read(handle, offset, length));
     const h = this.handle(handle, 'read');
     return this.run('read', h.path, () => h.file.read(offset, length));
   }
@@ -237,6 +253,7 @@ export class S3Mirror implements CbfsHandlers {
 
   /** CleanupFile (every close(2)): the file's changes become durable in the vault before close returns. */
   async cleanupFile(handle: number): Promise<void> {
+    if (this.versions.owns(handle)) return;
     const h = this.handle(handle, 'flush');
     await this.run('flush', h.path, async () => {
       if (!h.file.dirty || h.file.unlinked) return;
@@ -255,6 +272,7 @@ export class S3Mirror implements CbfsHandlers {
 
   /** CloseFile: the last handle gone, a changed file joins the write-back queue (FLUSH_DELAYED). */
   async closeFile(handle: number): Promise<void> {
+    if (this.versions.owns(handle)) return this.versions.close(handle);
     const h = this.handle(handle, 'release');
     this.handles.delete(handle);
     await this.run('release', h.path, () => this.vault.closeFile(h.file, { flush: FLUSH.DELAYED }));
@@ -413,6 +431,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {
     this.writable('rename', from);
+    this.writable('rename', to);
     checkNewName(to, 'rename');
     return this.run('rename', from, async () => {
       const src = await this.getFileInfo(from);
