@@ -11,6 +11,8 @@ export interface ListedEntry {
   size: number;
   etag: string;
   modifiedMs: number;
+  /** The owner's full description of the entry (JSON), when it has looked the name up; absent: only the listing's facts. */
+  meta?: string | null;
 }
 
 interface Row {
@@ -19,9 +21,10 @@ interface Row {
   size: number;
   etag: string;
   modified_ms: number;
+  meta: string | null;
 }
 
-const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms });
+const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta });
 
 export class ListingStore {
   private readonly s;
@@ -29,12 +32,12 @@ export class ListingStore {
   constructor(private readonly db: Db) {
     this.s = {
       listedAt: db.prepare('SELECT listed_ms FROM listings WHERE prefix = ?'),
-      entries: db.prepare('SELECT name, kind, size, etag, modified_ms FROM listing_entries WHERE prefix = ? ORDER BY name'),
-      entry: db.prepare('SELECT name, kind, size, etag, modified_ms FROM listing_entries WHERE prefix = ? AND name = ?'),
+      entries: db.prepare('SELECT name, kind, size, etag, modified_ms, meta FROM listing_entries WHERE prefix = ? ORDER BY name'),
+      entry: db.prepare('SELECT name, kind, size, etag, modified_ms, meta FROM listing_entries WHERE prefix = ? AND name = ?'),
       putListing: db.prepare('INSERT INTO listings (prefix, listed_ms) VALUES (?, ?) ON CONFLICT (prefix) DO UPDATE SET listed_ms = excluded.listed_ms'),
       clearEntries: db.prepare('DELETE FROM listing_entries WHERE prefix = ?'),
       putEntry: db.prepare(
-        'INSERT INTO listing_entries (prefix, name, kind, size, etag, modified_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (prefix, name) DO UPDATE SET kind = excluded.kind, size = excluded.size, etag = excluded.etag, modified_ms = excluded.modified_ms',
+        'INSERT INTO listing_entries (prefix, name, kind, size, etag, modified_ms, meta) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (prefix, name) DO UPDATE SET kind = excluded.kind, size = excluded.size, etag = excluded.etag, modified_ms = excluded.modified_ms, meta = excluded.meta',
       ),
       dropEntry: db.prepare('DELETE FROM listing_entries WHERE prefix = ? AND name = ?'),
       drop: db.prepare('DELETE FROM listings WHERE prefix = ?'),
@@ -61,11 +64,20 @@ export class ListingStore {
     return row ? toEntry(row) : 'absent';
   }
 
+  /**
+   * Store a new listing of a prefix. What lookups taught about a name (meta) carries over from the previous listing
+   * while the entry is the same object (same kind and ETag; a directory stays a directory).
+   */
   put(prefix: string, entries: ListedEntry[]): void {
     this.db.transaction(() => {
+      const old = new Map((this.s.entries.all(prefix) as Row[]).map((r) => [r.name, r]));
       this.s.putListing.run(prefix, Date.now());
       this.s.clearEntries.run(prefix);
-      for (const e of entries) this.s.putEntry.run(prefix, e.name, e.kind === 'dir' ? 1 : 0, e.size, e.etag, Math.round(e.modifiedMs));
+      for (const e of entries) {
+        const before = old.get(e.name);
+        const kept = e.meta ?? (before && (before.kind === 1) === (e.kind === 'dir') && before.etag === e.etag ? before.meta : null);
+        this.s.putEntry.run(prefix, e.name, e.kind === 'dir' ? 1 : 0, e.size, e.etag, Math.round(e.modifiedMs), kept ?? null);
+      }
     })();
   }
 
@@ -74,8 +86,9 @@ export class ListingStore {
     if (this.s.listedAt.get(prefix) === undefined) return;
     const current = this.s.entry.get(prefix, name) as Row | undefined;
     if (!entry && !current) return;
-    if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag) return;
-    if (entry) this.s.putEntry.run(prefix, name, entry.kind === 'dir' ? 1 : 0, entry.size, entry.etag, Math.round(entry.modifiedMs));
+    if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
+    const sameObject = current !== undefined && entry !== null && (current.kind === 1) === (entry.kind === 'dir') && current.etag === entry.etag;
+    if (entry) this.s.putEntry.run(prefix, name, entry.kind === 'dir' ? 1 : 0, entry.size, entry.etag, Math.round(entry.modifiedMs), entry.meta ?? (sameObject ? current.meta : null));
     else this.s.dropEntry.run(prefix, name);
   }
 

@@ -48,7 +48,8 @@ export class MetadataCache {
   set(key: string, value: CachedInfo): void {
     const [prefix, name] = splitKey(key);
     const info = value.info;
-    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs });
+    // A complete answer (HEAD) is kept with the listing entry: the next walk needs no request for it.
+    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs, meta: value.complete ? JSON.stringify(info) : null });
     this.remember(key, value);
   }
 

@@ -81,6 +81,12 @@ export class Namespace {
     if (cached && (cached.complete || cached.info === null)) return cached.info;
     const listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
+    // A fresh listing entry that a lookup completed: everything is known, no request.
+    if (listed?.meta) {
+      const info = JSON.parse(listed.meta) as FileInfo;
+      this.cache.remember(key, { info, etag: listed.etag || undefined, complete: true });
+      return info;
+    }
     // The vault holds this very version: its record knows the attributes, no HEAD needed.
     if (listed?.kind === 'file' && rec && rec.remoteEtag === listed.etag) {
       const info = recordInfo(rec);
@@ -150,6 +156,8 @@ export class Namespace {
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
     const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
+    const known = new Map<string, FileInfo>();
+    for (const e of this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []) if (e.meta && e.kind === 'file') known.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
     const entries = new Map<string, DirEntry>();
     const dirs = new Set<string>();
     for (const p of listing.prefixes) {
@@ -174,9 +182,12 @@ export class Namespace {
     for (const o of listing.objects) {
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
-      const { info, certain } = this.listedFileInfo(o);
+      const stored = known.get(o.key);
+      const info = stored && stored.size === o.size ? stored : this.listedFileInfo(o);
       const name = nameOfFile(segment, o.key);
-      entries.set(name, { name, info, ...(certain ? {} : { kindUncertain: true }) });
+      // A listing does not say which objects are symlinks; those never looked up show as regular files to readdir
+      // (d_type) — stat tells the truth. Asking would cost a HEAD per entry and make find slow on large trees.
+      entries.set(name, { name, info });
     }
     for (const rec of this.vault.recordsUnder(prefix)) {
       const segment = rec.key.slice(prefix.length);
@@ -242,19 +253,19 @@ export class Namespace {
     return { objects, prefixes: [...prefixes] };
   }
 
-  private listedFileInfo(o: ObjectInfo): { info: FileInfo; certain: boolean } {
+  private listedFileInfo(o: ObjectInfo): FileInfo {
     const cached = this.cache.get(o.key);
-    if (cached?.info && cached.complete && cached.etag === o.etag) return { info: cached.info, certain: true };
+    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
     // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
     const rec = this.vault.record(o.key);
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
       const info: FileInfo = { ...recordInfo(rec), size: o.size };
       this.cache.remember(o.key, { info, etag: o.etag, complete: true });
-      return { info, certain: true };
+      return info;
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
     this.cache.remember(o.key, { info, etag: o.etag, complete: false });
-    return { info, certain: false };
+    return info;
   }
 
   /** The remote version of a file as last seen, for opening it in the vault. */
