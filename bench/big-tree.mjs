@@ -2,7 +2,8 @@
 // Backup-sized trees: a directory of N entries (flat/) and N objects spread over N/100 directories (tree/), on a
 // local S3 server started here. Times the raw paginated listing (the SDK), then through an s3vault mount: a cold
 // and a warm `ls -f` of the flat directory and `find` over the tree, with the number of requests the server got
-// during each (a request-logging proxy sits between the mount and the server).
+// during each (a request-logging proxy sits between the mount and the server). The mount is a read-only backup
+// browse with listings kept for an hour (--listing-ttl 3600): within that, walks need no request.
 //   node bench/big-tree.mjs [--server rgw|s3rver] [--objects 100000]      (npm run build first)
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -77,7 +78,7 @@ try {
   const requests = () => readFileSync(reqLog, 'utf8').split('\n').filter(Boolean).length;
   mkdirSync(mp);
   const env = { ...process.env, AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey };
-  execFileSync(process.execPath, [path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, mp, '--endpoint', `http://127.0.0.1:${port}`, '--vault', path.join(work, 'vault'), '--log-file', path.join(work, 'mount.log')], { env, stdio: 'ignore' });
+  execFileSync(process.execPath, [path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, mp, '--endpoint', `http://127.0.0.1:${port}`, '--vault', path.join(work, 'vault'), '--log-file', path.join(work, 'mount.log'), '--listing-ttl', '3600', '--read-only'], { env, stdio: 'ignore' });
   const timed = (what, cmd, expect) => {
     const before = requests();
     const t0 = performance.now();

@@ -46,6 +46,7 @@ interface MountFlags {
   eventTimeout?: string;
   capacity?: string;
   asOf?: string;
+  listingTtl?: string;
 }
 
 /** The config every mount flag contributes (validated by resolveConfig). */
@@ -57,7 +58,7 @@ function mountFlagsConfig(flags: MountFlags) {
       conflictPolicy: flags.conflict,
       flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
     },
-    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity), asOf: flags.asOf },
+    fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity), asOf: flags.asOf, listingTtlMs: flags.listingTtl === undefined ? undefined : Number(flags.listingTtl) * 1000 },
   };
 }
 
@@ -93,6 +94,7 @@ function addMountOptions(cmd: Command): Command {
     .option('--flush-delay <ms>', 'upload a changed file this long after its last close (default 2000)')
     .option('--read-only', 'mount read-only: every change fails with EROFS, and no request that changes the bucket is sent')
     .option('--as-of <time>', 'show a versioned bucket as it was at this instant (e.g. 2026-11-01T12:00:00Z); read-only')
+    .option('--listing-ttl <seconds>', 'how long directory listings kept in the vault are used without asking S3 (default 60); longer makes walks of large trees free')
     .option('--capacity <size>', 'the size df reports for the mount, e.g. 10T (default 1P; S3 has no limit)')
     .option('--event-timeout <ms>', 'fail a file operation with EIO after this long without progress (0: never, the default; else >= 3000)')
     .option('--foreground', 'stay in the foreground (default: run in the background once mounted)')
@@ -101,6 +103,20 @@ function addMountOptions(cmd: Command): Command {
     .option('--allow-other', 'let other users access the mount (FUSE allow_other)')
     .addOption(new Option('--notify-fd <fd>').hideHelp())
     .option('--log-file <file>', 'log file of a background mount');
+}
+
+/** Running (a zombie — exited, waiting for its parent to reap it — counts as gone). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0] !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -218,13 +234,7 @@ async function unmount(mountpoint: string, timeoutMs: number, flush: boolean): P
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch {
-      alive = false;
-    }
-    if (!alive && !isMounted(mountpoint)) {
+    if (!processAlive(pid) && !isMounted(mountpoint)) {
       process.stdout.write(`s3vault: unmounted ${mountpoint}\n`);
       return EXIT.OK;
     }

@@ -1,0 +1,392 @@
+#!/usr/bin/env node
+// The side-by-side benchmark (issue 8): each workload on local disk, the raw AWS SDK, s3vault, and — when
+// installed — s3fs and `rclone mount --vfs-cache-mode full`, all against one S3 server started here (s3rver, or
+// the Ceph RADOS Gateway with --server rgw). Median of --reps runs (3; 1 with --quick); page cache dropped before
+// cold runs (root); peak RSS and CPU seconds of the s3vault process per workload; ratios against the raw SDK and
+// the best peer. Prints one table and writes JSON + Markdown under bench/results/.
+//   node bench/compare.mjs [--quick] [--server s3rver|rgw] [--reps N] [--only name,name]
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CopyObjectCommand, CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import PQueue from 'p-queue';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = '1';
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const argv = process.argv.slice(2);
+const opt = (name, def) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : def);
+const quick = argv.includes('--quick');
+const serverKind = opt('--server', 's3rver');
+const reps = Number(opt('--reps', quick ? '1' : '3'));
+const only = opt('--only', '')?.split(',').filter(Boolean) ?? [];
+const SIZE = {
+  bigMiB: quick ? 64 : 1024,
+  fioSec: quick ? 3 : 30,
+  small: quick ? 200 : 1000,
+  lsEntries: quick ? 1000 : 10000,
+  statFiles: quick ? 200 : 1000,
+  renameMiB: quick ? 20 : 100,
+  dirFiles: quick ? 200 : 1000,
+  untarFiles: quick ? 500 : 5000,
+};
+const BUCKET = 'bench';
+const work = mkdtempSync(path.join('/var/tmp', 's3vault-compare-'));
+const MiB = 1024 * 1024;
+const log = (s) => process.stdout.write(`${s}\n`);
+const have = (bin) => spawnSync('which', [bin]).status === 0;
+const sh = (cmd, timeoutSec = 3600) => {
+  const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', timeout: timeoutSec * 1000, maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`${cmd}: exit ${r.status ?? r.signal}\n${r.stderr}`);
+  return r.stdout;
+};
+const drop = () => spawnSync('bash', ['-c', 'sync; echo 3 > /proc/sys/vm/drop_caches'], { stdio: 'ignore' });
+const now = () => performance.now() / 1000;
+const time = (fn) => {
+  const t = now();
+  fn();
+  return now() - t;
+};
+const timeAsync = async (fn) => {
+  const t = now();
+  await fn();
+  return now() - t;
+};
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- the server and the SDK ----
+let server;
+let creds;
+if (serverKind === 'rgw') {
+  const { startRgwServer } = await import(path.join(root, 'dist/storage/rgw-server.js'));
+  server = await startRgwServer();
+  creds = { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
+} else {
+  const { startEmbeddedServer, EMBEDDED_CREDENTIALS } = await import(path.join(root, 'dist/storage/embedded-server.js'));
+  server = await startEmbeddedServer({ dataDir: path.join(work, 's3') });
+  creds = EMBEDDED_CREDENTIALS;
+}
+const endpoint = server.endpoint;
+const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: creds, requestChecksumCalculation: 'WHEN_REQUIRED', maxAttempts: 3 });
+await client.send(new CreateBucketCommand({ Bucket: BUCKET }));
+const head = async (key) => client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key })).catch(() => null);
+const countUnder = async (prefix) => {
+  let n = 0;
+  let token;
+  do {
+    const r = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }));
+    n += r.KeyCount ?? 0;
+    token = r.NextContinuationToken;
+  } while (token);
+  return n;
+};
+const waitUntil = async (probe, timeoutSec = 1800) => {
+  const deadline = Date.now() + timeoutSec * 1000;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error('timed out waiting for S3');
+    await sleep(50);
+  }
+};
+const putMany = async (keys, body) => {
+  const q = new PQueue({ concurrency: 32 });
+  for (const k of keys) q.add(() => client.send(new PutObjectCommand({ Bucket: BUCKET, Key: k, Body: body })));
+  await q.onIdle();
+};
+
+// ---- the systems under test ----
+const env = { ...process.env, AWS_ACCESS_KEY_ID: creds.accessKeyId, AWS_SECRET_ACCESS_KEY: creds.secretAccessKey };
+const passwd = path.join(work, 'passwd');
+writeFileSync(passwd, `${creds.accessKeyId}:${creds.secretAccessKey}\n`, { mode: 0o600 });
+const rcloneEnv = { ...env, RCLONE_CONFIG_SV_TYPE: 's3', RCLONE_CONFIG_SV_PROVIDER: 'Other', RCLONE_CONFIG_SV_ENDPOINT: endpoint, RCLONE_CONFIG_SV_ACCESS_KEY_ID: creds.accessKeyId, RCLONE_CONFIG_SV_SECRET_ACCESS_KEY: creds.secretAccessKey, RCLONE_CONFIG_SV_REGION: 'us-east-1', RCLONE_CONFIG_SV_FORCE_PATH_STYLE: 'true' };
+delete rcloneEnv.AWS_CA_BUNDLE;
+const mounted = (mp) => readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === mp);
+
+class Mount {
+  constructor(name) {
+    this.name = name;
+    this.mp = path.join(work, `mnt-${name}`);
+    this.n = 0;
+  }
+  async up() {
+    this.n++;
+    mkdirSync(this.mp, { recursive: true });
+    const cache = path.join(work, `cache-${this.name}-${this.n}`); // a fresh cache each time: cold
+    if (this.name === 's3vault') {
+      this.child = spawn(process.execPath, [path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, this.mp, '--endpoint', endpoint, '--vault', cache, '--cache-size', `${SIZE.bigMiB * 3}M`, '--foreground'], { env, stdio: 'ignore' });
+    } else if (this.name === 's3fs') {
+      mkdirSync(cache);
+      this.child = spawn('s3fs', [BUCKET, this.mp, '-f', '-o', `url=${endpoint},use_path_request_style,passwd_file=${passwd},use_cache=${cache},parallel_count=8,multipart_size=16`], { env, stdio: 'ignore' });
+    } else {
+      this.child = spawn('rclone', ['mount', `sv:${BUCKET}`, this.mp, '--vfs-cache-mode', 'full', '--cache-dir', cache, '--vfs-write-back', '0s', '--dir-cache-time', '60s'], { env: rcloneEnv, stdio: 'ignore' });
+    }
+    const deadline = Date.now() + 30_000;
+    while (!mounted(this.mp)) {
+      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`${this.name} did not mount`);
+      await sleep(50);
+    }
+  }
+  async down() {
+    // s3vault: SIGTERM flushes and unmounts (what Ctrl-C does); the others: fusermount3 -u.
+    if (this.name === 's3vault') this.child.kill('SIGTERM');
+    else spawnSync('fusermount3', ['-u', this.mp]);
+    const deadline = Date.now() + 1_800_000;
+    while (this.child.exitCode === null && this.child.signalCode === null && Date.now() < deadline) await sleep(50);
+    if (mounted(this.mp)) spawnSync('fusermount3', ['-uz', this.mp]);
+  }
+  /** Until everything written through the mount is in S3 (s3vault: flush --wait; the others: the caller polls). */
+  flush() {
+    if (this.name === 's3vault') sh(`${process.execPath} ${root}/bin/s3vault.js flush --wait ${this.mp}`, 3600);
+  }
+  /** Peak RSS (MB) and CPU seconds of s3vault since the last reset. */
+  usage() {
+    if (this.name !== 's3vault' || !this.child) return undefined;
+    const pid = this.child.pid;
+    const hwm = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    const cpu = (Number(f[11]) + Number(f[12])) / 100;
+    const r = { rssMB: Math.round(hwm), cpuSec: Number((cpu - (this.cpu0 ?? 0)).toFixed(2)) };
+    return r;
+  }
+  resetUsage() {
+    if (this.name !== 's3vault' || !this.child) return;
+    try {
+      writeFileSync(`/proc/${this.child.pid}/clear_refs`, '5'); // resets VmHWM
+    } catch {
+      /* not root */
+    }
+    const f = readFileSync(`/proc/${this.child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    this.cpu0 = (Number(f[11]) + Number(f[12])) / 100;
+  }
+}
+
+const peers = ['s3fs', 'rclone'].filter(have);
+const skipped = ['s3fs', 'rclone'].filter((p) => !have(p));
+const systems = ['s3vault', ...peers];
+const results = [];
+/** value: seconds (lower is better) or a rate (higher is better, unit says). */
+const record = (workload, system, values, unit = 's', usage) => {
+  const value = median(values);
+  results.push({ workload, system, value: Number(value.toFixed(unit === 's' ? 3 : 0)), unit, runs: values.map((v) => Number(v.toFixed(3))), ...(usage ?? {}) });
+  log(`  ${workload.padEnd(34)} ${system.padEnd(8)} ${value.toFixed(unit === 's' ? 2 : 0).padStart(10)} ${unit}${usage ? `   (s3vault peak RSS ${usage.rssMB} MB, CPU ${usage.cpuSec} s)` : ''}`);
+};
+const want = (name) => !only.length || only.includes(name);
+const mounts = Object.fromEntries(systems.map((s) => [s, new Mount(s)]));
+const local = path.join(work, 'local');
+mkdirSync(local);
+
+/** Run `fn(mount)` reps times on each mount system, each on a fresh (cold) mount unless warm is asked. */
+async function onMounts(workload, fn, unit = 's') {
+  for (const sys of systems) {
+    const m = mounts[sys];
+    const values = [];
+    let usage;
+    for (let i = 0; i < reps; i++) {
+      await m.up();
+      m.resetUsage();
+      try {
+        values.push(await fn(m, i));
+        usage = m.usage() ?? usage;
+      } finally {
+        await m.down();
+      }
+    }
+    record(workload, sys, values, unit, usage);
+  }
+}
+
+log(`s3vault compare: server ${serverKind}, ${os.cpus().length} cores, ${reps} run(s) each${quick ? ' (quick)' : ''}; peers: ${peers.join(', ') || 'none'}${skipped.length ? `; skipped (not installed: apt-get install ${skipped.join(' ')}): ${skipped.join(', ')}` : ''}`);
+try {
+  // ---- sequential write ----
+  if (want('write')) {
+    const n = SIZE.bigMiB;
+    log(`sequential write ${n} MiB (dd bs=1M conv=fsync)`);
+    record('seq write: until close', 'local', Array.from({ length: reps }, () => time(() => sh(`dd if=/dev/zero of=${local}/w bs=1M count=${n} conv=fsync status=none`))));
+    const buf = Buffer.alloc(n * MiB);
+    const sdk = [];
+    for (let i = 0; i < reps; i++) sdk.push(await timeAsync(() => new Upload({ client, params: { Bucket: BUCKET, Key: `w/sdk-${i}`, Body: buf }, partSize: 8 * MiB, queueSize: 4 }).done()));
+    record('seq write: until in S3', 'sdk', sdk);
+    const untilS3 = {};
+    await onMounts('seq write: until close', async (m, i) => {
+      const key = `w/${m.name}-${i}`;
+      const t = time(() => sh(`dd if=/dev/zero of=${m.mp}/${key.replace('w/', 'w-')} bs=1M count=${n} conv=fsync status=none`));
+      const t0 = now() - t;
+      m.flush();
+      await waitUntil(async () => ((await head(key.replace('w/', 'w-')))?.ContentLength ?? -1) === n * MiB);
+      (untilS3[m.name] ??= []).push(now() - t0);
+      return t;
+    });
+    for (const [sys, v] of Object.entries(untilS3)) record('seq write: until in S3', sys, v);
+  }
+
+  // ---- sequential read ----
+  if (want('read')) {
+    const n = SIZE.bigMiB;
+    log(`sequential read ${n} MiB`);
+    await new Upload({ client, params: { Bucket: BUCKET, Key: 'big.bin', Body: Buffer.alloc(n * MiB, 7) }, partSize: 8 * MiB, queueSize: 4 }).done();
+    sh(`dd if=/dev/zero of=${local}/big bs=1M count=${n} status=none`);
+    record('seq read: cold', 'local', Array.from({ length: reps }, () => (drop(), time(() => sh(`dd if=${local}/big of=/dev/null bs=1M status=none`)))));
+    const sdk = [];
+    for (let i = 0; i < reps; i++) {
+      sdk.push(
+        await timeAsync(async () => {
+          const q = new PQueue({ concurrency: 8 });
+          for (let off = 0; off < n * MiB; off += 8 * MiB) {
+            q.add(async () => {
+              const r = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big.bin', Range: `bytes=${off}-${off + 8 * MiB - 1}` }));
+              for await (const _ of r.Body) void _;
+            });
+          }
+          await q.onIdle();
+        }),
+      );
+    }
+    record('seq read: cold', 'sdk', sdk);
+    const warm = {};
+    await onMounts('seq read: cold', async (m) => {
+      drop();
+      const t = time(() => sh(`dd if=${m.mp}/big.bin of=/dev/null bs=1M status=none`));
+      drop();
+      (warm[m.name] ??= []).push(time(() => sh(`dd if=${m.mp}/big.bin of=/dev/null bs=1M status=none`)));
+      return t;
+    });
+    record('seq read: warm (page cache dropped)', 'local', Array.from({ length: reps }, () => (drop(), time(() => sh(`dd if=${local}/big of=/dev/null bs=1M status=none`)))));
+    for (const [sys, v] of Object.entries(warm)) record('seq read: warm (page cache dropped)', sys, v);
+  }
+
+  // ---- random 4 KiB reads ----
+  if (want('fio') && have('fio')) {
+    const secs = SIZE.fioSec;
+    log(`random 4 KiB reads, fio ${secs} s`);
+    const fio = (file) => {
+      const out = sh(`fio --name=r --filename=${file} --rw=randread --bs=4k --ioengine=psync --runtime=${secs} --time_based --readonly --output-format=json`, secs + 600);
+      return JSON.parse(out.slice(out.indexOf('{'))).jobs[0].read.iops;
+    };
+    record('random 4K read: warm', 'local', Array.from({ length: reps }, () => (drop(), fio(`${local}/big`))), 'IOPS');
+    const warm = {};
+    await onMounts(
+      'random 4K read: cold',
+      async (m) => {
+        drop();
+        const cold = fio(`${m.mp}/big.bin`);
+        sh(`cat ${m.mp}/big.bin > /dev/null`);
+        drop();
+        (warm[m.name] ??= []).push(fio(`${m.mp}/big.bin`));
+        return cold;
+      },
+      'IOPS',
+    );
+    for (const [sys, v] of Object.entries(warm)) record('random 4K read: warm', sys, v, 'IOPS');
+  }
+
+  // ---- 1000 small files until in S3 ----
+  if (want('small')) {
+    const n = SIZE.small;
+    log(`${n} files of 4 KiB, until all are in S3`);
+    const src = path.join(work, 'small-src');
+    mkdirSync(src);
+    for (let i = 0; i < n; i++) writeFileSync(path.join(src, `f${i}`), Buffer.alloc(4096, i % 256));
+    record(`${n} x 4 KiB files`, 'local', Array.from({ length: reps }, (_, i) => time(() => sh(`cp -r ${src} ${local}/small-${i} && sync`))));
+    const body = Buffer.alloc(4096, 1);
+    const sdk = [];
+    for (let i = 0; i < reps; i++) sdk.push(await timeAsync(() => putMany(Array.from({ length: n }, (_, j) => `small-sdk-${i}/f${j}`), body)));
+    record(`${n} x 4 KiB files`, 'sdk', sdk);
+    await onMounts(`${n} x 4 KiB files`, async (m, i) => {
+      const t0 = now();
+      sh(`cp -r ${src} ${m.mp}/small-${m.name}-${i}`, 3600);
+      m.flush();
+      await waitUntil(async () => (await countUnder(`small-${m.name}-${i}/`)) >= n);
+      return now() - t0;
+    });
+  }
+
+  // ---- ls -l of a large directory; stat of many files ----
+  if (want('ls')) {
+    const n = SIZE.lsEntries;
+    log(`ls -l of a ${n}-entry directory; stat of ${SIZE.statFiles} files`);
+    await putMany(Array.from({ length: n }, (_, i) => `lsdir/f${String(i).padStart(6, '0')}`), 'x');
+    const sdk = [];
+    for (let i = 0; i < reps; i++) sdk.push(await timeAsync(async () => void (await countUnder('lsdir/'))));
+    record(`ls -l ${n} entries: cold`, 'sdk', sdk);
+    const warm = {};
+    await onMounts(`ls -l ${n} entries: cold`, async (m) => {
+      const t = time(() => sh(`ls -l ${m.mp}/lsdir | wc -l`));
+      (warm[m.name] ??= []).push(time(() => sh(`ls -l ${m.mp}/lsdir | wc -l`)));
+      return t;
+    });
+    for (const [sys, v] of Object.entries(warm)) record(`ls -l ${n} entries: warm`, sys, v);
+    await onMounts(`stat ${SIZE.statFiles} files (cold)`, async (m) => time(() => sh(`cd ${m.mp}/lsdir && for i in $(seq -f '%06g' 0 ${SIZE.statFiles - 1}); do stat -c %s f$i; done > /dev/null`)));
+  }
+
+  // ---- renames ----
+  if (want('rename')) {
+    const n = SIZE.renameMiB;
+    log(`rename of a ${n} MB file and of a directory of ${SIZE.dirFiles} files`);
+    const body = Buffer.alloc(n * MiB, 3);
+    const sdk = [];
+    for (let i = 0; i < reps; i++) {
+      await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/sdk-${i}`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
+      sdk.push(
+        await timeAsync(async () => {
+          await client.send(new CopyObjectCommand({ Bucket: BUCKET, Key: `ren/sdk-${i}-moved`, CopySource: `${BUCKET}/ren/sdk-${i}` }));
+          await client.send(new DeleteObjectCommand({ Bucket: BUCKET, Key: `ren/sdk-${i}` }));
+        }),
+      );
+    }
+    record(`rename ${n} MB file`, 'sdk', sdk);
+    for (const sys of systems) for (let i = 0; i < reps; i++) await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/${sys}-${i}`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
+    await onMounts(`rename ${n} MB file`, async (m, i) => time(() => sh(`mv ${m.mp}/ren/${m.name}-${i} ${m.mp}/ren/${m.name}-${i}-moved`)));
+    for (const sys of systems) for (let i = 0; i < reps; i++) await putMany(Array.from({ length: SIZE.dirFiles }, (_, j) => `rdir-${sys}-${i}/f${j}`), 'z');
+    await onMounts(`rename dir of ${SIZE.dirFiles} files`, async (m, i) => time(() => sh(`mv ${m.mp}/rdir-${m.name}-${i} ${m.mp}/rdir-${m.name}-${i}-moved`)));
+  }
+
+  // ---- untar a source tree; git clone ----
+  if (want('untar')) {
+    const n = SIZE.untarFiles;
+    const tree = path.join(work, 'tree');
+    mkdirSync(tree);
+    const files = sh(`cd ${root}/node_modules && find . -type f | head -n ${n}`).trim().split('\n');
+    writeFileSync(path.join(work, 'files.txt'), files.join('\n'));
+    sh(`cd ${root}/node_modules && tar cf ${work}/tree.tar -T ${work}/files.txt`);
+    log(`untar of ${files.length} files; git clone of a ${Math.min(files.length, 2000)}-file repository`);
+    record(`untar ${files.length} files`, 'local', Array.from({ length: reps }, (_, i) => time(() => sh(`mkdir ${local}/untar-${i} && tar xf ${work}/tree.tar -C ${local}/untar-${i} && sync`))));
+    await onMounts(`untar ${files.length} files`, async (m, i) => time(() => sh(`mkdir ${m.mp}/untar-${m.name}-${i} && tar xf ${work}/tree.tar -C ${m.mp}/untar-${m.name}-${i}`, 3600)));
+    const repo = path.join(work, 'repo');
+    sh(`git init -q ${repo} && cd ${root}/node_modules && head -n 2000 ${work}/files.txt | tar cf - -T - | tar xf - -C ${repo} && cd ${repo} && git add -A && git -c user.name=b -c user.email=b@b commit -qm bench`);
+    record('git clone', 'local', Array.from({ length: reps }, (_, i) => time(() => sh(`git clone -q ${repo} ${local}/clone-${i} && sync`))));
+    await onMounts('git clone', async (m, i) => time(() => sh(`git clone -q ${repo} ${m.mp}/clone-${m.name}-${i}`, 3600)));
+  }
+} finally {
+  for (const m of Object.values(mounts)) if (mounted(m.mp)) spawnSync('fusermount3', ['-uz', m.mp]);
+  client.destroy();
+  await server.stop();
+}
+
+// ---- the table: ratios against the raw SDK and the best peer ----
+const rows = [];
+const byWorkload = new Map();
+for (const r of results) (byWorkload.get(r.workload) ?? byWorkload.set(r.workload, []).get(r.workload)).push(r);
+for (const [workload, rs] of byWorkload) {
+  const get = (s) => rs.find((r) => r.system === s);
+  const sv = get('s3vault');
+  const higherBetter = rs[0].unit !== 's';
+  const peerVals = peers.map(get).filter(Boolean);
+  const best = peerVals.length ? peerVals.reduce((a, b) => ((higherBetter ? a.value > b.value : a.value < b.value) ? a : b)) : undefined;
+  // Ratio > 1 means s3vault is that many times faster (or has that many times the rate).
+  const speedup = (ref) => (sv && ref ? (higherBetter ? sv.value / ref.value : ref.value / sv.value) : undefined);
+  rows.push({ workload, unit: rs[0].unit, local: get('local')?.value, sdk: get('sdk')?.value, s3vault: sv?.value, s3fs: get('s3fs')?.value, rclone: get('rclone')?.value, vsSdk: speedup(get('sdk')), vsLocal: speedup(get('local')), vsBestPeer: speedup(best), bestPeer: best?.system, rssMB: sv?.rssMB, cpuSec: sv?.cpuSec });
+}
+const f = (v, d = 2) => (v === undefined ? '—' : typeof v === 'number' ? v.toFixed(d) : v);
+const header = '| workload | unit | local | raw SDK | s3vault | s3fs | rclone | s3vault vs SDK | vs local | vs best peer | s3vault peak RSS MB | CPU s |';
+const table = [header, '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|', ...rows.map((r) => `| ${r.workload} | ${r.unit} | ${f(r.local)} | ${f(r.sdk)} | ${f(r.s3vault)} | ${f(r.s3fs)} | ${f(r.rclone)} | ${f(r.vsSdk)}× | ${f(r.vsLocal)}× | ${f(r.vsBestPeer)}×${r.bestPeer ? ` (${r.bestPeer})` : ''} | ${f(r.rssMB, 0)} | ${f(r.cpuSec)} |`)].join('\n');
+log(`\n${table}\n\nRatios: how many times faster s3vault is (above 1) or slower (below 1) than the reference, measured in this run.`);
+const out = path.join(root, 'bench', 'results');
+mkdirSync(out, { recursive: true });
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+const meta = { date: new Date().toISOString(), server: serverKind, quick, reps, cores: os.cpus().length, peers, skipped, sizes: SIZE };
+writeFileSync(path.join(out, `compare-${stamp}.json`), JSON.stringify({ ...meta, results, rows }, null, 2));
+writeFileSync(path.join(out, `compare-${stamp}.md`), `# s3vault compare (${serverKind}${quick ? ', quick' : ''}, ${reps} run(s), ${meta.cores} cores, ${meta.date})\n\nPeers: ${peers.join(', ') || 'none'}${skipped.length ? `; skipped: ${skipped.join(', ')}` : ''}. Sizes: ${JSON.stringify(SIZE)}\n\n${table}\n`);
+log(`saved bench/results/compare-${stamp}.{json,md}`);
+rmSync(work, { recursive: true, force: true });
