@@ -96,12 +96,12 @@ export class Namespace {
     try {
       if (listed?.kind === 'dir') {
         // Listed as a directory: its marker, if it has one, holds its attributes (one HEAD).
+        // The listing saw it as a prefix, so it is a directory (one of the same name that is a file is shown under
+        // an alias): only its attributes are missing — on its marker, or the defaults if it has none.
         const marker = await this.storage.head(`${key}/`);
-        if (marker) {
-          const info = decodeMeta('dir', 0, marker.lastModified, marker.meta, this.owner);
-          this.cache.set(key, { info, complete: true });
-          return info;
-        }
+        const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
+        this.cache.set(key, { info, complete: true });
+        return info;
       }
       return await this.lookupRemote(key, listed !== undefined && listed.kind === 'file');
     } catch (err) {
