@@ -381,15 +381,19 @@ export class CachedFile {
     return this.gen !== this.committedGen;
   }
 
-  /** Make everything written so far durable in the vault: data first (fdatasync), then the journal commit. */
-  async commit(): Promise<void> {
-    return this.lock.run(() => this.commitLocked());
+  /**
+   * Commit everything written so far to the vault's journal. Always safe from a crash of the process once it
+   * returns (the data file's bytes and the commit are with the OS). `durable` (fsync): also on disk — data first
+   * (fdatasync), then a synchronous journal commit — so a crash of the machine keeps it too.
+   */
+  async commit(durable = true): Promise<void> {
+    return this.lock.run(() => this.commitLocked(durable));
   }
 
-  private async commitLocked(): Promise<void> {
+  private async commitLocked(durable: boolean): Promise<void> {
     if (this.unlinked) return;
     this.committedGen = this.gen;
-    if (this.dataGen !== this.syncedDataGen) {
+    if (durable && this.dataGen !== this.syncedDataGen) {
       const target = this.dataGen;
       await this.fd.datasync();
       this.syncedDataGen = target;
@@ -405,7 +409,7 @@ export class CachedFile {
         dirty.push({ idx: b, sum: blockSum(await this.readLocal(start, Math.min(this.ctx.blockSize, this.rec.size - start))) });
       } else if (state === BLOCK.CLEAN) clean.push({ idx: b, sum: null });
     }
-    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean);
+    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable);
   }
 
   /**
@@ -429,7 +433,7 @@ export class CachedFile {
       // Only attributes changed (chmod, utimens) on an object that exists: no data needs to move.
       const metaOnly = !this.rec.dataDirty && this.rec.remoteEtag !== null && !options.toKey;
       if (!metaOnly) await this.ensureAll(0, this.rec.size);
-      await this.commitLocked();
+      await this.commitLocked(false);
       return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) return 'nothing';
@@ -487,7 +491,7 @@ export class CachedFile {
       } else {
         this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
       }
-      await this.commitLocked();
+      await this.commitLocked(false); // S3 has it now: losing this commit only means uploading again
       return same ? 'uploaded' : 'changed';
     });
   }

@@ -183,13 +183,19 @@ export class VaultStatements {
   }
 
   /** The journal commit of one file: record, dirty and clean blocks, and blocks past the end, atomically. */
-  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[]): void {
-    this.db.transaction(() => {
-      this.s.update.run(this.params(rec));
-      this.s.dropBlocksFrom.run(rec.id, blockCount);
-      for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
-      for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
-    })();
+  /** One file's record and block states in one transaction; `durable`: on disk when it returns (fsync), not only safe from a crash of the process. */
+  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[], durable = true): void {
+    if (durable) this.db.pragma('synchronous = FULL');
+    try {
+      this.db.transaction(() => {
+        this.s.update.run(this.params(rec));
+        this.s.dropBlocksFrom.run(rec.id, blockCount);
+        for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
+        for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
+      })();
+    } finally {
+      if (durable) this.db.pragma('synchronous = NORMAL');
+    }
   }
 
   dropAllBlocks(id: number): void {

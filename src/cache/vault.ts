@@ -2,8 +2,9 @@
  * The vault (CBCache model): a directory holding `vault.db` (SQLite, the journal) and `data/<id>` (one
  * sparse data file per cached file). It opens cached files by key (case-sensitive), keeps their records,
  * tags and pins, bounds its size by evicting clean blocks least recently used, and on open recovers from an
- * unclean stop (clean blocks are forgotten and refetched; dirty blocks were made durable before their commit
- * and are kept — the orphans its owner flushes). It knows storage only through the StorageDriver interface.
+ * unclean stop (clean blocks are forgotten and refetched; dirty blocks are kept — the orphans its owner flushes:
+ * after a crash of the process their bytes are with the OS, after a crash of the machine those of files fsync'd;
+ * `fsck` finds the others by their checksums). It knows storage only through the StorageDriver interface.
  */
 import { constants as fsc, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';

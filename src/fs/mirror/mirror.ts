@@ -257,7 +257,8 @@ export class S3Mirror implements CbfsHandlers {
     const h = this.handle(handle, 'flush');
     await this.run('flush', h.path, async () => {
       if (!h.file.dirty || h.file.unlinked) return;
-      await h.file.commit();
+      // close(2): safe from a crash of s3vault at once; on disk at the next fsync or checkpoint (like a local disk).
+      await h.file.commit(h.writeThrough);
       if (h.writeThrough) await this.upload(h.file);
     });
   }
@@ -311,7 +312,7 @@ export class S3Mirror implements CbfsHandlers {
           if (change.size !== undefined) await file.setSize(change.size);
           if (Object.keys(attrs).length) file.setAttrs(attrs);
           // A size change is journaled now; attributes alone are saved when the file closes just below.
-          if (!open && change.size !== undefined) await file.commit();
+          if (!open && change.size !== undefined) await file.commit(false);
           return this.fileInfoOf(file);
         } finally {
           // Opened here for the change: closing it queues the upload like any other close.

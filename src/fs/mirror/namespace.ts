@@ -4,6 +4,7 @@
  * lacks does not exist), and storage (HEAD for a file, a one-key LIST for a directory, in parallel). Offline,
  * what the vault knows answers. Directory listings merge storage's with files not uploaded yet.
  */
+import PQueue from 'p-queue';
 import type { Vault } from '../../cache/vault.js';
 import type { ListedEntry } from '../../cache/listings.js';
 import type { FileRecord } from '../../cache/cached-file.js';
@@ -15,6 +16,9 @@ import { checkPath, dirPrefix, isShadowedPath, pathToKey, segmentName, shadowedN
 import { decodeMeta, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
 
+const PREFETCH_MAX = 10_000;
+const PREFETCH_CONCURRENCY = 16;
+
 export function recordInfo(rec: FileRecord): FileInfo {
   return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
 }
@@ -25,6 +29,10 @@ const SHADOWED_ENTRY = '\0file';
 export class Namespace {
   /** Odd keys already reported in the log (once each). */
   private readonly reported = new Set<string>();
+  /** Sibling HEADs started by prefetchSiblings, by key; and when each directory's were started. */
+  private readonly heads = new Map<string, Promise<FileInfo | null>>();
+  private readonly prefetched = new Map<string, number>();
+  private readonly headQueue = new PQueue({ concurrency: PREFETCH_CONCURRENCY });
 
   constructor(
     private readonly vault: Vault,
@@ -103,6 +111,12 @@ export class Namespace {
         this.cache.set(key, { info, complete: true });
         return info;
       }
+      if (listed?.kind === 'file') {
+        // `ls -l`, `stat *`: the first look-up of a listed file starts HEADs for its listed siblings, in parallel.
+        this.prefetchSiblings(key);
+        const pending = this.heads.get(key);
+        if (pending) return await pending;
+      }
       return await this.lookupRemote(key, listed !== undefined && listed.kind === 'file');
     } catch (err) {
       const offline = this.offlineInfo(key, err);
@@ -125,6 +139,29 @@ export class Namespace {
     const listed = this.cache.lastListed(key);
     if (listed && listed !== 'absent') return decodeMeta(listed.kind, listed.size, new Date(listed.modifiedMs), undefined, this.owner);
     return null;
+  }
+
+  /**
+   * After a directory was listed, the first look-up of one of its files HEADs the others that lack their metadata
+   * (up to PREFETCH_MAX, PREFETCH_CONCURRENCY at a time), as `ls -l` is about to ask for each in turn. `find` and
+   * `ls -f` never look files up, so they never start this. Once per directory per listing lifetime.
+   */
+  private prefetchSiblings(key: string): void {
+    const prefix = key.slice(0, key.lastIndexOf('/') + 1);
+    const last = this.prefetched.get(prefix);
+    if (last !== undefined && Date.now() - last < 60_000) return;
+    this.prefetched.set(prefix, Date.now());
+    const entries = this.cache.listing(prefix) ?? [];
+    let n = 0;
+    for (const e of entries) {
+      if (e.kind !== 'file' || e.meta || n >= PREFETCH_MAX) continue;
+      const k = prefix + e.name;
+      if (k === key || this.heads.has(k) || this.cache.get(k)?.complete) continue;
+      n++;
+      const p = this.headQueue.add(() => this.lookupRemote(k, true)) as Promise<FileInfo | null>;
+      this.heads.set(k, p);
+      p.catch(() => undefined).finally(() => this.heads.delete(k));
+    }
   }
 
   /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
