@@ -1,27 +1,16 @@
 #!/usr/bin/env node
-// `npm run bench` (-- --quick for a short run): the sequential dd figures against local disk and the vault's
-// figures, each on its own embedded S3 server, printed and saved under bench/results/. The comparison with the
-// raw SDK, s3fs and rclone side by side (issue 8) is not part of it yet.
+// `npm run bench`: the side-by-side benchmark (bench/compare.mjs) — local disk, the raw AWS SDK, s3vault, and s3fs
+// and rclone when installed, on one S3 server started for it. Options pass through:
+//   npm run bench                      full sizes (1 GiB, 10 000 entries, 5 000 files…), median of 3 runs
+//   npm run bench -- --quick           small sizes, 1 run (a few minutes)
+//   npm run bench -- --server rgw      on the Ceph RADOS Gateway instead of s3rver
+//   npm run bench -- --only read,ls    some workloads: write, read, fio, small, ls, rename, untar
+// Other figures: bench/dd.sh and bench/vault.sh (dd and fio against local disk), bench/big-tree.mjs (100 000-entry
+// directories and trees), bench/raw-sdk-get.mjs and bench/vault-read.mjs (cold-read references).
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const quick = process.argv.includes('--quick');
-const env = { ...process.env, SIZE_MB: quick ? '256' : '1024', RUNTIME: quick ? '5' : '20', LIMIT_MB: quick ? '64' : '256' };
-const sections = [];
-for (const script of ['bench/dd.sh', 'bench/vault.sh']) {
-  const r = spawnSync('bash', [script], { cwd: root, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-  process.stdout.write(r.stdout);
-  if (r.status !== 0) {
-    process.stderr.write(`bench: ${script} failed (exit ${r.status})\n`);
-    process.exit(1);
-  }
-  sections.push(r.stdout.trim());
-}
-const dir = path.join(root, 'bench', 'results');
-mkdirSync(dir, { recursive: true });
-const file = path.join(dir, `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.md`);
-writeFileSync(file, `# s3vault bench${quick ? ' (quick)' : ''}\n\n\`\`\`\n${sections.join('\n\n')}\n\`\`\`\n`);
-process.stdout.write(`bench: saved ${path.relative(root, file)}\n`);
+const r = spawnSync(process.execPath, [path.join(root, 'bench', 'compare.mjs'), ...process.argv.slice(2)], { cwd: root, stdio: 'inherit' });
+process.exit(r.status ?? 1);
