@@ -183,17 +183,24 @@ async function onMounts(workload, fn, unit = 's') {
     const m = mounts[sys];
     const values = [];
     let usage;
-    for (let i = 0; i < reps; i++) {
+    let failure;
+    for (let i = 0; i < reps && !failure; i++) {
       await m.up();
       m.resetUsage();
       try {
         values.push(await fn(m, i));
         usage = m.usage() ?? usage;
+      } catch (err) {
+        // A tool that cannot do a workload on this server is reported, not fatal to the run.
+        failure = String(err.message).split('\n').find((l) => /error|cannot|failed/i.test(l)) ?? String(err.message).split('\n')[0];
       } finally {
         await m.down();
       }
     }
-    record(workload, sys, values, unit, usage);
+    if (failure) {
+      results.push({ workload, system: sys, value: undefined, unit, failed: failure });
+      log(`  ${workload.padEnd(34)} ${sys.padEnd(8)}     FAILED: ${failure}`);
+    } else record(workload, sys, values, unit, usage);
   }
 }
 
@@ -349,7 +356,7 @@ try {
     mkdirSync(tree);
     const files = sh(`cd ${root}/node_modules && find . -type f | head -n ${n}`).trim().split('\n');
     writeFileSync(path.join(work, 'files.txt'), files.join('\n'));
-    sh(`cd ${root}/node_modules && tar cf ${work}/tree.tar -T ${work}/files.txt`);
+    sh(`cd ${root}/node_modules && tar cf ${work}/tree.tar --hard-dereference -T ${work}/files.txt`); // FUSE mounts of S3 have no hard links
     log(`untar of ${files.length} files; git clone of a ${Math.min(files.length, 2000)}-file repository`);
     record(`untar ${files.length} files`, 'local', Array.from({ length: reps }, (_, i) => time(() => sh(`mkdir ${local}/untar-${i} && tar xf ${work}/tree.tar -C ${local}/untar-${i} && sync`))));
     await onMounts(`untar ${files.length} files`, async (m, i) => time(() => sh(`mkdir ${m.mp}/untar-${m.name}-${i} && tar xf ${work}/tree.tar -C ${m.mp}/untar-${m.name}-${i}`, 3600)));
@@ -372,13 +379,14 @@ for (const [workload, rs] of byWorkload) {
   const get = (s) => rs.find((r) => r.system === s);
   const sv = get('s3vault');
   const higherBetter = rs[0].unit !== 's';
-  const peerVals = peers.map(get).filter(Boolean);
+  const peerVals = peers.map(get).filter((r) => r && r.value !== undefined);
   const best = peerVals.length ? peerVals.reduce((a, b) => ((higherBetter ? a.value > b.value : a.value < b.value) ? a : b)) : undefined;
   // Ratio > 1 means s3vault is that many times faster (or has that many times the rate).
   const speedup = (ref) => (sv && ref ? (higherBetter ? sv.value / ref.value : ref.value / sv.value) : undefined);
-  rows.push({ workload, unit: rs[0].unit, local: get('local')?.value, sdk: get('sdk')?.value, s3vault: sv?.value, s3fs: get('s3fs')?.value, rclone: get('rclone')?.value, vsSdk: speedup(get('sdk')), vsLocal: speedup(get('local')), vsBestPeer: speedup(best), bestPeer: best?.system, rssMB: sv?.rssMB, cpuSec: sv?.cpuSec });
+  const shown = (sys) => { const r = get(sys); return r?.failed ? 'failed' : r?.value; };
+  rows.push({ workload, unit: rs[0].unit, local: get('local')?.value, sdk: get('sdk')?.value, s3vault: shown('s3vault'), s3fs: shown('s3fs'), rclone: shown('rclone'), vsSdk: speedup(get('sdk')), vsLocal: speedup(get('local')), vsBestPeer: speedup(best), bestPeer: best?.system, rssMB: sv?.rssMB, cpuSec: sv?.cpuSec });
 }
-const f = (v, d = 2) => (v === undefined ? '—' : typeof v === 'number' ? v.toFixed(d) : v);
+const f = (v, d = 2) => (v === undefined || Number.isNaN(v) ? '—' : typeof v === 'number' ? v.toFixed(d) : v);
 const header = '| workload | unit | local | raw SDK | s3vault | s3fs | rclone | s3vault vs SDK | vs local | vs best peer | s3vault peak RSS MB | CPU s |';
 const table = [header, '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|', ...rows.map((r) => `| ${r.workload} | ${r.unit} | ${f(r.local)} | ${f(r.sdk)} | ${f(r.s3vault)} | ${f(r.s3fs)} | ${f(r.rclone)} | ${f(r.vsSdk)}× | ${f(r.vsLocal)}× | ${f(r.vsBestPeer)}×${r.bestPeer ? ` (${r.bestPeer})` : ''} | ${f(r.rssMB, 0)} | ${f(r.cpuSec)} |`)].join('\n');
 log(`\n${table}\n\nRatios: how many times faster s3vault is (above 1) or slower (below 1) than the reference, measured in this run.`);
