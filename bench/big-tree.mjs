@@ -12,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
+import { startBenchServer } from './server.mjs';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = '1';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -25,17 +26,7 @@ const BUCKET = 'bigtree';
 const work = mkdtempSync(path.join(os.tmpdir(), 's3vault-bigtree-'));
 const log = (...a) => console.log(...a);
 
-let server;
-let creds;
-if (serverKind === 'rgw') {
-  const { startRgwServer } = await import(path.join(root, 'dist/storage/rgw-server.js'));
-  server = await startRgwServer();
-  creds = { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
-} else {
-  const { startEmbeddedServer, EMBEDDED_CREDENTIALS } = await import(path.join(root, 'dist/storage/embedded-server.js'));
-  server = await startEmbeddedServer({ dataDir: path.join(work, 's3') });
-  creds = EMBEDDED_CREDENTIALS;
-}
+const { server, creds } = await startBenchServer(serverKind, path.join(work, 's3'));
 const client = new S3Client({ endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: creds, requestChecksumCalculation: 'WHEN_REQUIRED' });
 const mp = path.join(work, 'mnt');
 let proxy;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { CopyObjectCommand, CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import PQueue from 'p-queue';
+import { startBenchServer } from './server.mjs';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = '1';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -58,17 +59,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // ---- the server and the SDK ----
-let server;
-let creds;
-if (serverKind === 'rgw') {
-  const { startRgwServer } = await import(path.join(root, 'dist/storage/rgw-server.js'));
-  server = await startRgwServer();
-  creds = { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey };
-} else {
-  const { startEmbeddedServer, EMBEDDED_CREDENTIALS } = await import(path.join(root, 'dist/storage/embedded-server.js'));
-  server = await startEmbeddedServer({ dataDir: path.join(work, 's3') });
-  creds = EMBEDDED_CREDENTIALS;
-}
+const { server, creds } = await startBenchServer(serverKind, path.join(work, 's3'));
 const endpoint = server.endpoint;
 const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: creds, requestChecksumCalculation: 'WHEN_REQUIRED', maxAttempts: 3 });
 await client.send(new CreateBucketCommand({ Bucket: BUCKET }));

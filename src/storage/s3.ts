@@ -95,13 +95,17 @@ export class S3Storage implements StorageDriver {
     }
   }
 
-  async head(key: string): Promise<ObjectInfo | null> {
+  head(key: string): Promise<ObjectInfo | null> {
+    return this.headObject(key);
+  }
+
+  private async headObject(key: string, versionId?: string): Promise<ObjectInfo | null> {
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.full(key) }));
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId }));
       return { key, size: r.ContentLength ?? 0, etag: stripQuotes(r.ETag), lastModified: r.LastModified ?? new Date(0), meta: r.Metadata ?? {}, contentType: r.ContentType };
     } catch (err) {
       const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return null;
+      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.name === 'NoSuchVersion' || e.$metadata?.httpStatusCode === 404) return null;
       throw this.fail(err, 'head', key);
     }
   }
@@ -109,8 +113,8 @@ export class S3Storage implements StorageDriver {
   readonly versions: VersionedStorage = {
     versioning: () => this.versioning(),
     listVersions: (prefix, options) => this.listVersions(prefix, options),
-    headVersion: (key, versionId) => this.headVersion(key, versionId),
-    readVersion: (key, versionId, offset, length) => this.readVersion(key, versionId, offset, length),
+    headVersion: (key, versionId) => this.headObject(key, versionId),
+    readVersion: (key, versionId, offset, length) => this.ranged(key, offset, length, undefined, versionId),
     copyVersion: (fromKey, versionId, toKey) => this.copyVersion(fromKey, versionId, toKey),
   };
 
@@ -155,30 +159,6 @@ export class S3Storage implements StorageDriver {
     }
   }
 
-  private async headVersion(key: string, versionId: string): Promise<ObjectInfo | null> {
-    try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId }));
-      return { key, size: r.ContentLength ?? 0, etag: stripQuotes(r.ETag), lastModified: r.LastModified ?? new Date(0), meta: r.Metadata ?? {}, contentType: r.ContentType };
-    } catch (err) {
-      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.name === 'NoSuchVersion' || e.$metadata?.httpStatusCode === 404) return null;
-      throw this.fail(err, 'head', key);
-    }
-  }
-
-  private async readVersion(key: string, versionId: string, offset: number, length: number): Promise<ReadResult> {
-    if (length <= 0) return { data: Buffer.alloc(0), result: RWRESULT.SUCCESS };
-    try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId, Range: `bytes=${offset}-${offset + length - 1}` }));
-      const data = await collect(r.Body as AsyncIterable<Uint8Array>, length);
-      return { data, result: data.length < length ? RWRESULT.PARTIAL : RWRESULT.SUCCESS };
-    } catch (err) {
-      const se = this.fail(err, 'read', key);
-      if (se.result === RWRESULT.RANGE_BEYOND_EOF) return { data: Buffer.alloc(0), result: RWRESULT.RANGE_BEYOND_EOF };
-      throw se;
-    }
-  }
-
   private async copyVersion(fromKey: string, versionId: string, toKey: string): Promise<{ etag: string; versionId?: string }> {
     try {
       const source = `${`${this.config.bucket}/${this.full(fromKey)}`.split('/').map(encodeURIComponent).join('/')}?versionId=${encodeURIComponent(versionId)}`;
@@ -189,11 +169,16 @@ export class S3Storage implements StorageDriver {
     }
   }
 
-  async read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult> {
+  read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult> {
+    return this.ranged(key, offset, length, etag);
+  }
+
+  /** A ranged GET of the current object (checked against `etag`) or of one version. */
+  private async ranged(key: string, offset: number, length: number, etag?: string, versionId?: string): Promise<ReadResult> {
     if (length <= 0) return { data: Buffer.alloc(0), result: RWRESULT.SUCCESS };
     try {
       const r = await this.client.send(
-        new GetObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), Range: `bytes=${offset}-${offset + length - 1}`, IfMatch: etag ? `"${etag}"` : undefined }),
+        new GetObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId, Range: `bytes=${offset}-${offset + length - 1}`, IfMatch: etag ? `"${etag}"` : undefined }),
       );
       // Servers that ignore If-Match still return the ETag of what they sent: never mix two versions of a file.
       if (etag !== undefined && r.ETag !== undefined && stripQuotes(r.ETag) !== etag) {
