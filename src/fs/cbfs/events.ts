@@ -22,8 +22,6 @@ export interface FileInfo {
 export interface DirEntry {
   name: string;
   info: FileInfo;
-  /** The kind is a guess (a listing does not say whether an object is a symlink): readdir reports DT_UNKNOWN. */
-  kindUncertain?: boolean;
 }
 
 /**

@@ -414,7 +414,7 @@ export class FuseSession {
           const entries = [
             { name: '.', ino: Number(ino), mode: 0o040000 },
             { name: '..', ino: parent, mode: 0o040000 },
-            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: e.kindUncertain ? 0 : typeBits(e.info) })),
+            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: typeBits(e.info) })),
           ];
           const dh = this.nextDir++;
           this.dirs.set(dh, { path, entries });
