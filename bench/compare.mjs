@@ -4,7 +4,7 @@
 // the Ceph RADOS Gateway with --server rgw). Median of --reps runs (3; 1 with --quick); page cache dropped before
 // cold runs (root); peak RSS and CPU seconds of the s3vault process per workload; ratios against the raw SDK and
 // the best peer. Prints one table and writes JSON + Markdown under bench/results/.
-//   node bench/compare.mjs [--quick] [--server s3rver|rgw] [--reps N] [--only name,name]
+//   node bench/compare.mjs [--quick] [--server s3rver|rgw] [--reps N] [--only name,name] [--peers none|s3fs,rclone]
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -106,7 +106,9 @@ class Mount {
     mkdirSync(this.mp, { recursive: true });
     const cache = path.join(work, `cache-${this.name}-${this.n}`); // a fresh cache each time: cold
     if (this.name === 's3vault') {
-      this.child = spawn(process.execPath, [path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, this.mp, '--endpoint', endpoint, '--vault', cache, '--cache-size', `${SIZE.bigMiB * 3}M`, '--foreground'], { env, stdio: 'ignore' });
+      // S3VAULT_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": profile s3vault during the workloads.
+      const nodeArgs = (process.env.S3VAULT_NODE_ARGS ?? '').split(' ').filter(Boolean);
+      this.child = spawn(process.execPath, [...nodeArgs, path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, this.mp, '--endpoint', endpoint, '--vault', cache, '--cache-size', `${SIZE.bigMiB * 3}M`, '--foreground'], { env, stdio: 'ignore' });
     } else if (this.name === 's3fs') {
       mkdirSync(cache);
       this.child = spawn('s3fs', [BUCKET, this.mp, '-f', '-o', `url=${endpoint},use_path_request_style,passwd_file=${passwd},use_cache=${cache},parallel_count=8,multipart_size=16`], { env, stdio: 'ignore' });
@@ -153,7 +155,8 @@ class Mount {
   }
 }
 
-const peers = ['s3fs', 'rclone'].filter(have);
+// --peers none|s3fs,rclone: which peers to run (default: every one installed), for quicker runs while tuning.
+const peers = ['s3fs', 'rclone'].filter(have).filter((p) => opt('--peers', 's3fs,rclone').split(',').includes(p));
 const skipped = ['s3fs', 'rclone'].filter((p) => !have(p));
 const systems = ['s3vault', ...peers];
 const results = [];
@@ -201,14 +204,17 @@ try {
   if (want('write')) {
     const n = SIZE.bigMiB;
     log(`sequential write ${n} MiB (dd bs=1M conv=fsync)`);
-    record('seq write: until close', 'local', Array.from({ length: reps }, () => time(() => sh(`dd if=/dev/zero of=${local}/w bs=1M count=${n} conv=fsync status=none`))));
+    // sync before each timed run: the disk must not still be writing back the previous run's gigabyte (or the
+    // server's copy of it) while the next one waits for its fsync.
+    record('seq write: until close', 'local', Array.from({ length: reps }, () => (sh('sync'), time(() => sh(`dd if=/dev/zero of=${local}/w bs=1M count=${n} conv=fsync status=none`)))));
     const buf = Buffer.alloc(n * MiB);
     const sdk = [];
-    for (let i = 0; i < reps; i++) sdk.push(await timeAsync(() => new Upload({ client, params: { Bucket: BUCKET, Key: `w/sdk-${i}`, Body: buf }, partSize: 8 * MiB, queueSize: 4 }).done()));
+    for (let i = 0; i < reps; i++) sh('sync'), sdk.push(await timeAsync(() => new Upload({ client, params: { Bucket: BUCKET, Key: `w/sdk-${i}`, Body: buf }, partSize: 8 * MiB, queueSize: 4 }).done()));
     record('seq write: until in S3', 'sdk', sdk);
     const untilS3 = {};
     await onMounts('seq write: until close', async (m, i) => {
       const key = `w/${m.name}-${i}`;
+      sh('sync');
       const t = time(() => sh(`dd if=/dev/zero of=${m.mp}/${key.replace('w/', 'w-')} bs=1M count=${n} conv=fsync status=none`));
       const t0 = now() - t;
       m.flush();

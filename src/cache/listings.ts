@@ -26,8 +26,21 @@ interface Row {
 
 const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta });
 
+interface PendingEntry {
+  prefix: string;
+  name: string;
+  row: Row | null;
+}
+
 export class ListingStore {
   private readonly s;
+  /**
+   * setEntry's changes, written together in one transaction on the next turn of the event loop: `ls -l` over a
+   * fresh listing records thousands of HEAD results, and one SQLite commit each was a large share of its CPU.
+   * Reads see them at once (lookup consults them; every other method writes them first).
+   */
+  private readonly pending = new Map<string, PendingEntry>();
+  private flushScheduled = false;
 
   constructor(private readonly db: Db) {
     this.s = {
@@ -46,6 +59,36 @@ export class ListingStore {
     };
   }
 
+  /** Write setEntry's pending changes now. */
+  flush(): void {
+    if (!this.pending.size) return;
+    const batch = [...this.pending.values()];
+    this.pending.clear();
+    this.db.transaction(() => {
+      for (const { prefix, name, row } of batch) {
+        // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
+        if (this.s.listedAt.get(prefix) === undefined) continue;
+        if (row) this.s.putEntry.run(prefix, name, row.kind, row.size, row.etag, row.modified_ms, row.meta);
+        else this.s.dropEntry.run(prefix, name);
+      }
+    })();
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private currentRow(prefix: string, name: string): Row | undefined {
+    const p = this.pending.get(`${prefix}\0${name}`);
+    if (p) return p.row ?? undefined;
+    return this.s.entry.get(prefix, name) as Row | undefined;
+  }
+
   private fresh(prefix: string, maxAgeMs: number): boolean {
     const row = this.s.listedAt.get(prefix) as { listed_ms: number } | undefined;
     return row !== undefined && Date.now() - row.listed_ms <= maxAgeMs;
@@ -54,13 +97,14 @@ export class ListingStore {
   /** The listing of a prefix if it is younger than maxAgeMs. */
   get(prefix: string, maxAgeMs: number): ListedEntry[] | undefined {
     if (!this.fresh(prefix, maxAgeMs)) return undefined;
+    this.flush();
     return (this.s.entries.all(prefix) as Row[]).map(toEntry);
   }
 
   /** What a fresh listing says of one name: its entry, 'absent', or undefined when there is no fresh listing. */
   lookup(prefix: string, name: string, maxAgeMs: number): ListedEntry | 'absent' | undefined {
     if (!this.fresh(prefix, maxAgeMs)) return undefined;
-    const row = this.s.entry.get(prefix, name) as Row | undefined;
+    const row = this.currentRow(prefix, name);
     return row ? toEntry(row) : 'absent';
   }
 
@@ -69,6 +113,7 @@ export class ListingStore {
    * while the entry is the same object (same kind and ETag; a directory stays a directory).
    */
   put(prefix: string, entries: ListedEntry[]): void {
+    this.flush();
     this.db.transaction(() => {
       const old = new Map((this.s.entries.all(prefix) as Row[]).map((r) => [r.name, r]));
       this.s.putListing.run(prefix, Date.now());
@@ -84,24 +129,28 @@ export class ListingStore {
   /** Keep a stored listing true after a change made through the mount (no-op if the prefix was never listed). */
   setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null): void {
     if (this.s.listedAt.get(prefix) === undefined) return;
-    const current = this.s.entry.get(prefix, name) as Row | undefined;
+    const current = this.currentRow(prefix, name);
     if (!entry && !current) return;
     if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
     const sameObject = current !== undefined && entry !== null && (current.kind === 1) === (entry.kind === 'dir') && current.etag === entry.etag;
-    if (entry) this.s.putEntry.run(prefix, name, entry.kind === 'dir' ? 1 : 0, entry.size, entry.etag, Math.round(entry.modifiedMs), entry.meta ?? (sameObject ? current.meta : null));
-    else this.s.dropEntry.run(prefix, name);
+    const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? (sameObject ? current.meta : null) };
+    this.pending.set(`${prefix}\0${name}`, { prefix, name, row });
+    this.schedule();
   }
 
   drop(prefix: string): void {
+    this.flush();
     this.s.drop.run(prefix);
   }
 
   /** Drop the listings of a prefix and of everything under it. */
   dropUnder(prefix: string): void {
+    this.flush();
     this.s.dropUnder.run({ p: prefix });
   }
 
   clear(): void {
+    this.pending.clear();
     this.s.clear.run();
   }
 }

@@ -683,6 +683,7 @@ export class Vault {
       await this.closeFile(f);
     }
     this.saveTouched();
+    this.listings.flush();
     this.statements.setInfo('clean_shutdown', '1');
     this.db.close();
     rmSync(this.lockFile, { force: true });

@@ -71,6 +71,9 @@ describe('symbolic links are s3fs symlink objects', () => {
 
   it('reads a symlink object another tool wrote, and renames and deletes links', async () => {
     await s3.put(BUCKET, 'ext/link', '../real.txt', { mode: String(0o120777), mtime: '1600000000' });
+    // The root was listed a moment ago (the test before): a name another tool adds shows within the metadata
+    // lifetime, or at once after a refresh.
+    sh(`${process.execPath} ${BIN} refresh ${mp}`);
     expect(sh(`readlink ${mp}/ext/link`).trim()).toBe('../real.txt');
     expect(sh(`cat ${mp}/ext/link`)).toBe('target\n');
     sh(`mv ${mp}/ext/link ${mp}/ext/moved && test -L ${mp}/ext/moved && rm ${mp}/ext/moved`);

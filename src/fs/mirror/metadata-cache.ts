@@ -87,9 +87,16 @@ export class MetadataCache {
     return this.listings.get(prefix, maxAgeMs);
   }
 
-  /** What the last listing of the parent said of a key: however old (offline answers), or only if fresh. */
+  /**
+   * What the last listing of the parent said of a key: however old (offline answers), or only if fresh. A fresh
+   * listing's "absent" holds for the metadata lifetime only (what the nonexistent-files cache keeps, R25): an
+   * object another tool adds shows within that lifetime even where the directory was listed (after it, the
+   * caller lists the directory again — one request for the whole directory).
+   */
   lastListed(key: string, freshOnly = false): ListedEntry | 'absent' | undefined {
     const [prefix, name] = splitKey(key);
-    return this.listings.lookup(prefix, name, freshOnly ? this.listingTtlMs : Number.POSITIVE_INFINITY);
+    const listed = this.listings.lookup(prefix, name, freshOnly ? this.listingTtlMs : Number.POSITIVE_INFINITY);
+    if (listed === 'absent' && freshOnly && this.ttlMs < this.listingTtlMs) return this.listings.lookup(prefix, name, this.ttlMs);
+    return listed;
   }
 }

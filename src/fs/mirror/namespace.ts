@@ -18,6 +18,7 @@ import type { MetadataCache } from './metadata-cache.js';
 
 const PREFETCH_MAX = 10_000;
 const PREFETCH_CONCURRENCY = 16;
+const LOOKUP_LIST_MAX = 10_000;
 
 export function recordInfo(rec: FileRecord): FileInfo {
   return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
@@ -33,6 +34,9 @@ export class Namespace {
   private readonly heads = new Map<string, Promise<FileInfo | null>>();
   private readonly prefetched = new Map<string, number>();
   private readonly headQueue = new PQueue({ concurrency: PREFETCH_CONCURRENCY });
+  /** Parent listings started by look-ups, by prefix; directories found too large to list for a look-up. */
+  private readonly parentListings = new Map<string, Promise<boolean>>();
+  private readonly tooBig = new Set<string>();
 
   constructor(
     private readonly vault: Vault,
@@ -87,7 +91,10 @@ export class Namespace {
     const cached = this.cache.get(key);
     // A directory known only from a listing lacks its marker's attributes (mode, owner, time): look it up.
     if (cached && (cached.complete || cached.info === null)) return cached.info;
-    const listed = this.cache.lastListed(key, true);
+    let listed = this.cache.lastListed(key, true);
+    // Parent never listed: one listing answers this and every sibling's look-up (`stat f*`, `tar x`), where a
+    // HEAD + LIST per name would cost two requests each (and a LIST by prefix is slow on some servers).
+    if (listed === undefined && (await this.listParent(key))) listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
     // A fresh listing entry that a lookup completed: everything is known, no request.
     if (listed?.meta) {
@@ -162,6 +169,28 @@ export class Namespace {
       this.heads.set(k, p);
       p.catch(() => undefined).finally(() => this.heads.delete(k));
     }
+  }
+
+  /**
+   * List a key's parent for a look-up, once at a time per directory; true when a complete listing is now stored.
+   * Directories past LOOKUP_LIST_MAX entries are left to per-name look-ups (listing them whole for one name would
+   * cost more than it saves), and remembered as such.
+   */
+  private listParent(key: string): Promise<boolean> {
+    const prefix = key.slice(0, key.lastIndexOf('/') + 1);
+    if (this.tooBig.has(prefix)) return Promise.resolve(false);
+    let p = this.parentListings.get(prefix);
+    if (!p) {
+      p = this.listRemote(prefix, LOOKUP_LIST_MAX)
+        .then((l) => {
+          if (!l) this.tooBig.add(prefix);
+          return l !== undefined;
+        })
+        .catch(() => false) // storage's error (or offline state) is met again by the look-up itself
+        .finally(() => this.parentListings.delete(prefix));
+      this.parentListings.set(prefix, p);
+    }
+    return p;
   }
 
   /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
@@ -249,12 +278,19 @@ export class Namespace {
     return listing;
   }
 
-  /** ListObjectsV2 with delimiter, kept in the vault; offline, the vault's records stand in for it. */
-  private async listRemote(prefix: string): Promise<Listing> {
+  /**
+   * ListObjectsV2 with delimiter, kept in the vault; offline, the vault's records stand in for it. With `max`,
+   * a directory of more entries is not listed whole: undefined, nothing stored.
+   */
+  private async listRemote(prefix: string): Promise<Listing>;
+  private async listRemote(prefix: string, max: number): Promise<Listing | undefined>;
+  private async listRemote(prefix: string, max?: number): Promise<Listing | undefined> {
     let listing: Listing;
     try {
-      listing = await this.storage.list(prefix, { delimiter: '/' });
+      listing = await this.storage.list(prefix, { delimiter: '/', maxKeys: max === undefined ? undefined : max + 1 });
+      if (max !== undefined && listing.objects.length + listing.prefixes.length > max) return undefined;
     } catch (err) {
+      if (max !== undefined) throw err;
       if (!(err instanceof StorageError) || !err.transient) throw err;
       // Offline: the last listing kept in the vault, however old, else the vault's records.
       const stale = this.storedListing(prefix, Number.POSITIVE_INFINITY);
