@@ -532,23 +532,27 @@ export class Vault {
     const keys = this.enumerateCachedFiles(ENUM_MODE.CHANGED);
     let done = 0;
     let left = 0;
-    for (const key of keys) {
-      if (this.offline) {
-        left++;
-        continue;
-      }
-      try {
-        const flushed = this.flushFile(key);
-        flushed.catch(() => undefined); // if offline wins the race, its failure is nobody's to handle
-        await Promise.race([flushed, this.whenOffline()]);
-        if (this.offline) left++;
-        else done++;
-      } catch (err) {
-        left++;
-        this.ctx.log.error({ key, err: (err as Error).message }, 'flush failed; the file stays in the vault');
-      }
-      onProgress?.(done + left, keys.length, key);
-    }
+    // All queued at once: the write-back queue runs as many as its concurrency and memory budget allow.
+    const offline = this.whenOffline();
+    await Promise.all(
+      keys.map(async (key) => {
+        if (this.offline) {
+          left++;
+          return;
+        }
+        try {
+          const flushed = this.flushFile(key);
+          flushed.catch(() => undefined); // if offline wins the race, its failure is nobody's to handle
+          await Promise.race([flushed, offline]);
+          if (this.offline) left++;
+          else done++;
+        } catch (err) {
+          left++;
+          this.ctx.log.error({ key, err: (err as Error).message }, 'flush failed; the file stays in the vault');
+        }
+        onProgress?.(done + left, keys.length, key);
+      }),
+    );
     return { uploaded: done, left };
   }
 
@@ -562,7 +566,7 @@ export class Vault {
   /** The write-back queue and everything that feeds it: orphans, power notifications, back-pressure. */
   private startWriteBack(options: VaultOptions): void {
     this.writeback = new WriteBack({
-      concurrency: options.uploadConcurrency ?? 4,
+      concurrency: options.uploadConcurrency ?? 16,
       delayMs: options.flushAfterCloseMs ?? 2000,
       retryBaseMs: options.retryBaseMs ?? 1000,
       retryMaxMs: options.retryMaxMs ?? 60_000,

@@ -1,6 +1,6 @@
 /**
  * The write-back queue: changed files wait FlushAfterCloseDelay after their last close, then upload with at
- * most `concurrency` transfers at once. Outcomes by RWRESULT (R46): FAILURE (timeouts, resets, 5xx,
+ * most `concurrency` transfers at once, within a memory budget (16 small files at once, two large ones). Outcomes by RWRESULT (R46): FAILURE (timeouts, resets, 5xx,
  * throttling) retries after a delay doubled per attempt up to a cap, with jitter; FILE_MODIFIED_LOCALLY (the
  * file changed during its upload) goes again after the delay; FILE_FAILURE stops that file until its error is
  * reset; while the storage is offline (power) the queue is paused and resumes, in due order, when it returns.
@@ -9,6 +9,11 @@
 import type { Logger } from '../log.js';
 import { RWRESULT, StorageError, rwresultName } from '../storage/rwresult.js';
 import type { UploadOutcome } from './cached-file.js';
+
+/** What one upload may hold in memory: its size, up to a multipart window (4 parts of 8 MiB). */
+const uploadCost = (size: number): number => Math.min(size, 32 * 1024 * 1024) + 64 * 1024;
+/** Memory the uploads running at once may hold; the first one always runs. */
+const UPLOAD_BYTES_BUDGET = 64 * 1024 * 1024;
 
 export type QueueState = 'waiting' | 'uploading' | 'failed';
 
@@ -41,6 +46,7 @@ export class WriteBack {
   private readonly roomWaiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
   private running = 0;
+  private runningBytes = 0;
   private paused = false;
   private stopped = false;
 
@@ -154,6 +160,8 @@ export class WriteBack {
     for (const item of due) {
       if (this.running >= this.o.concurrency) break;
       if (item.due > now) break;
+      // Many small files go up together; large ones (each holds its multipart window of memory) fewer at once.
+      if (this.running > 0 && this.runningBytes + uploadCost(item.size) > UPLOAD_BYTES_BUDGET) break;
       void this.run(item);
     }
     const next = due.find((i) => i.state === 'waiting');
@@ -172,6 +180,8 @@ export class WriteBack {
   private async run(item: Item): Promise<void> {
     item.state = 'uploading';
     this.running++;
+    const cost = uploadCost(item.size);
+    this.runningBytes += cost;
     try {
       const outcome = await this.o.upload(item.key);
       item.attempts = 0;
@@ -183,6 +193,7 @@ export class WriteBack {
       this.failed(item, err);
     } finally {
       this.running--;
+      this.runningBytes -= cost;
       this.pump();
     }
   }

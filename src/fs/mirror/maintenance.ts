@@ -106,13 +106,18 @@ export class Maintenance {
       return pending.length;
     }
     const progress: Progress = { doneBytes: 0, totalBytes: pending.reduce((n, s) => n + s.size, 0), files: 0, totalFiles: pending.length, current: '' };
-    for (const s of pending) {
-      progress.current = s.key;
-      await this.vault.flushFile(s.key, FLUSH_MODE.SYNC);
-      progress.files++;
-      progress.doneBytes += s.size;
-      onProgress(progress);
-    }
+    // All queued at once (the write-back queue bounds how many run); the first failure is reported.
+    const results = await Promise.allSettled(
+      pending.map(async (s) => {
+        await this.vault.flushFile(s.key, FLUSH_MODE.SYNC);
+        progress.current = s.key;
+        progress.files++;
+        progress.doneBytes += s.size;
+        onProgress(progress);
+      }),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     return pending.length;
   }
 
