@@ -69,6 +69,9 @@ export interface FileContext {
   accountBytes: (delta: number) => void;
   /** Per file id: when an upload attempt whose outcome is unknown (a transient failure) was sent. */
   failedAttempts: Map<number, number>;
+  /** Per key: when a file was created where storage had no object; trusted for absentTrustMs (VaultOptions). */
+  absentAt: Map<string, number>;
+  absentTrustMs: number;
   /** Back-pressure: resolves when there is room for more changed data (the upload queue is not too far behind). */
   waitForRoom: () => Promise<void>;
   log: Logger;
@@ -486,7 +489,10 @@ export class CachedFile {
     let result;
     try {
       let landed: string | undefined;
-      if (!options.force && !options.toKey) {
+      // A file just created where storage had nothing (the owner checked moments ago) needs no second look.
+      const absentAt = this.ctx.absentAt.get(prep.key);
+      const knownAbsent = prep.base === null && absentAt !== undefined && Date.now() - absentAt <= this.ctx.absentTrustMs && !this.ctx.failedAttempts.has(this.rec.id);
+      if (!options.force && !options.toKey && !knownAbsent) {
         const remote = await this.ctx.transfer.statData(prep.key);
         if (remote && remote.etag !== prep.base) {
           // An earlier attempt whose answer was lost may have landed: the object is then exactly our bytes.
@@ -516,6 +522,7 @@ export class CachedFile {
       throw err;
     }
     this.ctx.failedAttempts.delete(this.rec.id);
+    this.ctx.absentAt.delete(prep.key);
     return this.lock.run(async () => {
       const same = this.gen === prep.gen;
       this.rec.remoteEtag = result.etag;

@@ -55,6 +55,12 @@ export interface VaultOptions {
   /** Bytes of cached data the vault may hold (UserModeFileCacheSize, default 300 MB); dirty and pinned data may exceed it. */
   sizeLimit?: number;
   objectMeta?: FileContext['objectMeta'];
+  /**
+   * A file the owner created where storage had no object is uploaded without first asking storage again
+   * (HEAD) while this young: the owner's knowledge of that absence is trusted for as long as its metadata
+   * lifetime. 0 (default): always ask.
+   */
+  absentTrustMs?: number;
   /** A read-only mount: nothing is uploaded (changes left by an earlier mount stay in the vault for a later one). */
   readOnly?: boolean;
   log?: Logger;
@@ -156,6 +162,8 @@ export class Vault {
         accountBytes: () => undefined,
         waitForRoom: async () => undefined,
         failedAttempts: new Map(),
+        absentAt: new Map(),
+        absentTrustMs: options.absentTrustMs ?? 0,
         log,
       };
       const orphans = statements.dirtyFiles().filter((r) => !r.local);
@@ -263,9 +271,12 @@ export class Vault {
       await truncate(this.dataPath(rec.id), 0).catch(() => undefined);
       rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null, dataDirty: base === null };
       this.statements.saveFile(rec);
+      if (base === null && !this.offline) this.ctx.absentAt.set(key, Date.now());
     } else if (rec?.dirty && base && rec.remoteEtag !== base.etag) {
       this.ctx.log.warn({ key, cached: rec.remoteEtag, remote: base.etag }, 'object changed remotely while local changes are pending: the local version will replace it');
     }
+    // Offline, the owner's "absent" is a guess (it could not ask): such a file's upload always asks.
+    if (!rec && base === null && !this.offline) this.ctx.absentAt.set(key, Date.now());
     rec ??= this.statements.insert({
       key,
       ...attrs,
@@ -371,6 +382,9 @@ export class Vault {
 
   /** Move a file's record to another key (after the objects were moved); a record at the target is replaced. */
   renameFile(fromKey: string, toKey: string): void {
+    // Whether storage has an object at the new name is not known here: its upload asks.
+    this.ctx.absentAt.delete(fromKey);
+    this.ctx.absentAt.delete(toKey);
     if (fromKey === toKey) return;
     this.removeRecord(toKey);
     this.writeback.move(fromKey, toKey);

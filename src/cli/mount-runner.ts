@@ -116,6 +116,8 @@ export async function runMount(job: MountJob): Promise<number> {
       dirtyBudget: config.vault.dirtyBudget,
       readOnly: config.fs.readOnly,
       objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
+      // The mirror's "no such object" answers (listings, the nonexistent-files cache) hold this long.
+      absentTrustMs: config.fs.metadataTtlMs,
       log,
     });
     vault.setInfo('storage', where);
