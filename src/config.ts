@@ -42,6 +42,12 @@ export const fsConfigSchema = z.object({
   metadataCacheSize: z.number().int().min(16).max(65536).default(2048),
   /** Lifetime of directory listings kept in the vault: a warm `ls` within it needs no request. */
   listingTtlMs: z.number().int().min(0).default(60_000),
+  /**
+   * Files known only from a listing show the listing's size and time with the default mode and owner, without a
+   * HEAD each (mountpoint-s3's and goofys's way: a cold `ls -l` costs the listing alone); their own metadata
+   * (mode, owner, mtime, symlink, xattrs) is read when they are opened or changed. Off: every file's metadata.
+   */
+  listingAttributes: z.boolean().default(false),
   attrTimeoutSec: z.number().min(0).default(1),
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),

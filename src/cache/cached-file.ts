@@ -22,9 +22,6 @@ import type { TransferHandlers } from './transfer.js';
 
 export { BLOCK } from './block-map.js';
 
-/** Bytes of writes a file may have queued for its data file before a writer waits (see writeBehind). */
-const WRITE_BEHIND_BYTES = 8 * 1024 * 1024;
-
 /** Clocks of this machine and the storage may disagree by this much. */
 const CLOCK_SLACK_MS = 5000;
 
@@ -95,11 +92,6 @@ export class CachedFile {
   private dataGen = 0;
   private syncedDataGen = 0;
   private lastReadEnd = -1;
-  /** Write-behind (see writeBehind): the queue of pwrites, its bytes, and the first failure. */
-  private writeQueue: Promise<void> = Promise.resolve();
-  private queuedBytes = 0;
-  private readonly queued: Promise<void>[] = [];
-  private writeFailure: unknown;
   private window = 0;
   /** First block not yet requested by read-ahead. */
   private aheadNext = 0;
@@ -170,7 +162,6 @@ export class CachedFile {
 
   /** Bytes from the data file; past its end the file is sparse, so zeros. */
   private async readLocal(offset: number, length: number): Promise<Buffer> {
-    await this.drainWrites();
     const buf = Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
@@ -311,48 +302,15 @@ export class CachedFile {
       this.gen++;
       this.dataGen++;
       this.rec.dataDirty = true;
-      await this.writeBehind(offset, data);
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
       this.rec.dirty = true;
       this.rec.mtimeMs = Date.now();
       return data.length;
     });
-  }
-
-  /**
-   * Queue the bytes for the data file and return: the caller (a FUSE write) is answered while the previous
-   * pwrite still runs, so a sequential writer keeps one write in flight instead of waiting for each. One pwrite
-   * at a time, in order (overlapping writes land as issued); at most WRITE_BEHIND_BYTES queued. Everything
-   * that reads, syncs, truncates or closes the data file drains the queue first; a failed pwrite fails the next
-   * write, read, commit or close of this file (as a disk's writeback error does).
-   */
-  private async writeBehind(offset: number, data: Buffer): Promise<void> {
-    while (this.queuedBytes >= WRITE_BEHIND_BYTES) await this.queued[0];
-    if (this.writeFailure) throw this.writeFailure;
-    this.queuedBytes += data.length;
-    const p = this.writeQueue
-      .then(async () => {
-        if (this.writeFailure) return;
-        let done = 0;
-        while (done < data.length) {
-          const { bytesWritten } = await this.fd.write(data, done, data.length - done, offset + done);
-          done += bytesWritten;
-        }
-      })
-      .catch((err: unknown) => {
-        this.writeFailure ??= err;
-      })
-      .finally(() => {
-        this.queuedBytes -= data.length;
-        this.queued.shift(); // they finish in order: this one is the oldest
-      });
-    this.queued.push(p);
-    this.writeQueue = p;
-  }
-
-  /** Wait until every queued write is in the data file; throws if one failed. */
-  private async drainWrites(): Promise<void> {
-    if (this.queuedBytes > 0) await this.writeQueue;
-    if (this.writeFailure) throw this.writeFailure;
   }
 
   private markDirty(first: number, last: number): void {
@@ -380,7 +338,6 @@ export class CachedFile {
       this.dataGen++;
       this.rec.dataDirty = true;
       const bs = this.ctx.blockSize;
-      await this.drainWrites();
       if (size < old) await this.fd.truncate(size);
       this.accounted(() => {
         if (size < old) {
@@ -439,7 +396,6 @@ export class CachedFile {
 
   private async commitLocked(durable: boolean): Promise<void> {
     if (this.unlinked) return;
-    await this.drainWrites();
     this.committedGen = this.gen;
     if (durable && this.dataGen !== this.syncedDataGen) {
       const target = this.dataGen;
@@ -606,7 +562,6 @@ export class CachedFile {
   async closeData(): Promise<void> {
     await this.lock.run(async () => {
       await this.waitInflight(0, this.blockCount());
-      await this.writeQueue; // a failed write was reported by the commit before; the handle closes regardless
       await this.fd.close();
     });
   }

@@ -130,6 +130,7 @@ export async function runMount(job: MountJob): Promise<number> {
       metadataTtlMs: asOf ? FOREVER : config.fs.metadataTtlMs,
       metadataCacheSize: config.fs.metadataCacheSize,
       listingTtlMs: asOf ? FOREVER : config.fs.listingTtlMs,
+      listingAttributes: config.fs.listingAttributes,
       capacityBytes: config.fs.capacityBytes,
       readOnly: config.fs.readOnly,
       localPatterns: config.fs.localPatterns,

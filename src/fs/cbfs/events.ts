@@ -22,6 +22,11 @@ export interface FileInfo {
 export interface DirEntry {
   name: string;
   info: FileInfo;
+  /**
+   * The info holds every attribute a GetFileInfo would report (not defaults standing in for unknown ones): the
+   * adapter may give it to the kernel with the listing (FUSE READDIRPLUS), saving a look-up per entry.
+   */
+  exact?: boolean;
 }
 
 /**

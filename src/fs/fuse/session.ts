@@ -15,7 +15,7 @@ import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
+import { ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -35,7 +35,8 @@ const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW:
 
 interface DirHandle {
   path: string;
-  entries: { name: string; ino: number; mode: number }[];
+  /** info: set when the backend knows every attribute (DirEntry.exact), so READDIRPLUS can hand it over. */
+  entries: { name: string; ino: number; mode: number; info?: FileInfo }[];
 }
 
 export class FuseSession {
@@ -414,7 +415,7 @@ export class FuseSession {
           const entries = [
             { name: '.', ino: Number(ino), mode: 0o040000 },
             { name: '..', ino: parent, mode: 0o040000 },
-            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: typeBits(e.info) })),
+            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: typeBits(e.info), info: e.exact ? e.info : undefined })),
           ];
           const dh = this.nextDir++;
           this.dirs.set(dh, { path, entries });
@@ -437,6 +438,35 @@ export class FuseSession {
           const need = Number(lib.addDirentry(req, buf.subarray(used), buf.length - used, e.name, stat, i + 1));
           if (need > buf.length - used) break;
           used += need;
+        }
+        lib.replyBuf(req, buf, used);
+      },
+      // READDIRPLUS: entries whose attributes the backend knows go to the kernel with them (one reply per page of
+      // names instead of a LOOKUP per name: `ls -l` of a warm directory); the others carry no node id, so the
+      // kernel looks them up as after a plain readdir.
+      readdirplus: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
+        const dir = this.dirs.get(this.fh(fi));
+        if (!dir) {
+          lib.replyErr(req, E.EBADF);
+          return;
+        }
+        const buf = Buffer.alloc(Number(size));
+        let used = 0;
+        for (let i = Number(off); i < dir.entries.length; i++) {
+          const e = dir.entries[i]!;
+          const dots = i < 2; // "." and "..": the kernel takes no reference on them
+          const path = joinPath(dir.path, e.name);
+          // The number the path has now (a rename since opendir moves it), taken as a reference only once sent.
+          const entry = e.info && !dots ? entryBuffer(this.inodes.peek(path), e.info, this.attrTimeout) : Buffer.alloc(SIZEOF.entry);
+          if (!e.info || dots) {
+            entry.writeBigUInt64LE(BigInt(e.ino), ENTRY.attr + STAT.ino);
+            entry.writeUInt32LE(e.mode, ENTRY.attr + STAT.mode);
+          }
+          const need = Number(lib.addDirentryPlus(req, buf.subarray(used), buf.length - used, e.name, entry, i + 1));
+          if (need > buf.length - used) break;
+          used += need;
+          // Handed over with its node id: the kernel now holds a reference, as after a LOOKUP.
+          if (e.info && !dots) this.inodes.lookup(path);
         }
         lib.replyBuf(req, buf, used);
       },

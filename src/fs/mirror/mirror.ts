@@ -29,6 +29,8 @@ export interface MirrorOptions {
   metadataCacheSize?: number;
   /** How long a directory listing kept in the vault is used without asking storage again. */
   listingTtlMs?: number;
+  /** Files known only from a listing are shown with its attributes, no HEAD each (fs.listingAttributes). */
+  listingAttributes?: boolean;
   capacityBytes?: number;
   readOnly?: boolean;
   /** Name patterns of local files (R44), default DEFAULT_LOCAL_PATTERNS. */
@@ -72,6 +74,7 @@ export class S3Mirror implements CbfsHandlers {
     this.cache = new MetadataCache(options.metadataTtlMs ?? 5000, options.metadataCacheSize ?? 2048, this.vault.listings, options.listingTtlMs ?? 60_000);
     this.localNames = new LocalNames(options.localPatterns);
     this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt, (key, rule) => this.log.warn({ key }, `odd key: ${rule}`));
+    this.ns.listingAttributes = options.listingAttributes ?? false;
     this.versions = new VersionsView(this.vault.storage, this.owner, this.mountedAt);
     this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     this.vault.onConflict = (c) => {

@@ -16,7 +16,7 @@ import { checkPath, dirPrefix, isShadowedPath, pathToKey, segmentName, shadowedN
 import { decodeMeta, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
 
-const PREFETCH_MAX = 10_000;
+const PREFETCH_WINDOW = 128;
 const PREFETCH_CONCURRENCY = 16;
 const LOOKUP_LIST_MAX = 10_000;
 
@@ -30,13 +30,15 @@ const SHADOWED_ENTRY = '\0file';
 export class Namespace {
   /** Odd keys already reported in the log (once each). */
   private readonly reported = new Set<string>();
-  /** Sibling HEADs started by prefetchSiblings, by key; and when each directory's were started. */
+  /** Sibling HEADs started by prefetchSiblings, by key; per directory, its files to prefetch and how far. */
   private readonly heads = new Map<string, Promise<FileInfo | null>>();
-  private readonly prefetched = new Map<string, number>();
+  private readonly ahead = new Map<string, { names: string[]; index: Map<string, number>; started: number; at: number }>();
   private readonly headQueue = new PQueue({ concurrency: PREFETCH_CONCURRENCY });
   /** Parent listings started by look-ups, by prefix; directories found too large to list for a look-up. */
   private readonly parentListings = new Map<string, Promise<boolean>>();
   private readonly tooBig = new Set<string>();
+  /** fs.listingAttributes: a listed file or directory is shown with what the listing says, no HEAD. */
+  listingAttributes = false;
 
   constructor(
     private readonly vault: Vault,
@@ -102,6 +104,12 @@ export class Namespace {
       this.cache.remember(key, { info, etag: listed.etag || undefined, complete: true });
       return info;
     }
+    // Listing attributes (an opt-in): what the listing says is the answer; opening the file asks for the rest.
+    if (this.listingAttributes && listed && !listed.meta) {
+      const info = decodeMeta(listed.kind, listed.size, new Date(listed.kind === 'dir' ? this.mountedAt : listed.modifiedMs), undefined, this.owner);
+      this.cache.remember(key, { info, etag: listed.etag || undefined, complete: listed.kind === 'dir' });
+      return info;
+    }
     // The vault holds this very version: its record knows the attributes, no HEAD needed.
     if (listed?.kind === 'file' && rec && rec.remoteEtag === listed.etag) {
       const info = recordInfo(rec);
@@ -149,26 +157,31 @@ export class Namespace {
   }
 
   /**
-   * After a directory was listed, the first look-up of one of its files HEADs the others that lack their metadata
-   * (up to PREFETCH_MAX, PREFETCH_CONCURRENCY at a time), as `ls -l` is about to ask for each in turn. `find` and
-   * `ls -f` never look files up, so they never start this. Once per directory per listing lifetime.
+   * After a directory was listed, a look-up of one of its files HEADs the next PREFETCH_WINDOW files of the listing
+   * that lack their metadata (PREFETCH_CONCURRENCY at a time), as `ls -l` and `stat *` ask for them in that order;
+   * each later look-up slides the window on. So a walk over a directory's files keeps HEADs in flight ahead of it,
+   * and a look-up of a few files costs a window, not the whole directory. `find` and `ls -f` never look files up.
    */
   private prefetchSiblings(key: string): void {
-    const prefix = key.slice(0, key.lastIndexOf('/') + 1);
-    const last = this.prefetched.get(prefix);
-    if (last !== undefined && Date.now() - last < 60_000) return;
-    this.prefetched.set(prefix, Date.now());
-    const entries = this.cache.listing(prefix) ?? [];
-    let n = 0;
-    for (const e of entries) {
-      if (e.kind !== 'file' || e.meta || n >= PREFETCH_MAX) continue;
-      const k = prefix + e.name;
-      if (k === key || this.heads.has(k) || this.cache.get(k)?.complete) continue;
-      n++;
+    const cut = key.lastIndexOf('/') + 1;
+    const prefix = key.slice(0, cut);
+    let run = this.ahead.get(prefix);
+    if (!run || Date.now() - run.at > 60_000) {
+      const names = (this.cache.listing(prefix) ?? []).filter((e) => e.kind === 'file' && !e.meta).map((e) => e.name);
+      run = { names, index: new Map(names.map((n, i) => [n, i])), started: 0, at: Date.now() };
+      this.ahead.set(prefix, run);
+    }
+    const at = run.index.get(key.slice(cut));
+    if (at === undefined) return;
+    const to = Math.min(run.names.length, at + 1 + PREFETCH_WINDOW);
+    for (let i = Math.max(run.started, at + 1); i < to; i++) {
+      const k = prefix + run.names[i]!;
+      if (this.heads.has(k) || this.cache.get(k)?.complete) continue;
       const p = this.headQueue.add(() => this.lookupRemote(k, true)) as Promise<FileInfo | null>;
       this.heads.set(k, p);
       p.catch(() => undefined).finally(() => this.heads.delete(k));
     }
+    run.started = Math.max(run.started, to);
   }
 
   /**
@@ -222,18 +235,25 @@ export class Namespace {
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
     const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
+    // What look-ups taught about entries (kept with the stored listing): those are exact, the rest defaults.
     const known = new Map<string, FileInfo>();
-    for (const e of this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []) if (e.meta && e.kind === 'file') known.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
+    const knownDirs = new Map<string, FileInfo>();
+    for (const e of this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []) {
+      if (e.meta && e.kind === 'file') known.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
+      else if (e.meta && e.kind === 'dir') knownDirs.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
+    }
     const entries = new Map<string, DirEntry>();
     const dirs = new Set<string>();
     for (const p of listing.prefixes) {
       const segment = p.slice(prefix.length, -1);
       const name = segmentName(segment);
       if (name !== segment) this.oddKey(p, `not a valid file name: shown as ${name}`);
-      const info = decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
-      entries.set(name, { name, info });
+      const cached = this.cache.get(p.slice(0, -1));
+      const exact = (cached?.complete && cached.info?.kind === 'dir' ? cached.info : undefined) ?? knownDirs.get(p.slice(0, -1));
+      const info = exact ?? decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
+      entries.set(name, { name, info, exact: exact !== undefined || this.listingAttributes });
       dirs.add(segment);
-      if (!this.cache.get(p.slice(0, -1))) this.cache.remember(p.slice(0, -1), { info, complete: false });
+      if (!cached) this.cache.remember(p.slice(0, -1), { info, complete: exact !== undefined });
     }
     const nameOfFile = (segment: string, key: string): string => {
       if (!dirs.has(segment)) {
@@ -249,18 +269,18 @@ export class Namespace {
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
       const stored = known.get(o.key);
-      const info = stored && stored.size === o.size ? stored : this.listedFileInfo(o);
+      const { info, exact } = stored && stored.size === o.size ? { info: stored, exact: true } : this.listedFileInfo(o);
       const name = nameOfFile(segment, o.key);
       // A listing does not say which objects are symlinks; those never looked up show as regular files to readdir
       // (d_type) — stat tells the truth. Asking would cost a HEAD per entry and make find slow on large trees.
-      entries.set(name, { name, info });
+      entries.set(name, { name, info, exact });
     }
     for (const rec of this.vault.recordsUnder(prefix)) {
       const segment = rec.key.slice(prefix.length);
       if (!segment || segment.includes('/')) continue;
       if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
         const name = nameOfFile(segment, rec.key);
-        entries.set(name, { name, info: recordInfo(rec) });
+        entries.set(name, { name, info: recordInfo(rec), exact: true });
       }
     }
     return [...entries.values()];
@@ -326,19 +346,19 @@ export class Namespace {
     return { objects, prefixes: [...prefixes] };
   }
 
-  private listedFileInfo(o: ObjectInfo): FileInfo {
+  private listedFileInfo(o: ObjectInfo): { info: FileInfo; exact: boolean } {
     const cached = this.cache.get(o.key);
-    if (cached?.info && cached.complete && cached.etag === o.etag) return cached.info;
+    if (cached?.info && cached.complete && cached.etag === o.etag) return { info: cached.info, exact: true };
     // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
     const rec = this.vault.record(o.key);
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
       const info: FileInfo = { ...recordInfo(rec), size: o.size };
       this.cache.remember(o.key, { info, etag: o.etag, complete: true });
-      return info;
+      return { info, exact: true };
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
     this.cache.remember(o.key, { info, etag: o.etag, complete: false });
-    return info;
+    return { info, exact: this.listingAttributes };
   }
 
   /** The remote version of a file as last seen, for opening it in the vault. */
