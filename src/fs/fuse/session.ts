@@ -222,6 +222,13 @@ export class FuseSession {
     return this.inoHandles.get(ino)?.values().next().value;
   }
 
+  /** The directory handle of a readdir request, or EBADF answered. */
+  private openDir(req: Ptr, fi: Ptr): DirHandle | undefined {
+    const dir = this.dirs.get(this.fh(fi));
+    if (!dir) this.lib.replyErr(req, E.EBADF);
+    return dir;
+  }
+
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
@@ -423,11 +430,8 @@ export class FuseSession {
         });
       },
       readdir: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
-        const dir = this.dirs.get(this.fh(fi));
-        if (!dir) {
-          lib.replyErr(req, E.EBADF);
-          return;
-        }
+        const dir = this.openDir(req, fi);
+        if (!dir) return;
         const buf = Buffer.alloc(Number(size));
         const stat = Buffer.alloc(SIZEOF.stat);
         let used = 0;
@@ -445,11 +449,8 @@ export class FuseSession {
       // names instead of a LOOKUP per name: `ls -l` of a warm directory); the others carry no node id, so the
       // kernel looks them up as after a plain readdir.
       readdirplus: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
-        const dir = this.dirs.get(this.fh(fi));
-        if (!dir) {
-          lib.replyErr(req, E.EBADF);
-          return;
-        }
+        const dir = this.openDir(req, fi);
+        if (!dir) return;
         const buf = Buffer.alloc(Number(size));
         let used = 0;
         for (let i = Number(off); i < dir.entries.length; i++) {
