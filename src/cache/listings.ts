@@ -24,6 +24,8 @@ interface Row {
   meta: string | null;
 }
 
+const pendingKey = (prefix: string, name: string): string => `${prefix}\0${name}`;
+
 const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta });
 
 interface PendingEntry {
@@ -84,7 +86,7 @@ export class ListingStore {
   }
 
   private currentRow(prefix: string, name: string): Row | undefined {
-    const p = this.pending.get(`${prefix}\0${name}`);
+    const p = this.pending.get(pendingKey(prefix, name));
     if (p) return p.row ?? undefined;
     return this.s.entry.get(prefix, name) as Row | undefined;
   }
@@ -134,7 +136,7 @@ export class ListingStore {
     if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
     const sameObject = current !== undefined && entry !== null && (current.kind === 1) === (entry.kind === 'dir') && current.etag === entry.etag;
     const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? (sameObject ? current.meta : null) };
-    this.pending.set(`${prefix}\0${name}`, { prefix, name, row });
+    this.pending.set(pendingKey(prefix, name), { prefix, name, row });
     this.schedule();
   }
 

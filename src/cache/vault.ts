@@ -276,7 +276,7 @@ export class Vault {
       this.ctx.log.warn({ key, cached: rec.remoteEtag, remote: base.etag }, 'object changed remotely while local changes are pending: the local version will replace it');
     }
     // Offline, the owner's "absent" is a guess (it could not ask): such a file's upload always asks.
-    if (!rec && base === null && !this.offline) this.ctx.absentAt.set(key, Date.now());
+    if (!rec && base === null && !this.offline && !local) this.ctx.absentAt.set(key, Date.now());
     rec ??= this.statements.insert({
       key,
       ...attrs,
@@ -402,6 +402,7 @@ export class Vault {
   /** Forget a key's cached file; an open one lives on for its handles and is never uploaded. */
   removeRecord(key: string): void {
     this.writeback.drop(key);
+    this.ctx.absentAt.delete(key);
     const file = this.open.get(key);
     const rec = file?.rec ?? this.statements.find(key);
     if (!rec) return;

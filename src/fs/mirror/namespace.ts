@@ -18,6 +18,8 @@ import type { MetadataCache } from './metadata-cache.js';
 
 const PREFETCH_WINDOW = 128;
 const PREFETCH_CONCURRENCY = 16;
+/** Directories whose prefetch window is remembered at once. */
+const PREFETCH_DIRS = 64;
 const LOOKUP_LIST_MAX = 10_000;
 
 export function recordInfo(rec: FileRecord): FileInfo {
@@ -169,7 +171,10 @@ export class Namespace {
     if (!run || Date.now() - run.at > 60_000) {
       const names = (this.cache.listing(prefix) ?? []).filter((e) => e.kind === 'file' && !e.meta).map((e) => e.name);
       run = { names, index: new Map(names.map((n, i) => [n, i])), started: 0, at: Date.now() };
+      this.ahead.delete(prefix);
       this.ahead.set(prefix, run);
+      // Only the directories being walked now: the oldest goes (a long walk over many directories stays small).
+      if (this.ahead.size > PREFETCH_DIRS) this.ahead.delete(this.ahead.keys().next().value!);
     }
     const at = run.index.get(key.slice(cut));
     if (at === undefined) return;
