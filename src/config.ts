@@ -48,6 +48,11 @@ export const fsConfigSchema = z.object({
    * (mode, owner, mtime, symlink, xattrs) is read when they are opened or changed. Off: every file's metadata.
    */
   listingAttributes: z.boolean().default(false),
+  /**
+   * FUSE passthrough (Linux ≥ 6.9): a file whose data is all in the vault is read by the kernel straight from the
+   * vault's data file, at local-disk speed. Off, or on an older kernel: every read goes through s3vault.
+   */
+  passthrough: z.boolean().default(true),
   attrTimeoutSec: z.number().min(0).default(1),
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),

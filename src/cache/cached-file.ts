@@ -8,7 +8,7 @@
  * (within the file size), written with the block's state, for fsck.
  */
 import { createHash } from 'node:crypto';
-import { readSync } from 'node:fs';
+import { fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
@@ -84,6 +84,12 @@ export class CachedFile {
   unlinked = false;
   /** Set while its last handle closes: its descriptor is going away, so nothing may be evicted through it. */
   closing = false;
+  /**
+   * Handles the kernel serves by FUSE passthrough (straight from the data file, without asking the vault): while
+   * any is open no block may be evicted; writers' changes are adopted by adoptExternalWrites.
+   */
+  passthroughOpens = 0;
+  passthroughWriters = 0;
   private readonly lock = new Mutex();
   private readonly uploadLock = new Mutex();
   private readonly inflight = new Map<number, Promise<void>>();
@@ -450,6 +456,7 @@ export class CachedFile {
     if (!prep) return 'nothing';
     const attemptAt = Date.now();
     let result;
+    let journaled = false;
     try {
       let landed: string | undefined;
       // A file just created where storage had nothing (the owner checked moments ago) needs no second look.
@@ -466,6 +473,12 @@ export class CachedFile {
           else throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', prep.key, `the object changed in storage (ETag ${remote.etag}; the local copy is based on ${prep.base ?? 'no object'})`);
         }
       }
+      // Journaled before a byte leaves: after a crash mid-upload, whatever storage kept of it (some servers keep
+      // a cut-short PUT) is recognised on restart as this attempt's, not taken for another writer's object.
+      if (!this.ctx.failedAttempts.has(this.rec.id) && !this.unlinked) {
+        this.ctx.statements.putTag(this.rec.id, OWN_TAG.ATTEMPT, Buffer.from(String(attemptAt)));
+        journaled = true;
+      }
       result = landed !== undefined && this.gen === prep.gen
         ? { etag: landed, result: RWRESULT.SUCCESS }
         : prep.metaOnly
@@ -477,14 +490,19 @@ export class CachedFile {
           });
     } catch (err) {
       // A transient failure may hide a request that reached the storage: remember when it was sent.
-      if (err instanceof StorageError && err.transient && !this.ctx.failedAttempts.has(this.rec.id)) this.ctx.failedAttempts.set(this.rec.id, attemptAt);
+      // (So may one abandoned because the file changed meanwhile.) Refused outright: nothing of it reached storage.
+      const unknown = err instanceof StorageError && (err.transient || err.result === RWRESULT.FILE_MODIFIED_LOCALLY);
+      if (unknown && !this.ctx.failedAttempts.has(this.rec.id)) this.ctx.failedAttempts.set(this.rec.id, attemptAt);
+      else if (!unknown && journaled && !this.unlinked) this.ctx.statements.deleteTag(this.rec.id, OWN_TAG.ATTEMPT);
       if (err instanceof StorageError && err.result !== RWRESULT.FILE_MODIFIED_LOCALLY) {
         this.rec.lastError = err.result;
         if (!this.unlinked) this.ctx.statements.saveFile(this.rec);
       }
       throw err;
     }
-    this.ctx.failedAttempts.delete(this.rec.id);
+    if (this.ctx.failedAttempts.delete(this.rec.id) || journaled) {
+      if (!this.unlinked) this.ctx.statements.deleteTag(this.rec.id, OWN_TAG.ATTEMPT);
+    }
     this.ctx.absentAt.delete(prep.key);
     return this.lock.run(async () => {
       const same = this.gen === prep.gen;
@@ -548,7 +566,7 @@ export class CachedFile {
    * A file with changes keeps every block until it is uploaded (the upload needs them, R53).
    */
   evictable(): { file: CachedFile; block: number; used: number }[] {
-    if (this.rec.pinned || this.rec.dirty || this.unlinked || this.closing) return [];
+    if (this.rec.pinned || this.rec.dirty || this.unlinked || this.closing || this.passthroughOpens > 0) return [];
     const out: { file: CachedFile; block: number; used: number }[] = [];
     for (let b = 0; b < this.blockCount(); b++) {
       if (this.blocks.get(b) === BLOCK.CLEAN && !this.blocks.isBeingRead(b) && !this.inflight.has(b)) out.push({ file: this, block: b, used: this.blocks.lastUse(b) });
@@ -558,12 +576,49 @@ export class CachedFile {
 
   /** Evict one clean block: forget it and give its disk space back. Synchronous, so no read slips in between. */
   evictBlock(b: number): boolean {
-    if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isBeingRead(b) || this.inflight.has(b) || this.rec.dirty || this.closing) return false;
+    if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isBeingRead(b) || this.inflight.has(b) || this.rec.dirty || this.closing || this.passthroughOpens > 0) return false;
     const start = b * this.ctx.blockSize;
     if (!punchHole(this.fd.fd, start, Math.min(this.ctx.blockSize, this.rec.size - start))) return false;
     this.accounted(() => this.blocks.set(b, BLOCK.ABSENT));
     this.ctx.statements.dropBlock(this.rec.id, b);
     return true;
+  }
+
+  /**
+   * The data file's descriptor when it alone can answer every read of the file (FUSE passthrough): no block is
+   * still in storage only, and no fetch is writing into it.
+   */
+  completeDataFd(): number | undefined {
+    if (this.inflight.size) return undefined;
+    for (let b = 0; b < this.blockCount(); b++) if (this.needsFetch(b)) return undefined;
+    return this.fd.fd;
+  }
+
+  /** The data file's descriptor, whatever it holds (a passthrough handle opened beside others must share it). */
+  get dataFd(): number {
+    return this.fd.fd;
+  }
+
+  /**
+   * Take in what the kernel wrote to the data file through passthrough handles, which the vault never saw: the
+   * size is the data file's, and every block counts as changed (the upload sends the whole object anyway).
+   */
+  adoptExternalWrites(): void {
+    const size = fstatSync(this.fd.fd).size;
+    const count = this.blockCount(size);
+    this.accounted(() => {
+      if (size < this.rec.size) {
+        this.blocks.clearFrom(count);
+        this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
+      }
+      this.rec.size = size;
+      if (count > 0) this.markDirty(0, count - 1);
+    });
+    this.gen++;
+    this.dataGen++;
+    this.rec.dataDirty = true;
+    this.rec.dirty = true;
+    this.rec.mtimeMs = Date.now();
   }
 
   async closeData(): Promise<void> {

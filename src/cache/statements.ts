@@ -73,6 +73,7 @@ export class VaultStatements {
       blockCounts: db.prepare('SELECT file_id AS id, sum(state = 1) AS clean, sum(state = 2) AS dirty FROM blocks GROUP BY file_id'),
       tagsOf: db.prepare('SELECT tag_id AS id, value FROM tags WHERE file_id = ? ORDER BY tag_id'),
       getTag: db.prepare('SELECT value FROM tags WHERE file_id = ? AND tag_id = ?'),
+      tagEverywhere: db.prepare('SELECT file_id AS fileId, value FROM tags WHERE tag_id = ?'),
       putTag: db.prepare('INSERT INTO tags (file_id, tag_id, value) VALUES (?, ?, ?) ON CONFLICT (file_id, tag_id) DO UPDATE SET value = excluded.value'),
       deleteTag: db.prepare('DELETE FROM tags WHERE file_id = ? AND tag_id = ?'),
       dropBlocksFrom: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx >= ?'),
@@ -160,6 +161,11 @@ export class VaultStatements {
 
   getTag(fileId: number, tagId: number): Buffer | undefined {
     return (this.s.getTag.get(fileId, tagId) as { value: Buffer } | undefined)?.value;
+  }
+
+  /** One tag of every file that has it. */
+  tagEverywhere(tagId: number): { fileId: number; value: Buffer }[] {
+    return this.s.tagEverywhere.all(tagId) as { fileId: number; value: Buffer }[];
   }
 
   putTag(fileId: number, tagId: number, value: Buffer): void {

@@ -161,7 +161,8 @@ export class Vault {
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
         accountBytes: () => undefined,
         waitForRoom: async () => undefined,
-        failedAttempts: new Map(),
+        // Uploads a crash interrupted: what storage kept of them is ours, not another writer's.
+        failedAttempts: new Map(statements.tagEverywhere(OWN_TAG.ATTEMPT).map((t) => [t.fileId, Number(t.value.toString())])),
         absentAt: new Map(),
         absentTrustMs: options.absentTrustMs ?? 0,
         log,
@@ -509,7 +510,8 @@ export class Vault {
 
   listTags(key: string): { id: number; value: Buffer }[] {
     const rec = this.record(key);
-    return rec ? this.statements.tagsOf(rec.id) : [];
+    // The upload-attempt stamp is bookkeeping that comes and goes with every upload: not shown.
+    return rec ? this.statements.tagsOf(rec.id).filter((t) => t.id !== OWN_TAG.ATTEMPT) : [];
   }
 
   // ---- status, enumeration, flush (CBCache API) ----

@@ -150,6 +150,7 @@ export async function runMount(job: MountJob): Promise<number> {
       readOnly: config.fs.readOnly,
       allowOther: config.fs.allowOther,
       attrTimeout: config.fs.attrTimeoutSec,
+      passthrough: config.fs.passthrough,
       log,
     });
     // The Mount event: interrupted renames are finished and orphans queued before the first request.

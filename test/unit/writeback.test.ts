@@ -1,5 +1,5 @@
 /** The write-back queue on in-memory storage with injected faults: retries, error states, power, conflicts, back-pressure. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -109,6 +109,21 @@ describe('write-back queue', () => {
     await until(() => vault.queue().length === 0);
     expect(text('b')).toBe('whole content');
     expect(vault.conflicts).toEqual([]);
+  });
+
+  it('an upload cut short by a crash of s3vault, whose remains the server kept, is replaced after the restart, not taken for a conflict', async () => {
+    await open({ retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    faulty.cutShortNext(1);
+    await change('c', 'whole content');
+    await until(() => memory.objects.has('c')); // what the server kept of the attempt
+    await vault.simulateCrash(); // kill -9: the retry never comes, the memory of the attempt is gone
+    writeFileSync(path.join(dir, 'vault.lock'), '999999');
+    await open();
+    expect(vault.orphans.map((r) => r.key)).toEqual(['c']);
+    await vault.flushAll();
+    expect(text('c')).toBe('whole content');
+    expect(vault.conflicts).toEqual([]);
+    expect(vault.listTags('c').map((t) => t.id)).toEqual([0xc001]); // the ETag; the attempt's stamp is hidden
   });
 
   it('pauses while the storage is offline and drains in order when it returns', async () => {

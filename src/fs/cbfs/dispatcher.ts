@@ -292,6 +292,15 @@ export class EventDispatcher implements CbfsHandlers {
   cacheToken(handle: number): string | undefined {
     return this.inner.cacheToken?.(handle);
   }
+  passthroughFd(handle: number, force: boolean): number | undefined {
+    return this.inner.passthroughFd?.(handle, force);
+  }
+  passthroughOpened(handle: number, writable: boolean): void {
+    this.inner.passthroughOpened?.(handle, writable);
+  }
+  adoptPassthroughWrites(handle: number): void {
+    this.inner.adoptPassthroughWrites?.(handle);
+  }
   setNotifier(notifier: ChangeNotifier): void {
     this.inner.setNotifier?.(notifier);
   }

@@ -117,6 +117,16 @@ export interface CbfsHandlers {
    * open, the adapter lets the kernel keep its page cache (FUSE keep_cache) instead of reading everything again.
    */
   cacheToken?(handle: number): string | undefined;
+  /**
+   * Optional (FUSE passthrough): a descriptor of a file holding an open file's whole data, which the kernel may
+   * then read and write directly; undefined when there is none (data not all local). `force`: the inode already
+   * serves other handles that way and the kernel requires the same of this one.
+   */
+  passthroughFd?(handle: number, force: boolean): number | undefined;
+  /** Optional: the adapter did hand the handle to the kernel by passthrough (`writable`: it may write, too). */
+  passthroughOpened?(handle: number, writable: boolean): void;
+  /** Optional: take in what the kernel wrote through a passthrough handle (size and data) before answering. */
+  adoptPassthroughWrites?(handle: number): void;
   /** Optional: the adapter hands the backend its NotifyDirectoryChange channel at mount time. */
   setNotifier?(notifier: ChangeNotifier): void;
 }

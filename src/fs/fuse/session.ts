@@ -14,6 +14,7 @@ import { RENAME_EXCHANGE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
+import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
 import { ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
@@ -26,6 +27,8 @@ export interface FuseOptions {
   attrTimeout?: number;
   negativeTimeout?: number;
   maxThreads?: number;
+  /** FUSE passthrough for files whose data is all in the vault (default on; off when the kernel lacks it). */
+  passthrough?: boolean;
   log: Logger;
 }
 
@@ -54,6 +57,11 @@ export class FuseSession {
   private readonly attrTimeout: number;
   private readonly negativeTimeout: number;
   private unmounting = false;
+  /** Set when the kernel agreed to FUSE passthrough. */
+  private backing: BackingFiles | undefined;
+  private backingWorked = false;
+  /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
+  private readonly passthroughInodes = new Map<number, { id: number; handles: Set<number>; writers: Set<number> }>();
 
   constructor(
     private readonly fs: CbfsHandlers,
@@ -90,6 +98,16 @@ export class FuseSession {
       throw new Error(`cannot mount FUSE at ${this.options.mountpoint} (see the message above; is it already mounted?)`);
     }
     this.se = se;
+    if (this.options.passthrough !== false) {
+      try {
+        if (negotiatePassthrough(this.lib, se, this.log)) this.backing = new BackingFiles(this.lib, se);
+      } catch (err) {
+        this.lib.sessionUnmount(se);
+        this.lib.sessionDestroy(se);
+        this.se = null;
+        throw err;
+      }
+    }
     this.raiseReadAhead();
     this.fs.setNotifier?.({ invalidate: (path) => this.invalidate(path) });
   }
@@ -209,6 +227,54 @@ export class FuseSession {
     return keep ? FI_BITS.keepCache : 0;
   }
 
+  /**
+   * Serve this open by passthrough when the data is all in the vault: the kernel then reads the data file itself.
+   * The kernel keeps one I/O mode per inode: an inode with ordinary handles open gets no passthrough handle, and
+   * one with passthrough handles open gets only passthrough handles (even for writing, whose changes the backend
+   * then adopts). Returns the backing id, or 0 for an ordinary open.
+   */
+  private passthroughOpen(ino: number, handle: number, flags: number): number {
+    const backing = this.backing;
+    if (!backing || !this.fs.passthroughFd) return 0;
+    const state = this.passthroughInodes.get(ino);
+    const writable = (flags & 3) !== 0;
+    if (!state && (writable || (this.inoHandles.get(ino)?.size ?? 0) > 1)) return 0;
+    const fd = this.fs.passthroughFd(handle, state !== undefined);
+    if (fd === undefined) return 0;
+    let entry = state;
+    if (!entry) {
+      const id = backing.open(fd);
+      if (id <= 0) {
+        // Refused the first time: no passthrough after all (kernel, CAP_SYS_ADMIN); stop trying. Later: this file only.
+        if (!this.backingWorked) {
+          this.log.info({ errno: -id }, 'FUSE passthrough unavailable: reads go through s3vault');
+          this.backing = undefined;
+        } else this.log.debug({ errno: -id, ino }, 'FUSE passthrough refused for this file');
+        return 0;
+      }
+      this.backingWorked = true;
+      entry = { id, handles: new Set(), writers: new Set() };
+      this.passthroughInodes.set(ino, entry);
+    }
+    entry.handles.add(handle);
+    if (writable) {
+      entry.writers.add(handle);
+      // The kernel's page cache of this inode no longer tells the truth after writes it did not see.
+      this.cacheTokens.delete(ino);
+    }
+    this.fs.passthroughOpened?.(handle, writable);
+    return entry.id;
+  }
+
+  private passthroughReleased(ino: number, handle: number): void {
+    const entry = this.passthroughInodes.get(ino);
+    if (!entry?.handles.delete(handle)) return;
+    entry.writers.delete(handle);
+    if (entry.handles.size) return;
+    this.passthroughInodes.delete(ino);
+    this.backing?.close(entry.id);
+  }
+
   private released(ino: number, fh: number): void {
     const set = this.inoHandles.get(ino);
     set?.delete(fh);
@@ -277,6 +343,7 @@ export class FuseSession {
           const orphan = this.orphanHandle(Number(ino));
           if (orphan !== undefined) return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(orphan)), this.attrTimeout);
           const path = this.pathOf(ino, 'getattr');
+          for (const h of this.passthroughInodes.get(Number(ino))?.writers ?? []) fs.adoptPassthroughWrites?.(h);
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
@@ -359,7 +426,9 @@ export class FuseSession {
         this.answer(req, 'open', `inode ${ino}`, async () => {
           const handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
           this.opened(Number(ino), handle);
-          lib.replyOpen(req, fileInfoBuffer(flags, handle, this.openBits(Number(ino), handle)));
+          const backingId = this.passthroughOpen(Number(ino), handle, flags);
+          if (backingId > 0) lib.replyBuf(req, openOutBuffer(handle, FOPEN_PASSTHROUGH, backingId), 16);
+          else lib.replyOpen(req, fileInfoBuffer(flags, handle, this.openBits(Number(ino), handle)));
         });
       },
       create: (req: Ptr, parent: number, name: Ptr, mode: number, fi: Ptr) => {
@@ -402,6 +471,7 @@ export class FuseSession {
             await fs.closeFile(handle);
           } finally {
             this.released(Number(ino), handle);
+            this.passthroughReleased(Number(ino), handle);
           }
           lib.replyErr(req, 0);
         });

@@ -44,6 +44,8 @@ interface Handle {
   path: string;
   /** Opened with O_SYNC/O_DSYNC: writes are durable when they return, close waits for the upload. */
   writeThrough: boolean;
+  /** Served by FUSE passthrough: 'read', or 'write' when the kernel may change the data file behind the vault. */
+  passthrough?: 'read' | 'write';
 }
 
 const O_DSYNC = 0o10000;
@@ -167,7 +169,35 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   async getHandleInfo(handle: number): Promise<FileInfo> {
-    return this.fileInfoOf(this.handle(handle, 'getattr').file);
+    const h = this.handle(handle, 'getattr');
+    this.adoptPassthroughWrites(handle);
+    return this.fileInfoOf(h.file);
+  }
+
+  /**
+   * FUSE passthrough: the data file that can serve this handle's reads (and writes) without the vault. Only when
+   * every block is in the vault — unless `force` (the inode already has passthrough handles, and the kernel wants
+   * every handle of it served the same way).
+   */
+  passthroughFd(handle: number, force: boolean): number | undefined {
+    if (this.versions.owns(handle)) return undefined;
+    const h = this.handles.get(handle);
+    if (!h) return undefined;
+    return force ? h.file.dataFd : h.file.completeDataFd();
+  }
+
+  passthroughOpened(handle: number, writable: boolean): void {
+    const h = this.handles.get(handle);
+    if (!h) return;
+    h.passthrough = writable ? 'write' : 'read';
+    h.file.passthroughOpens++;
+    if (writable) h.file.passthroughWriters++;
+  }
+
+  /** What the kernel may have written through a passthrough handle becomes the vault's (size, changed data). */
+  adoptPassthroughWrites(handle: number): void {
+    const h = this.handles.get(handle);
+    if (h?.passthrough === 'write' && !h.file.unlinked) h.file.adoptExternalWrites();
   }
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
@@ -258,6 +288,7 @@ export class S3Mirror implements CbfsHandlers {
   async cleanupFile(handle: number): Promise<void> {
     if (this.versions.owns(handle)) return;
     const h = this.handle(handle, 'flush');
+    this.adoptPassthroughWrites(handle);
     await this.run('flush', h.path, async () => {
       if (!h.file.dirty || h.file.unlinked) return;
       // close(2): safe from a crash of s3vault at once; on disk at the next fsync or checkpoint (like a local disk).
@@ -278,13 +309,23 @@ export class S3Mirror implements CbfsHandlers {
   async closeFile(handle: number): Promise<void> {
     if (this.versions.owns(handle)) return this.versions.close(handle);
     const h = this.handle(handle, 'release');
+    if (h.passthrough === 'write' && !h.file.unlinked) {
+      // Writes through a shared mapping can land after the last flush: take them in and journal them now.
+      h.file.adoptExternalWrites();
+      await this.run('release', h.path, () => h.file.commit(false));
+    }
     this.handles.delete(handle);
+    if (h.passthrough) {
+      h.file.passthroughOpens--;
+      if (h.passthrough === 'write') h.file.passthroughWriters--;
+    }
     await this.run('release', h.path, () => this.vault.closeFile(h.file, { flush: FLUSH.DELAYED }));
   }
 
   /** FlushFile (fsync): durable in the vault; with syncMode 'remote', in storage too. */
   async flushFile(handle: number): Promise<void> {
     const h = this.handle(handle, 'fsync');
+    this.adoptPassthroughWrites(handle);
     await this.run('fsync', h.path, async () => {
       await h.file.commit();
       if (this.options.syncMode === 'remote' && h.file.dirty && !h.file.rec.local) await this.vault.flushFile(h.file.key);
