@@ -8,7 +8,7 @@
  * (within the file size), written with the block's state, for fsck.
  */
 import { createHash } from 'node:crypto';
-import { fstatSync, readSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
@@ -351,7 +351,8 @@ export class CachedFile {
       this.dataGen++;
       this.rec.dataDirty = true;
       const bs = this.ctx.blockSize;
-      if (size < old) await this.fd.truncate(size);
+      // Growth too: the data file's end is the file's (a passthrough reader sees the data file as it is).
+      await this.fd.truncate(size);
       this.accounted(() => {
         if (size < old) {
           this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
@@ -591,6 +592,9 @@ export class CachedFile {
   completeDataFd(): number | undefined {
     if (this.inflight.size) return undefined;
     for (let b = 0; b < this.blockCount(); b++) if (this.needsFetch(b)) return undefined;
+    // The kernel reads the data file up to its own end, not the file's size: make them one. Growth is zeros,
+    // which is what the vault reads there too; a longer data file would show stale bytes.
+    if (fstatSync(this.fd.fd).size !== this.rec.size) ftruncateSync(this.fd.fd, this.rec.size);
     return this.fd.fd;
   }
 
