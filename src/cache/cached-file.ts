@@ -8,6 +8,7 @@
  * (within the file size), written with the block's state, for fsck.
  */
 import { createHash } from 'node:crypto';
+import { release } from 'node:os';
 import { fstatSync, ftruncateSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import type { ObjectMeta } from '../storage/driver.js';
@@ -17,7 +18,7 @@ import { BLOCK, BlockMap } from './block-map.js';
 import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
-import { punchHole } from './punch-hole.js';
+import { nextData, punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
 import type { TransferHandlers } from './transfer.js';
 
@@ -78,6 +79,12 @@ export interface FileContext {
   log: Logger;
 }
 
+/** Multigrain timestamps (Linux 6.13): a file's ctime moves on every change made after it was read. */
+const FINE_CTIME = (() => {
+  const [major = 0, minor = 0] = release().split('.').map((n) => Number.parseInt(n, 10));
+  return major > 6 || (major === 6 && minor >= 13);
+})();
+
 export class CachedFile {
   openCount = 0;
   /** Set when the file was deleted while open: it lives on for its handles and is never uploaded. */
@@ -90,6 +97,10 @@ export class CachedFile {
    */
   passthroughOpens = 0;
   passthroughWriters = 0;
+  private externalStamp: string | undefined;
+  private externalMtimeNs = 0n;
+  /** When a time was last set explicitly (utimens): a passthrough write adopted later must not undo it. */
+  private timesSetAt = 0;
   private readonly lock = new Mutex();
   private readonly uploadLock = new Mutex();
   private readonly inflight = new Map<number, Promise<void>>();
@@ -389,6 +400,7 @@ export class CachedFile {
 
   /** Metadata-only change (chmod, chown, utimens); reaches storage with the next upload. */
   setAttrs(attrs: Partial<FileAttrs>): void {
+    if (attrs.mtimeMs !== undefined) this.timesSetAt = Date.now();
     Object.assign(this.rec, attrs);
     this.rec.dirty = true;
     this.gen++;
@@ -598,6 +610,14 @@ export class CachedFile {
     return this.fd.fd;
   }
 
+  /** Before the first passthrough writer: the data file as the vault left it (what later writes are told from). */
+  watchExternalWrites(): void {
+    if (this.passthroughWriters > 0) return;
+    const st = fstatSync(this.fd.fd, { bigint: true });
+    this.externalStamp = `${st.ctimeNs}:${st.size}`;
+    this.externalMtimeNs = st.mtimeNs;
+  }
+
   /** The data file's descriptor, whatever it holds (a passthrough handle opened beside others must share it). */
   get dataFd(): number {
     return this.fd.fd;
@@ -608,21 +628,42 @@ export class CachedFile {
    * size is the data file's, and every block counts as changed (the upload sends the whole object anyway).
    */
   adoptExternalWrites(): void {
-    const size = fstatSync(this.fd.fd).size;
+    const st = fstatSync(this.fd.fd, { bigint: true });
+    // Kernels with fine-grained ctime (6.13+) change it on every write after it was looked at: unchanged means
+    // nothing was written since the last look. Elsewhere every look counts as a change.
+    const stamp = `${st.ctimeNs}:${st.size}`;
+    if (FINE_CTIME && stamp === this.externalStamp) return;
+    this.externalStamp = stamp;
+    const size = Number(st.size);
     const count = this.blockCount(size);
+    const bs = this.ctx.blockSize;
     this.accounted(() => {
       if (size < this.rec.size) {
         this.blocks.clearFrom(count);
         this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
       }
       this.rec.size = size;
-      if (count > 0) this.markDirty(0, count - 1);
+      // Every block that holds data counts as changed; a hole the kernel never wrote stays a hole (SEEK_HOLE).
+      for (let b = 0; b < count; b++) {
+        if (this.blocks.get(b) === BLOCK.ABSENT && !this.needsFetch(b)) {
+          const data = nextData(this.fd.fd, b * bs);
+          if (data === null) break;
+          if (data >= (b + 1) * bs) {
+            b = Math.floor(data / bs) - 1;
+            continue;
+          }
+        }
+        this.markDirty(b, b);
+      }
     });
     this.gen++;
     this.dataGen++;
     this.rec.dataDirty = true;
     this.rec.dirty = true;
-    this.rec.mtimeMs = Date.now();
+    // The time of the last write through the kernel, unless a time was set (utimens) after it.
+    const written = Number(st.mtimeNs / 1_000_000n);
+    if (st.mtimeNs !== this.externalMtimeNs && written > this.timesSetAt) this.rec.mtimeMs = written;
+    this.externalMtimeNs = st.mtimeNs;
   }
 
   async closeData(): Promise<void> {

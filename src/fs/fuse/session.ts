@@ -16,7 +16,7 @@ import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
+import { createOutBuffer, ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -228,17 +228,18 @@ export class FuseSession {
   }
 
   /**
-   * Serve this open by passthrough when the data is all in the vault: the kernel then reads the data file itself.
+   * Serve this open (or create) by passthrough when the data is all in the vault: the kernel then reads and writes
+   * the data file itself, and the backend adopts what was written at getattr, flush, fsync and release.
    * The kernel keeps one I/O mode per inode: an inode with ordinary handles open gets no passthrough handle, and
-   * one with passthrough handles open gets only passthrough handles (even for writing, whose changes the backend
-   * then adopts). Returns the backing id, or 0 for an ordinary open.
+   * one with passthrough handles open gets only passthrough handles. Returns the backing id, or 0 for an
+   * ordinary open.
    */
   private passthroughOpen(ino: number, handle: number, flags: number): number {
     const backing = this.backing;
     if (!backing || !this.fs.passthroughFd) return 0;
     const state = this.passthroughInodes.get(ino);
     const writable = (flags & 3) !== 0;
-    if (!state && (writable || (this.inoHandles.get(ino)?.size ?? 0) > 1)) return 0;
+    if (!state && (this.inoHandles.get(ino)?.size ?? 0) > 1) return 0;
     const fd = this.fs.passthroughFd(handle, state !== undefined);
     if (fd === undefined) return 0;
     let entry = state;
@@ -439,7 +440,9 @@ export class FuseSession {
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           this.opened(ino, handle);
-          lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle, this.openBits(ino, handle)));
+          const backingId = this.passthroughOpen(ino, handle, flags);
+          if (backingId > 0) lib.replyBuf(req, createOutBuffer(ino, info, this.attrTimeout, handle, FOPEN_PASSTHROUGH, backingId), 144);
+          else lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle, this.openBits(ino, handle)));
         });
       },
       read: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {

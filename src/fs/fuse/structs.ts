@@ -88,3 +88,37 @@ export function statvfsBuffer(total: number, free: number, blockSize = 4096): Bu
   buf.writeBigUInt64LE(255n, 80); // f_namemax
   return buf;
 }
+
+/**
+ * struct fuse_entry_out + struct fuse_open_out: the CREATE reply as the kernel reads it (libfuse's
+ * fuse_reply_create cannot carry FOPEN_PASSTHROUGH and a backing id, so this one is written with fuse_reply_buf).
+ */
+export function createOutBuffer(ino: number, info: FileInfo, timeout: number, fh: number, openFlags: number, backingId: number): Buffer {
+  const buf = Buffer.alloc(128 + 16);
+  const sec = BigInt(Math.floor(timeout));
+  const nsec = Math.round((timeout - Math.floor(timeout)) * 1e9);
+  buf.writeBigUInt64LE(BigInt(ino), 0); // nodeid
+  buf.writeBigUInt64LE(sec, 16); // entry_valid
+  buf.writeBigUInt64LE(sec, 24); // attr_valid
+  buf.writeUInt32LE(nsec, 32);
+  buf.writeUInt32LE(nsec, 36);
+  // struct fuse_attr at 40
+  const a = 40;
+  const t = BigInt(Math.floor(info.mtimeMs / 1000));
+  const tn = Math.round((info.mtimeMs % 1000) * 1e6);
+  buf.writeBigUInt64LE(BigInt(ino), a);
+  buf.writeBigUInt64LE(BigInt(info.size), a + 8);
+  buf.writeBigUInt64LE(BigInt(Math.ceil(info.size / 512)), a + 16);
+  for (const off of [24, 32, 40]) buf.writeBigUInt64LE(t, a + off); // atime, mtime, ctime
+  for (const off of [48, 52, 56]) buf.writeUInt32LE(tn, a + off);
+  buf.writeUInt32LE(typeBits(info) | (info.mode & 0o7777), a + 60);
+  buf.writeUInt32LE(info.kind === 'dir' ? 2 : 1, a + 64); // nlink
+  buf.writeUInt32LE(info.uid, a + 68);
+  buf.writeUInt32LE(info.gid, a + 72);
+  buf.writeUInt32LE(BLKSIZE, a + 80);
+  // struct fuse_open_out at 128
+  buf.writeBigUInt64LE(BigInt(fh), 128);
+  buf.writeUInt32LE(openFlags >>> 0, 136);
+  buf.writeInt32LE(backingId, 140);
+  return buf;
+}

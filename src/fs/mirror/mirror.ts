@@ -183,7 +183,9 @@ export class S3Mirror implements CbfsHandlers {
     if (this.versions.owns(handle)) return undefined;
     const h = this.handles.get(handle);
     if (!h) return undefined;
-    return force ? h.file.dataFd : h.file.completeDataFd();
+    if (force) return h.file.dataFd;
+    // O_SYNC/O_DSYNC writes must be journaled as they happen, which only a write through the vault does.
+    return h.writeThrough ? undefined : h.file.completeDataFd();
   }
 
   passthroughOpened(handle: number, writable: boolean): void {
@@ -191,7 +193,10 @@ export class S3Mirror implements CbfsHandlers {
     if (!h) return;
     h.passthrough = writable ? 'write' : 'read';
     h.file.passthroughOpens++;
-    if (writable) h.file.passthroughWriters++;
+    if (writable) {
+      h.file.watchExternalWrites();
+      h.file.passthroughWriters++;
+    }
   }
 
   /** What the kernel may have written through a passthrough handle becomes the vault's (size, changed data). */
