@@ -18,6 +18,7 @@ import { BLOCK, BlockMap } from './block-map.js';
 import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
+import { FetchSink } from './fetch-sink.js';
 import { nextData, punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
 import type { TransferHandlers } from './transfer.js';
@@ -181,6 +182,27 @@ export class CachedFile {
     }
   }
 
+  /**
+   * A read whose bytes the caller sends straight from the data file (`send(fd, offset, length)`; the FUSE adapter
+   * does it on a worker thread): the blocks are made local first and held against eviction until send settles.
+   */
+  async readInto(offset: number, length: number, send: (fd: number, offset: number, length: number) => Promise<void>): Promise<void> {
+    if (offset >= this.rec.size || length <= 0) return send(this.fd.fd, offset, 0);
+    const end = Math.min(this.rec.size, offset + length);
+    const first = Math.floor(offset / this.ctx.blockSize);
+    const last = Math.floor((end - 1) / this.ctx.blockSize);
+    this.blocks.beginRead(first, last);
+    try {
+      await this.ensure(offset, end, true);
+      this.blocks.touch(first, last);
+      // Past the data file's end the file reads as zeros: make the data file that long, so they are read as such.
+      if (fstatSync(this.fd.fd).size < end) ftruncateSync(this.fd.fd, this.rec.size);
+      await send(this.fd.fd, offset, end - offset);
+    } finally {
+      this.blocks.endRead(first, last);
+    }
+  }
+
   /** Bytes from the data file; past its end the file is sparse, so zeros. */
   private async readLocal(offset: number, length: number): Promise<Buffer> {
     const buf = Buffer.allocUnsafe(length);
@@ -259,31 +281,26 @@ export class CachedFile {
     flush(last);
   }
 
-  /** The checksum of block b's bytes within the file size, given its first bytes (the rest are zeros). */
-  private sumOf(b: number, bytes: Buffer): string {
-    const span = Math.min(this.ctx.blockSize, this.rec.size - b * this.ctx.blockSize);
-    if (bytes.length >= span) return blockSum(bytes.subarray(0, span));
-    return blockSum(Buffer.concat([bytes, Buffer.alloc(span - bytes.length)]));
-  }
-
   /** ReadData: one ranged read for blocks [first, last], stored as clean blocks. */
   private async fetchRun(first: number, last: number): Promise<void> {
     const bs = this.ctx.blockSize;
     const offset = first * bs;
     try {
       const length = Math.min((last + 1) * bs, this.rec.fetchLimit) - offset;
-      const r = await this.ctx.transfer.readData(this.rec.key, offset, length, this.rec.remoteEtag ?? undefined);
+      const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, (b) => Math.min(bs, this.rec.size - b * bs));
+      const etag = this.rec.remoteEtag ?? undefined;
+      const r = this.ctx.transfer.readDataInto
+        ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
+        : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
       // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
-      if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.data.length }, 'storage returned less than requested; tail zeroed');
-      const keep = Math.min(r.data.length, Math.max(0, this.rec.fetchLimit - offset));
-      if (keep > 0) await this.fd.write(r.data, 0, keep, offset);
+      if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
+      const sums = sink.finish(last);
       const clean: { idx: number; sum: string }[] = [];
       this.accounted(() => {
         for (let b = first; b <= last && b < this.blockCount(); b++) {
           if (this.blocks.get(b) !== BLOCK.ABSENT) continue;
           this.setState(b, BLOCK.CLEAN);
-          const from = (b - first) * bs;
-          clean.push({ idx: b, sum: this.sumOf(b, r.data.subarray(Math.min(from, keep), Math.min(from + bs, keep))) });
+          clean.push({ idx: b, sum: sums.get(b)! });
         }
       });
       this.ctx.statements.putBlocks(this.rec.id, clean, BLOCK.CLEAN);

@@ -12,3 +12,13 @@ export function blockSum(data: Uint8Array): string {
   if (!hasher) throw new Error('checksums not initialised: call initChecksums() first');
   return hasher.h64Raw(data).toString(16).padStart(16, '0');
 }
+
+/** The same checksum, fed piece by piece (a block arriving in network chunks). */
+export function blockSummer(): { update(data: Uint8Array): void; digest(): string } {
+  if (!hasher) throw new Error('checksums not initialised: call initChecksums() first');
+  const h = hasher.create64();
+  return {
+    update: (data) => void h.update(data),
+    digest: () => h.digest().toString(16).padStart(16, '0'),
+  };
+}

@@ -3,11 +3,14 @@
  * them; each reports bytes moved and an RWRESULT (RANGE_BEYOND_EOF: nothing past the returned bytes — the
  * vault zeroes the tail). `transferHandlers(driver)` makes them from a StorageDriver, which is what s3vault does.
  */
-import type { ByteSource, ObjectMeta, ReadResult, StorageDriver, WriteResult } from '../storage/driver.js';
+import { readInto, type ByteSink, type ByteSource, type ObjectMeta, type ReadResult, type StorageDriver, type WriteResult } from '../storage/driver.js';
+import type { RwResult } from '../storage/rwresult.js';
 
 export interface TransferHandlers {
   /** ReadData: bytes [position, position + bytesToRead) of the object as it was at `etag`. */
   readData(key: string, position: number, bytesToRead: number, etag?: string): Promise<ReadResult>;
+  /** Optional: ReadData streamed — the bytes handed to `sink` in order as they arrive. */
+  readDataInto?(key: string, position: number, bytesToRead: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }>;
   /** WriteData: the whole object, `size` bytes read from `source`, with its metadata. */
   writeData(key: string, size: number, source: ByteSource, options: { meta: ObjectMeta; contentType?: string; stillValid?: () => boolean }): Promise<WriteResult>;
   /** Replace only the object's metadata, its data staying as it is (copy onto itself). */
@@ -19,6 +22,7 @@ export interface TransferHandlers {
 export function transferHandlers(driver: StorageDriver): TransferHandlers {
   return {
     readData: (key, position, bytesToRead, etag) => driver.read(key, position, bytesToRead, etag),
+    readDataInto: (key, position, bytesToRead, etag, sink) => readInto(driver, key, position, bytesToRead, etag, sink),
     writeData: (key, size, source, options) => driver.write(key, size, source, options),
     replaceMeta: async (key, options) => ({ ...(await driver.copy(key, key, options.meta, options.contentType)), result: 0 }),
     statData: async (key) => {

@@ -96,6 +96,11 @@ export interface StorageDriver {
   head(key: string): Promise<ObjectInfo | null>;
   /** Ranged read. With `etag`, a changed object fails with FILE_MODIFIED_EXTERNALLY instead of mixing versions. */
   read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult>;
+  /**
+   * Optional: the same ranged read, its bytes handed to `sink` in order as they arrive — no buffer of the whole
+   * range (readInto() falls back to read() for drivers without it).
+   */
+  readInto?(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }>;
   write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult>;
   list(prefix: string, options?: ListOptions): Promise<Listing>;
   /** Server-side copy; `meta` replaces the metadata, otherwise it is kept. */
@@ -105,4 +110,14 @@ export interface StorageDriver {
   close(): Promise<void>;
   /** Object versions, when the storage can keep them (S3); absent otherwise. */
   readonly versions?: VersionedStorage;
+}
+
+export type ByteSink = (chunk: Buffer) => void;
+
+/** A streaming ranged read through any driver (those without readInto read the range whole, then hand it over). */
+export async function readInto(driver: StorageDriver, key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }> {
+  if (driver.readInto) return driver.readInto(key, offset, length, etag, sink);
+  const r = await driver.read(key, offset, length, etag);
+  if (r.data.length) sink(r.data);
+  return { bytes: r.data.length, result: r.result };
 }

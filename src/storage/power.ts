@@ -5,7 +5,7 @@
  * same RWRESULT, without touching the network, and a probe runs with a doubling interval; the first probe that
  * succeeds switches it back online. Listeners pause and resume their transfers on these notifications.
  */
-import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
+import { readInto, type ByteSink, type ByteSource, type Listing, type ListOptions, type ObjectInfo, type ObjectMeta, type ReadResult, type StorageDriver, type WriteOptions, type WriteResult } from './driver.js';
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 
 export type PowerState = 'online' | 'offline';
@@ -112,6 +112,9 @@ export class PoweredStorage implements StorageDriver {
   }
   read(key: string, offset: number, length: number, etag?: string): Promise<ReadResult> {
     return this.call('read', key, () => this.inner.read(key, offset, length, etag));
+  }
+  readInto(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }> {
+    return this.call('read', key, () => readInto(this.inner, key, offset, length, etag, sink));
   }
   write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult> {
     return this.call('write', key, () => this.inner.write(key, size, source, options));

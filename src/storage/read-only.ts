@@ -3,7 +3,7 @@
  * filesystem already answers EROFS; this is the guarantee underneath (uploads of changes left in the vault by an
  * earlier read-write mount included), so a read-only mount can never write, copy or delete.
  */
-import type { ByteSource, ObjectMeta, StorageDriver, WriteResult } from './driver.js';
+import { readInto, type ByteSink, type ByteSource, type ObjectMeta, type StorageDriver, type WriteResult } from './driver.js';
 import { RWRESULT, StorageError } from './rwresult.js';
 
 export class ReadOnlyStorage implements StorageDriver {
@@ -26,6 +26,9 @@ export class ReadOnlyStorage implements StorageDriver {
   }
   read(key: string, offset: number, length: number, etag?: string) {
     return this.inner.read(key, offset, length, etag);
+  }
+  readInto(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink) {
+    return readInto(this.inner, key, offset, length, etag, sink);
   }
   list(prefix: string, options?: Parameters<StorageDriver['list']>[1]) {
     return this.inner.list(prefix, options);

@@ -23,8 +23,8 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
-import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
-import { RWRESULT, StorageError } from './rwresult.js';
+import type { ByteSink, ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
+import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
 import type { S3Config } from './config.js';
 
@@ -50,6 +50,20 @@ function collect(body: Readable, expected: number): Promise<Buffer> {
       const inOut = n - extra.reduce((a, c) => a + c.length, 0);
       resolve(extra.length ? Buffer.concat([out.subarray(0, inOut), ...extra]) : out.subarray(0, n));
     });
+  });
+}
+
+function stream(body: Readable, sink: ByteSink): Promise<void> {
+  return new Promise((resolve, reject) => {
+    body.on('data', (chunk: Buffer) => {
+      try {
+        sink(chunk);
+      } catch (err) {
+        body.destroy(err as Error);
+      }
+    });
+    body.once('error', reject);
+    body.once('end', () => resolve());
   });
 }
 
@@ -181,8 +195,18 @@ export class S3Storage implements StorageDriver {
     return this.ranged(key, offset, length, etag);
   }
 
+  /** The ranged read, streamed: each chunk goes to `sink` as it arrives (a vault fetch writes it straight to disk). */
+  async readInto(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }> {
+    let bytes = 0;
+    const r = await this.ranged(key, offset, length, etag, undefined, (chunk) => {
+      bytes += chunk.length;
+      sink(chunk);
+    });
+    return { bytes, result: r.result === RWRESULT.SUCCESS && bytes < length ? RWRESULT.PARTIAL : r.result };
+  }
+
   /** A ranged GET of the current object (checked against `etag`) or of one version. */
-  private async ranged(key: string, offset: number, length: number, etag?: string, versionId?: string): Promise<ReadResult> {
+  private async ranged(key: string, offset: number, length: number, etag?: string, versionId?: string, sink?: ByteSink): Promise<ReadResult> {
     if (length <= 0) return { data: Buffer.alloc(0), result: RWRESULT.SUCCESS };
     try {
       const r = await this.client.send(
@@ -192,6 +216,10 @@ export class S3Storage implements StorageDriver {
       if (etag !== undefined && r.ETag !== undefined && stripQuotes(r.ETag) !== etag) {
         r.Body?.transformToByteArray().catch(() => undefined);
         throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'read', key, `object changed (ETag ${stripQuotes(r.ETag)}, cached ${etag})`);
+      }
+      if (sink) {
+        await stream(r.Body as Readable, sink);
+        return { data: Buffer.alloc(0), result: RWRESULT.SUCCESS };
       }
       const data = await collect(r.Body as Readable, length);
       return { data, result: data.length < length ? RWRESULT.PARTIAL : RWRESULT.SUCCESS };

@@ -239,6 +239,11 @@ export class EventDispatcher implements CbfsHandlers {
   readFile(handle: number, offset: number, length: number): Promise<Buffer> {
     return this.dispatch('ReadFile', [this.fileOf(handle)], { kind: 'read', start: offset, end: offset + length }, () => this.inner.readFile(handle, offset, length));
   }
+  readFileInto(handle: number, offset: number, length: number, send: (fd: number, offset: number, length: number) => Promise<void>): Promise<boolean> {
+    const inner = this.inner.readFileInto;
+    if (!inner) return Promise.resolve(false);
+    return this.dispatch('ReadFile', [this.fileOf(handle)], { kind: 'read', start: offset, end: offset + length }, () => inner.call(this.inner, handle, offset, length, send));
+  }
   writeFile(handle: number, offset: number, data: Buffer): Promise<number> {
     return this.dispatch('WriteFile', [this.fileOf(handle)], { kind: 'change' }, () => this.inner.writeFile(handle, offset, data));
   }

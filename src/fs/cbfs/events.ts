@@ -79,6 +79,11 @@ export interface CbfsHandlers {
   /** OpenFile: returns a handle (handle context). */
   openFile(path: string, flags: number): Promise<number>;
   readFile(handle: number, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Optional ReadFile without a copy through JavaScript: the backend makes the bytes available in a file and has
+   * the adapter send them from it (`send`). False: not possible for this handle; use readFile.
+   */
+  readFileInto?(handle: number, offset: number, length: number, send: (fd: number, offset: number, length: number) => Promise<void>): Promise<boolean>;
   writeFile(handle: number, offset: number, data: Buffer): Promise<number>;
   /** CleanupFile: one close(2) of a handle (may fire several times per handle after dup). */
   cleanupFile(handle: number): Promise<void>;

@@ -81,6 +81,7 @@ function bind(lib: LibraryHandle) {
     replyOpen: lib.func('int fuse_reply_open(void *req, const void *fi)'),
     replyWrite: lib.func('int fuse_reply_write(void *req, size_t count)'),
     replyBuf: lib.func('int fuse_reply_buf(void *req, const void *buf, size_t size)'),
+    replyData: lib.func('int fuse_reply_data(void *req, void *bufv, int flags)'),
     replyStatfs: lib.func('int fuse_reply_statfs(void *req, const void *stbuf)'),
     replyXattr: lib.func('int fuse_reply_xattr(void *req, size_t count)'),
     addDirentry: lib.func('size_t fuse_add_direntry(void *req, void *buf, size_t bufsize, const char *name, const void *stbuf, int64_t off)'),

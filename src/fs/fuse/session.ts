@@ -32,6 +32,11 @@ export interface FuseOptions {
   log: Logger;
 }
 
+/** Reads this large are answered from the data file by libfuse (smaller ones: a synchronous pread is cheaper). */
+const FD_REPLY_MIN = 256 * 1024;
+const FUSE_BUF_IS_FD = 1 << 1;
+const FUSE_BUF_FD_SEEK = 1 << 2;
+const FUSE_BUF_NO_SPLICE = 1 << 1;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
@@ -276,6 +281,27 @@ export class FuseSession {
     this.backing?.close(entry.id);
   }
 
+  /** Reply to a read with bytes of a file: pread and write to /dev/fuse happen in libfuse, off the main thread. */
+  private replyFromFile(req: Ptr, fd: number, pos: number, len: number): Promise<void> {
+    if (len === 0) {
+      this.lib.replyBuf(req, null, 0);
+      return Promise.resolve();
+    }
+    // struct fuse_bufvec { count, idx, off, buf[1] = { size, flags, mem, fd, pos } }
+    const bufv = Buffer.alloc(64);
+    bufv.writeBigUInt64LE(1n, 0);
+    bufv.writeBigUInt64LE(BigInt(len), 24);
+    bufv.writeInt32LE(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK, 32);
+    bufv.writeInt32LE(fd, 48);
+    bufv.writeBigInt64LE(BigInt(pos), 56);
+    return new Promise((resolve) => {
+      this.lib.replyData.async(req, bufv, FUSE_BUF_NO_SPLICE, () => {
+        void bufv; // alive until libfuse is done with it
+        resolve();
+      });
+    });
+  }
+
   private released(ino: number, fh: number): void {
     const set = this.inoHandles.get(ino);
     set?.delete(fh);
@@ -448,6 +474,19 @@ export class FuseSession {
       read: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
         const handle = this.fh(fi);
         this.answer(req, 'read', `inode ${ino}`, async () => {
+          // Large reads: libfuse reads the bytes from the vault's data file and replies on a worker thread.
+          if (Number(size) >= FD_REPLY_MIN && fs.readFileInto) {
+            // Exactly one reply: a request failed at its deadline must not be answered again by the tardy handler.
+            let answered = false;
+            const send = (fd: number, pos: number, len: number) => (answered ? Promise.resolve() : ((answered = true), this.replyFromFile(req, fd, pos, len)));
+            try {
+              if (await fs.readFileInto(handle, Number(off), Number(size), send)) return;
+            } catch (err) {
+              if (answered) return;
+              answered = true;
+              throw err;
+            }
+          }
           const data = await fs.readFile(handle, Number(off), Number(size));
           lib.replyBuf(req, data, data.length);
         });

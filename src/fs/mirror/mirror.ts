@@ -278,6 +278,13 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('read', h.path, () => h.file.read(offset, length));
   }
 
+  async readFileInto(handle: number, offset: number, length: number, send: (fd: number, offset: number, length: number) => Promise<void>): Promise<boolean> {
+    if (this.versions.owns(handle)) return false;
+    const h = this.handle(handle, 'read');
+    await this.run('read', h.path, () => h.file.readInto(offset, length, send));
+    return true;
+  }
+
   async writeFile(handle: number, offset: number, data: Buffer): Promise<number> {
     const h = this.handle(handle, 'write');
     this.writable('write', h.path);
