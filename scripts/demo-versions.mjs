@@ -25,7 +25,7 @@ const say = (line) => process.stdout.write(`${line}\n`);
 const shell = (cmd) => {
   say(`$ ${cmd}`);
   try {
-    process.stdout.write(execFileSync('bash', ['-c', cmd], { env, encoding: 'utf8', timeout: 60_000 }));
+    process.stdout.write(execFileSync('bash', ['-c', cmd], { env, encoding: 'utf8', timeout: 60_000, stdio: ['ignore', 'pipe', 'pipe'] }));
   } catch (err) {
     process.stdout.write(`${err.stdout ?? ''}${err.stderr ?? ''}(exit ${err.status})\n`);
   }
