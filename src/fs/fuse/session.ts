@@ -244,9 +244,15 @@ export class FuseSession {
     if (!backing || !this.fs.passthroughFd) return 0;
     const state = this.passthroughInodes.get(ino);
     const writable = (flags & 3) !== 0;
-    if (!state && (this.inoHandles.get(ino)?.size ?? 0) > 1) return 0;
+    if (!state && (this.inoHandles.get(ino)?.size ?? 0) > 1) {
+      this.log.debug({ ino }, 'not passthrough: other handles open');
+      return 0;
+    }
     const fd = this.fs.passthroughFd(handle, state !== undefined);
-    if (fd === undefined) return 0;
+    if (fd === undefined) {
+      this.log.debug({ ino }, 'not passthrough: data not all in the vault');
+      return 0;
+    }
     let entry = state;
     if (!entry) {
       const id = backing.open(fd);
