@@ -2,13 +2,13 @@
 # Installs what a fresh Debian 12 machine lacks for s3vault, then its npm dependencies, then builds it.
 #   scripts/install.sh          runtime: fuse3, libfuse3-3
 #   scripts/install.sh --test   also what the tests and the benchmark use: libfuse3-dev + gcc (layout check, C
-#                               helpers), fio, attr, rsync, sqlite3, git (real programs), s3fs and rclone (interop, peers),
+#                               helpers), python3 and fio (test helpers), attr, rsync, sqlite3, git (real programs), s3fs and rclone (interop, peers),
 #                               radosgw ceph-mon ceph-osd (a real S3 with versioning and signatures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(fuse3 libfuse3-3)
-if [ "${1:-}" = "--test" ]; then packages+=(libfuse3-dev gcc fio attr rsync sqlite3 git s3fs rclone radosgw ceph-mon ceph-osd); fi
+if [ "${1:-}" = "--test" ]; then packages+=(libfuse3-dev gcc python3 fio attr rsync sqlite3 git s3fs rclone radosgw ceph-mon ceph-osd); fi
 
 missing=()
 for p in "${packages[@]}"; do

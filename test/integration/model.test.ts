@@ -5,7 +5,7 @@
  * vault (everything read back from S3). MODEL_SEED / MODEL_OPS override the seed and the count; the seed is
  * printed, and a failure names the step and the operation.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,7 +25,10 @@ let ref: string;
 beforeAll(async () => {
   s3 = await startTestServer();
   await s3.createBucket(BUCKET);
-  ref = mkdtempSync(path.join(os.tmpdir(), 's3vault-model-ref-'));
+  // Links moved by renames can point one level above the root ('../b'): the reference's parent is as private and
+  // empty as the mountpoint's (the mount helper's scratch directory), so such writes land alike on both sides.
+  ref = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-model-ref-')), 'root');
+  mkdirSync(ref);
 });
 
 afterAll(async () => {

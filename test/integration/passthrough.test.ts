@@ -6,7 +6,7 @@
  * passthrough too and the vault adopts their changes), shared mappings, and eviction under a passthrough reader.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await m?.stop();
   await s3?.stop();
+  rmSync(SCRIPT, { force: true });
 });
 
 describe('FUSE passthrough', () => {
