@@ -15,7 +15,7 @@ export interface ListedEntry {
   meta?: string | null;
 }
 
-interface Row {
+export interface Row {
   name: string;
   kind: number;
   size: number;
@@ -34,8 +34,16 @@ interface PendingEntry {
   row: Row | null;
 }
 
+/** Changes made through the mount to a prefix while a LIST of it is in flight (see watch). */
+export interface ListingWatch {
+  prefix: string;
+  changes: Map<string, Row | null>;
+}
+
 export class ListingStore {
   private readonly s;
+  /** LISTs in flight, by prefix: their answers may predate changes made meanwhile, which are replayed on them. */
+  private readonly watches = new Map<string, Set<ListingWatch>>();
   /**
    * setEntry's changes, written together in one transaction on the next turn of the event loop: `ls -l` over a
    * fresh listing records thousands of HEAD results, and one SQLite commit each was a large share of its CPU.
@@ -114,8 +122,9 @@ export class ListingStore {
    * Store a new listing of a prefix. What lookups taught about a name (meta) carries over from the previous listing
    * while the entry is the same object (same kind and ETag; a directory stays a directory).
    */
-  put(prefix: string, entries: ListedEntry[]): void {
+  put(prefix: string, entries: ListedEntry[], watch?: ListingWatch): void {
     this.flush();
+    if (watch) this.unwatch(watch);
     this.db.transaction(() => {
       const old = new Map((this.s.entries.all(prefix) as Row[]).map((r) => [r.name, r]));
       this.s.putListing.run(prefix, Date.now());
@@ -125,11 +134,39 @@ export class ListingStore {
         const kept = e.meta ?? (before && (before.kind === 1) === (e.kind === 'dir') && before.etag === e.etag ? before.meta : null);
         this.s.putEntry.run(prefix, e.name, e.kind === 'dir' ? 1 : 0, e.size, e.etag, Math.round(e.modifiedMs), kept ?? null);
       }
+      // The answer was taken before these changes landed (an upload finished, a file went): they stand.
+      for (const [name, row] of watch?.changes ?? []) {
+        if (row) this.s.putEntry.run(prefix, name, row.kind, row.size, row.etag, row.modified_ms, row.meta);
+        else this.s.dropEntry.run(prefix, name);
+      }
     })();
+  }
+
+  /**
+   * A LIST of the prefix is about to be sent: every change recorded for it until its answer is stored (put with
+   * this watch) is replayed on that answer, which may be older than them. unwatch when the LIST fails.
+   */
+  watch(prefix: string): ListingWatch {
+    const w: ListingWatch = { prefix, changes: new Map() };
+    let set = this.watches.get(prefix);
+    if (!set) this.watches.set(prefix, (set = new Set()));
+    set.add(w);
+    return w;
+  }
+
+  unwatch(w: ListingWatch): void {
+    const set = this.watches.get(w.prefix);
+    if (!set?.delete(w)) return;
+    if (!set.size) this.watches.delete(w.prefix);
   }
 
   /** Keep a stored listing true after a change made through the mount (no-op if the prefix was never listed). */
   setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null): void {
+    const watching = this.watches.get(prefix);
+    if (watching) {
+      const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? null };
+      for (const w of watching) w.changes.set(name, row);
+    }
     if (this.s.listedAt.get(prefix) === undefined) return;
     const current = this.currentRow(prefix, name);
     if (!entry && !current) return;

@@ -97,6 +97,35 @@ describe('mirror: namespace', () => {
     expect(vault.queue()).toEqual([]);
   });
 
+  it('a listing answered before an upload landed (or a delete) keeps what changed meanwhile: nothing hidden, nothing back', async () => {
+    storage.putObject('d/old', 'x');
+    storage.putObject('d/gone', 'x');
+    const { handle } = await fs.createFile('/d/new', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('new'));
+    await fs.cleanupFile(handle);
+    await fs.closeFile(handle);
+    fs.refresh('/d'); // the next readdir asks storage
+    // The server answers the LIST now (without d/new, with d/gone), but the answer arrives late.
+    let answer!: () => void;
+    const late = new Promise<void>((r) => (answer = r));
+    const list = storage.list.bind(storage);
+    storage.list = async (...args) => {
+      storage.list = list; // only this LIST is slow
+      const listing = await list(...args);
+      await late;
+      return listing;
+    };
+    const listing = fs.enumerateDirectory('/d');
+    await new Promise((r) => setImmediate(r));
+    await vault.flushAll(); // d/new lands: its record is clean now, only the listing can show it
+    await fs.deleteFile('/d/gone');
+    expect(storage.objects.has('d/new') && !storage.objects.has('d/gone')).toBe(true);
+    answer();
+    expect((await listing).map((e) => e.name).sort()).toEqual(['new', 'old']);
+    expect((await fs.enumerateDirectory('/d')).map((e) => e.name).sort()).toEqual(['new', 'old']);
+    expect(await fs.getFileInfo('/d/gone')).toBeNull();
+  });
+
   it('rmdir refuses a non-empty directory (ENOTEMPTY) and removes an empty one', async () => {
     await fs.createDirectory('/d', 0o755, caller);
     await writeFile('/d/f', 'x');

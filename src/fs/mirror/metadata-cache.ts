@@ -6,7 +6,7 @@
  * listing is known not to exist without a request (what makes `tar x` and `cp -r` cheap), and a warm `ls`
  * needs none. Every change recorded here is applied to the stored listing too, so it stays true.
  */
-import type { ListedEntry, ListingStore } from '../../cache/listings.js';
+import type { ListedEntry, ListingStore, ListingWatch } from '../../cache/listings.js';
 import type { FileInfo } from '../cbfs/events.js';
 
 function splitKey(key: string): [string, string] {
@@ -77,9 +77,18 @@ export class MetadataCache {
     this.listings.drop(splitKey(key)[0]);
   }
 
-  /** Store a directory's listing (prefix "" or "dir/") as just taken. */
-  setListing(prefix: string, entries: ListedEntry[]): void {
-    this.listings.put(prefix, entries);
+  /** Store a directory's listing (prefix "" or "dir/") as just taken; with the watch started before asking for it. */
+  setListing(prefix: string, entries: ListedEntry[], watch?: ListingWatch): void {
+    this.listings.put(prefix, entries, watch);
+  }
+
+  /** Before a LIST: changes recorded until its answer is stored are kept on top of it (see ListingStore.watch). */
+  watchListing(prefix: string): ListingWatch {
+    return this.listings.watch(prefix);
+  }
+
+  unwatchListing(watch: ListingWatch): void {
+    this.listings.unwatch(watch);
   }
 
   /** A fresh stored listing of a prefix, if any. */

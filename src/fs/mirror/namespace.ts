@@ -311,10 +311,16 @@ export class Namespace {
   private async listRemote(prefix: string, max: number): Promise<Listing | undefined>;
   private async listRemote(prefix: string, max?: number): Promise<Listing | undefined> {
     let listing: Listing;
+    // Uploads and deletes that land while the LIST is in flight may be missing from its answer: they are kept.
+    const watch = this.cache.watchListing(prefix);
     try {
       listing = await this.storage.list(prefix, { delimiter: '/', maxKeys: max === undefined ? undefined : max + 1 });
-      if (max !== undefined && listing.objects.length + listing.prefixes.length > max) return undefined;
+      if (max !== undefined && listing.objects.length + listing.prefixes.length > max) {
+        this.cache.unwatchListing(watch);
+        return undefined;
+      }
     } catch (err) {
+      this.cache.unwatchListing(watch);
       if (max !== undefined) throw err;
       if (!(err instanceof StorageError) || !err.transient) throw err;
       // Offline: the last listing kept in the vault, however old, else the vault's records.
@@ -335,8 +341,9 @@ export class Namespace {
       const name = o.key.slice(prefix.length);
       if (name) entries.push({ name: dirs.has(name) ? name + SHADOWED_ENTRY : name, kind: 'file', size: o.size, etag: o.etag, modifiedMs: o.lastModified.getTime() });
     }
-    this.cache.setListing(prefix, entries);
-    return listing;
+    this.cache.setListing(prefix, entries, watch);
+    // Changes landed while it was asked for: the stored listing, which has them, is the answer.
+    return watch.changes.size ? this.storedListing(prefix, Number.POSITIVE_INFINITY)! : listing;
   }
 
   private offlineListing(prefix: string): Listing {
