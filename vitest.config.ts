@@ -9,7 +9,5 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['verbose', './test/helpers/start-reporter.ts'],
-    // Scratch directories under the temp directory go when the run ends.
-    globalSetup: ['./test/helpers/temp-cleanup.ts'],
   },
 });

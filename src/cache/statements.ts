@@ -44,6 +44,13 @@ const toRecord = (r: FileRow): FileRecord => ({
   xattrs: r.xattrs,
 });
 
+let lastAccess = 0;
+/** Use times for least-recently-used eviction: strictly increasing, so two uses in one millisecond keep their order. */
+export function accessClock(): number {
+  lastAccess = Math.max(Date.now(), lastAccess + 1);
+  return lastAccess;
+}
+
 export class VaultStatements {
   private readonly s;
 
@@ -89,7 +96,7 @@ export class VaultStatements {
   }
 
   private params(rec: FileRecord) {
-    return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, dataDirty: rec.dataDirty ? 1 : 0, xattrs: rec.xattrs ?? null, now: Date.now() };
+    return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, dataDirty: rec.dataDirty ? 1 : 0, xattrs: rec.xattrs ?? null, now: accessClock() };
   }
 
   find(key: string): FileRecord | undefined {

@@ -23,7 +23,7 @@ import { ConflictResolver, type Conflict, type ConflictPolicy } from './conflict
 import { ListingStore } from './listings.js';
 import { fileStatuses, matchesEnumMode, type FileStatus } from './status.js';
 import { takeLock } from './lock.js';
-import { VaultStatements } from './statements.js';
+import { accessClock, VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
 import { checkTag, checkTagCount } from './tags.js';
@@ -331,7 +331,7 @@ export class Vault {
         this.evictor.account(-file.heldBytes());
       } else if (file.uncommitted) this.statements.saveFile(file.rec);
       // Only its use time changed: recorded in batches, not one synced transaction per close.
-      else this.touched.set(file.rec.id, Date.now());
+      else this.touched.set(file.rec.id, accessClock());
     })();
     this.closing.set(key, done);
     try {

@@ -20,7 +20,7 @@ export function shResult(cmd: string, timeoutSec = 60, cwd?: string): ShResult {
 /** Run and expect success; returns stdout. */
 export function sh(cmd: string, timeoutSec = 60, cwd?: string): string {
   const r = shResult(cmd, timeoutSec, cwd);
-  if (r.code !== 0) throw new Error(`command failed (exit ${r.code}): ${cmd}\n${r.stderr}`);
+  if (r.code !== 0) throw new Error(`command failed (exit ${r.code}): ${cmd}\n${r.stdout.slice(-4000)}${r.stderr}`);
   return r.stdout;
 }
 
