@@ -24,6 +24,9 @@ export interface Row {
   meta: string | null;
 }
 
+/** Listings kept decoded in memory (see ListingStore.recent). */
+const RECENT_LISTINGS = 8;
+
 const pendingKey = (prefix: string, name: string): string => `${prefix}\0${name}`;
 
 const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta });
@@ -50,6 +53,11 @@ export class ListingStore {
    * Reads see them at once (lookup consults them; every other method writes them first).
    */
   private readonly pending = new Map<string, PendingEntry>();
+  /**
+   * The last listings read, as read (a warm `ls` of a large directory read and decoded every row each time);
+   * any write to a prefix forgets its copy.
+   */
+  private readonly recent = new Map<string, ListedEntry[]>();
   private flushScheduled = false;
 
   constructor(private readonly db: Db) {
@@ -74,6 +82,7 @@ export class ListingStore {
     if (!this.pending.size) return;
     const batch = [...this.pending.values()];
     this.pending.clear();
+    for (const { prefix } of batch) this.recent.delete(prefix);
     this.db.transaction(() => {
       for (const { prefix, name, row } of batch) {
         // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
@@ -104,11 +113,19 @@ export class ListingStore {
     return row !== undefined && Date.now() - row.listed_ms <= maxAgeMs;
   }
 
-  /** The listing of a prefix if it is younger than maxAgeMs. */
+  /** The listing of a prefix if it is younger than maxAgeMs. Callers must not change the entries. */
   get(prefix: string, maxAgeMs: number): ListedEntry[] | undefined {
     if (!this.fresh(prefix, maxAgeMs)) return undefined;
     this.flush();
-    return (this.s.entries.all(prefix) as Row[]).map(toEntry);
+    let entries = this.recent.get(prefix);
+    if (entries) {
+      this.recent.delete(prefix);
+    } else {
+      entries = (this.s.entries.all(prefix) as Row[]).map(toEntry);
+      if (this.recent.size >= RECENT_LISTINGS) this.recent.delete(this.recent.keys().next().value!);
+    }
+    this.recent.set(prefix, entries);
+    return entries;
   }
 
   /** What a fresh listing says of one name: its entry, 'absent', or undefined when there is no fresh listing. */
@@ -124,6 +141,7 @@ export class ListingStore {
    */
   put(prefix: string, entries: ListedEntry[], watch?: ListingWatch): void {
     this.flush();
+    this.recent.delete(prefix);
     if (watch) this.unwatch(watch);
     this.db.transaction(() => {
       const old = new Map((this.s.entries.all(prefix) as Row[]).map((r) => [r.name, r]));
@@ -179,17 +197,20 @@ export class ListingStore {
 
   drop(prefix: string): void {
     this.flush();
+    this.recent.delete(prefix);
     this.s.drop.run(prefix);
   }
 
   /** Drop the listings of a prefix and of everything under it. */
   dropUnder(prefix: string): void {
     this.flush();
+    for (const p of [...this.recent.keys()]) if (p.startsWith(prefix)) this.recent.delete(p);
     this.s.dropUnder.run({ p: prefix });
   }
 
   clear(): void {
     this.pending.clear();
+    this.recent.clear();
     this.s.clear.run();
   }
 }

@@ -89,6 +89,7 @@ export class VaultStatements {
       // A range on the key index, not a scan: every readdir asks this. (A key whose next character after the
       // prefix is U+10FFFF, a noncharacter, falls outside the range.)
       underPrefix: db.prepare("SELECT * FROM files WHERE key >= ? AND key < ? || char(1114111)"),
+      pendingUnder: db.prepare("SELECT * FROM files WHERE key >= ? AND key < ? || char(1114111) AND (dirty = 1 OR remote_etag IS NULL)"),
       dirtyFiles: db.prepare('SELECT * FROM files WHERE dirty = 1'),
       getInfo: db.prepare('SELECT value FROM vault_info WHERE name = ?'),
       setInfo: db.prepare('INSERT INTO vault_info (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value'),
@@ -222,6 +223,11 @@ export class VaultStatements {
 
   underPrefix(prefix: string): FileRecord[] {
     return (this.s.underPrefix.all(prefix, prefix) as FileRow[]).map(toRecord);
+  }
+
+  /** Files under a prefix with changes storage lacks, or no object at all (new, local). */
+  pendingUnder(prefix: string): FileRecord[] {
+    return (this.s.pendingUnder.all(prefix, prefix) as FileRow[]).map(toRecord);
   }
 
   dirtyFiles(): FileRecord[] {

@@ -375,9 +375,21 @@ export class Vault {
 
   /** Records under a key prefix, live ones of open files first (for listings of not-yet-uploaded files). */
   recordsUnder(prefix: string): FileRecord[] {
+    return this.collectUnder(prefix, this.statements.underPrefix(prefix));
+  }
+
+  /**
+   * The records under a prefix that storage does not show as they are: open, changed, or never uploaded (new,
+   * local). What a listing must add to what storage lists — without loading every cached file's record.
+   */
+  pendingUnder(prefix: string): FileRecord[] {
+    return this.collectUnder(prefix, this.statements.pendingUnder(prefix));
+  }
+
+  private collectUnder(prefix: string, stored: FileRecord[]): FileRecord[] {
     const out = new Map<string, FileRecord>();
     for (const [key, f] of this.open) if (key.startsWith(prefix) && !f.unlinked) out.set(key, f.rec);
-    for (const r of this.statements.underPrefix(prefix)) if (!out.has(r.key)) out.set(r.key, r);
+    for (const r of stored) if (!out.has(r.key)) out.set(r.key, r);
     return [...out.values()];
   }
 

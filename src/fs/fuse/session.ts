@@ -608,9 +608,12 @@ export class FuseSession {
       },
       getxattr: (req: Ptr, ino: number, namePtr: Ptr, size: number) => {
         const name = decodeName(namePtr) ?? '';
-        // The kernel asks for security.* on every write once getxattr exists: answer those at once.
+        // Only user.* names are stored. Others (security.*, system.posix_acl_*) are "not supported", answered at
+        // once: the kernel asks for security.capability on every write, and `ls -l` asks for security.selinux and
+        // the ACL of every entry unless told the filesystem has none (EOPNOTSUPP, remembered per device; ENODATA is
+        // asked again for each file — two round trips per entry of a warm `ls -l`).
         if (!name.startsWith('user.')) {
-          lib.replyErr(req, E.ENODATA);
+          lib.replyErr(req, E.ENOTSUP);
           return;
         }
         this.answer(req, 'getxattr', `inode ${ino}`, async () => {

@@ -483,7 +483,7 @@ export class S3Mirror implements CbfsHandlers {
   private async isDirectoryEmpty(prefix: string): Promise<boolean> {
     const listing = await this.storage.list(prefix, { maxKeys: 2 });
     if (listing.objects.some((o) => o.key !== prefix)) return false;
-    return !this.vault.recordsUnder(prefix).some((r) => r.remoteEtag === null || this.vault.isOpen(r.key));
+    return !this.vault.pendingUnder(prefix).some((r) => r.remoteEtag === null || this.vault.isOpen(r.key));
   }
 
   async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {
@@ -595,13 +595,15 @@ export class S3Mirror implements CbfsHandlers {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
     // Pending changes under it go up first, so the server-side copies carry them.
-    for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.dirty && !rec.local) await this.vault.flushFile(rec.key);
+    for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.dirty && !rec.local) await this.vault.flushFile(rec.key);
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
     await this.putMarker(to, (await this.getFileInfo(from))!);
     const id = this.vault.beginRename(fromPrefix, toPrefix);
     await this.moveTree(fromPrefix, toPrefix);
     this.vault.endRename(id);
-    this.cache.clear();
+    // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
+    this.cache.forgetUnder(pathToKey(from));
+    this.cache.forgetUnder(pathToKey(to));
     for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
   }
 
@@ -619,7 +621,7 @@ export class S3Mirror implements CbfsHandlers {
       resetTimeout(); // a long directory move is progressing, not hung
     }
     // Local files have no object: only their records move.
-    for (const rec of this.vault.recordsUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
+    for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
     await this.storage.deleteMany(all.objects.map((o) => o.key));
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
   }
@@ -636,8 +638,10 @@ export class S3Mirror implements CbfsHandlers {
       } catch (err) {
         this.log.error({ from: r.fromPrefix, to: r.toPrefix, err: (err as Error).message }, 'could not finish an interrupted directory rename; will retry at the next mount');
       }
+      // Only what the move touched: the stored listings of the rest of the bucket stay warm across the remount.
+      this.cache.forgetUnder(r.fromPrefix.slice(0, -1));
+      this.cache.forgetUnder(r.toPrefix.slice(0, -1));
     }
-    this.cache.clear();
   }
 
   // ---- symbolic links: s3fs's symlink objects (the body is the target, the mode has S_IFLNK) ----

@@ -35,6 +35,8 @@ export class Namespace {
   /** Sibling HEADs started by prefetchSiblings, by key; per directory, its files to prefetch and how far. */
   private readonly heads = new Map<string, Promise<FileInfo | null>>();
   private readonly ahead = new Map<string, { names: string[]; index: Map<string, number>; started: number; at: number }>();
+  /** Decoded attributes of listed entries (the listing store hands out the same entry objects while unchanged). */
+  private readonly decodedMeta = new WeakMap<ListedEntry, FileInfo>();
   private readonly headQueue = new PQueue({ concurrency: PREFETCH_CONCURRENCY });
   /** Parent listings started by look-ups, by prefix; directories found too large to list for a look-up. */
   private readonly parentListings = new Map<string, Promise<boolean>>();
@@ -239,13 +241,23 @@ export class Namespace {
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
-    const listing = this.storedListing(prefix) ?? (await this.listRemote(prefix));
     // What look-ups taught about entries (kept with the stored listing): those are exact, the rest defaults.
     const known = new Map<string, FileInfo>();
     const knownDirs = new Map<string, FileInfo>();
-    for (const e of this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []) {
-      if (e.meta && e.kind === 'file') known.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
-      else if (e.meta && e.kind === 'dir') knownDirs.set(prefix + e.name, JSON.parse(e.meta) as FileInfo);
+    const learn = (stored: ListedEntry[]) => {
+      for (const e of stored) {
+        if (e.meta && e.kind === 'file') known.set(prefix + e.name, this.metaOf(e));
+        else if (e.meta && e.kind === 'dir') knownDirs.set(prefix + e.name, this.metaOf(e));
+      }
+    };
+    const fresh = this.cache.listing(prefix);
+    let listing: Listing;
+    if (fresh) {
+      learn(fresh);
+      listing = this.toListing(prefix, fresh);
+    } else {
+      listing = await this.listRemote(prefix);
+      learn(this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []);
     }
     const entries = new Map<string, DirEntry>();
     const dirs = new Set<string>();
@@ -280,7 +292,7 @@ export class Namespace {
       // (d_type) — stat tells the truth. Asking would cost a HEAD per entry and make find slow on large trees.
       entries.set(name, { name, info, exact });
     }
-    for (const rec of this.vault.recordsUnder(prefix)) {
+    for (const rec of this.vault.pendingUnder(prefix)) {
       const segment = rec.key.slice(prefix.length);
       if (!segment || segment.includes('/')) continue;
       if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
@@ -291,10 +303,20 @@ export class Namespace {
     return [...entries.values()];
   }
 
+  /** A listed entry's stored attributes, decoded once per entry the listing store hands out. */
+  private metaOf(e: ListedEntry): FileInfo {
+    let info = this.decodedMeta.get(e);
+    if (!info) this.decodedMeta.set(e, (info = JSON.parse(e.meta!) as FileInfo));
+    return info;
+  }
+
   /** A listing kept in the vault and still fresh, in the driver's shape. */
   private storedListing(prefix: string, maxAgeMs?: number): Listing | undefined {
     const stored = this.cache.listing(prefix, maxAgeMs);
-    if (!stored) return undefined;
+    return stored && this.toListing(prefix, stored);
+  }
+
+  private toListing(prefix: string, stored: ListedEntry[]): Listing {
     const listing: Listing = { objects: [], prefixes: [] };
     for (const e of stored) {
       if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
@@ -365,7 +387,8 @@ export class Namespace {
     const rec = this.vault.record(o.key);
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
       const info: FileInfo = { ...recordInfo(rec), size: o.size };
-      this.cache.remember(o.key, { info, etag: o.etag, complete: true });
+      // Kept with the stored listing too: the next listing knows it without looking the record up.
+      this.cache.set(o.key, { info, etag: o.etag, complete: true });
       return { info, exact: true };
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
