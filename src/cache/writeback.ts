@@ -45,6 +45,8 @@ export class WriteBack {
   private readonly items = new Map<string, Item>();
   private readonly roomWaiters: (() => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
+  /** When the armed timer fires. */
+  private timerDue = 0;
   private running = 0;
   private runningBytes = 0;
   private paused = false;
@@ -61,6 +63,11 @@ export class WriteBack {
       // While uploading, nothing to do: a change after the upload read the file makes it come back 'changed'.
       if (item.state === 'waiting') item.due = Date.now() + delayMs;
     } else this.items.set(key, { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] });
+    // A pump sorts the whole queue: `cp -r` of thousands of files scheduled one each, and pumping for every one
+    // was quadratic. Not needed while the armed timer fires before this file is due anyway, nor while every upload
+    // slot is busy (each upload's end pumps).
+    const due = this.items.get(key)!.due;
+    if (delayMs > 0 && ((this.timer !== undefined && this.timerDue <= due) || this.running >= this.o.concurrency)) return;
     this.pump();
   }
 
@@ -165,7 +172,9 @@ export class WriteBack {
       void this.run(item);
     }
     const next = due.find((i) => i.state === 'waiting');
+    this.timer = undefined;
     if (next && this.running < this.o.concurrency) {
+      this.timerDue = next.due;
       this.timer = setTimeout(() => this.pump(), Math.max(0, next.due - Date.now()));
       this.timer.unref();
     }
