@@ -363,6 +363,13 @@ try {
     record(`rename ${n} MB file`, 'sdk', sdk);
     for (const sys of systems) for (let i = 0; i < reps; i++) await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/${sys}-${i}`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
     await onMounts(`rename ${n} MB file`, async (m, i) => time(() => sh(`mv ${m.mp}/ren/${m.name}-${i} ${m.mp}/ren/${m.name}-${i}-moved`)));
+    // The same once the names are looked up (stat first): the server-side part alone, what the raw SDK row does.
+    record(`rename ${n} MB file, names looked up`, 'sdk', sdk);
+    for (const sys of systems) for (let i = 0; i < reps; i++) await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/${sys}-${i}-w`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
+    await onMounts(`rename ${n} MB file, names looked up`, async (m, i) => {
+      sh(`stat ${m.mp}/ren/${m.name}-${i}-w > /dev/null; stat ${m.mp}/ren/${m.name}-${i}-w2 2>/dev/null; true`);
+      return time(() => sh(`mv ${m.mp}/ren/${m.name}-${i}-w ${m.mp}/ren/${m.name}-${i}-w2`));
+    });
     for (const sys of systems) for (let i = 0; i < reps; i++) await putMany(Array.from({ length: SIZE.dirFiles }, (_, j) => `rdir-${sys}-${i}/f${j}`), 'z');
     await onMounts(`rename dir of ${SIZE.dirFiles} files`, async (m, i) => time(() => sh(`mv ${m.mp}/rdir-${m.name}-${i} ${m.mp}/rdir-${m.name}-${i}-moved`)));
   }
@@ -389,7 +396,30 @@ try {
   await server.stop();
 }
 
-// ---- the table: ratios against the raw SDK and the best peer ----
+// ---- the table: ratios against the raw SDK and the best peer, and issue 8's targets ----
+/** Issue 8's target for a row, judged on this run's ratios: 'met', 'MISSED: …', or '' (no target). */
+function verdict(r, vsS3fs) {
+  const checks = [];
+  const need = (ok, what) => ok === undefined || checks.push(ok ? '' : what);
+  const w = r.workload;
+  if (w === 'seq read: cold') {
+    need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '< 0.8x raw SDK');
+    need(r.vsBestPeer === undefined ? undefined : r.vsBestPeer >= 1, `slower than ${r.bestPeer}`);
+  } else if (w.startsWith('seq read: warm')) need(r.vsLocal === undefined ? undefined : r.vsLocal >= 0.7, '< 0.7x local disk');
+  else if (w === 'seq write: until close') need(r.vsLocal === undefined ? undefined : r.vsLocal >= 0.7, '< 0.7x local disk');
+  else if (w === 'seq write: until in S3') need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw SDK time');
+  else if (/^\d+ x 4 KiB files$/.test(w)) {
+    need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw SDK time');
+    need(vsS3fs === undefined ? undefined : vsS3fs >= 5, '< 5x faster than s3fs');
+  } else if (/^ls -l \d+ entries: cold$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 1 / 1.5, '> 1.5x the raw listing');
+  else if (/^ls -l \d+ entries: warm$/.test(w)) need(typeof r.s3vault === 'number' ? r.s3vault <= 0.1 : undefined, '> 0.1 s');
+  else if (/^rename \d+ MB file$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw copy + delete');
+  if (r.rssMB !== undefined) checks.push(r.rssMB <= 256 ? '' : 'peak RSS > 256 MB');
+  if (!checks.length) return '';
+  const missed = checks.filter(Boolean);
+  return missed.length ? `MISSED: ${missed.join('; ')}` : 'met';
+}
+
 const rows = [];
 const byWorkload = new Map();
 for (const r of results) (byWorkload.get(r.workload) ?? byWorkload.set(r.workload, []).get(r.workload)).push(r);
@@ -402,11 +432,13 @@ for (const [workload, rs] of byWorkload) {
   // Ratio > 1 means s3vault is that many times faster (or has that many times the rate).
   const speedup = (ref) => (sv && ref ? (higherBetter ? sv.value / ref.value : ref.value / sv.value) : undefined);
   const shown = (sys) => { const r = get(sys); return r?.failed ? 'failed' : r?.value; };
-  rows.push({ workload, unit: rs[0].unit, local: get('local')?.value, sdk: get('sdk')?.value, s3vault: shown('s3vault'), s3fs: shown('s3fs'), rclone: shown('rclone'), vsSdk: speedup(get('sdk')), vsLocal: speedup(get('local')), vsBestPeer: speedup(best), bestPeer: best?.system, rssMB: sv?.rssMB, cpuSec: sv?.cpuSec });
+  const row = { workload, unit: rs[0].unit, local: get('local')?.value, sdk: get('sdk')?.value, s3vault: shown('s3vault'), s3fs: shown('s3fs'), rclone: shown('rclone'), vsSdk: speedup(get('sdk')), vsLocal: speedup(get('local')), vsBestPeer: speedup(best), bestPeer: best?.system, rssMB: sv?.rssMB, cpuSec: sv?.cpuSec };
+  row.target = verdict(row, speedup(get('s3fs')));
+  rows.push(row);
 }
 const f = (v, d = 2) => (v === undefined || Number.isNaN(v) ? '—' : typeof v === 'number' ? v.toFixed(d) : v);
-const header = '| workload | unit | local | raw SDK | s3vault | s3fs | rclone | s3vault vs SDK | vs local | vs best peer | s3vault peak RSS MB | CPU s |';
-const table = [header, '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|', ...rows.map((r) => `| ${r.workload} | ${r.unit} | ${f(r.local)} | ${f(r.sdk)} | ${f(r.s3vault)} | ${f(r.s3fs)} | ${f(r.rclone)} | ${f(r.vsSdk)}× | ${f(r.vsLocal)}× | ${f(r.vsBestPeer)}×${r.bestPeer ? ` (${r.bestPeer})` : ''} | ${f(r.rssMB, 0)} | ${f(r.cpuSec)} |`)].join('\n');
+const header = '| workload | unit | local | raw SDK | s3vault | s3fs | rclone | s3vault vs SDK | vs local | vs best peer | s3vault peak RSS MB | CPU s | issue-8 target |';
+const table = [header, '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|', ...rows.map((r) => `| ${r.workload} | ${r.unit} | ${f(r.local)} | ${f(r.sdk)} | ${f(r.s3vault)} | ${f(r.s3fs)} | ${f(r.rclone)} | ${f(r.vsSdk)}× | ${f(r.vsLocal)}× | ${f(r.vsBestPeer)}×${r.bestPeer ? ` (${r.bestPeer})` : ''} | ${f(r.rssMB, 0)} | ${f(r.cpuSec)} | ${r.target} |`)].join('\n');
 log(`\n${table}\n\nRatios: how many times faster s3vault is (above 1) or slower (below 1) than the reference, measured in this run.`);
 const out = path.join(root, 'bench', 'results');
 mkdirSync(out, { recursive: true });

@@ -171,6 +171,22 @@ describe('open files, renames and deletes', () => {
     expect(sh(`cat ${mp}/flags`)).toBe('c\n');
   });
 
+  it('flock and POSIX (fcntl) locks hold between processes on the mount (locks are local to it)', () => {
+    sh(`echo l > ${mp}/locked`);
+    // A holder keeps each lock for 3 s; a second process's non-blocking attempt must fail meanwhile.
+    const flock = shResult(`(flock -x ${mp}/locked sleep 3 &) ; sleep 0.5; flock -n -x ${mp}/locked true`, 20);
+    expect(flock.code).toBe(1);
+    sh(`sleep 3`, 10);
+    expect(shResult(`flock -n -x ${mp}/locked true`, 10).code).toBe(0);
+    const py = (op: string) =>
+      `python3 -c "import fcntl,sys,time; f=open('${mp}/locked','r+'); fcntl.lockf(f, fcntl.LOCK_EX${op === 'try' ? ' | fcntl.LOCK_NB' : ''}); time.sleep(${op === 'hold' ? 3 : 0})"`;
+    const fcntlLock = shResult(`(${py('hold')} &) ; sleep 0.8; ${py('try')}`, 20);
+    expect(fcntlLock.code).not.toBe(0);
+    expect(fcntlLock.stderr).toMatch(/Resource temporarily unavailable|BlockingIOError/);
+    sh(`sleep 3`, 10);
+    expect(shResult(py('try'), 10).code).toBe(0);
+  });
+
   it('hard links are refused with EPERM', () => {
     const r = shResult(`ln ${mp}/flags ${mp}/flags-link`);
     expect(r.code).not.toBe(0);
