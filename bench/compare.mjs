@@ -339,6 +339,7 @@ try {
           await la.down();
         }
       }
+      record(`ls -l ${n} entries: cold, --listing-attributes`, 'sdk', sdk);
       record(`ls -l ${n} entries: cold, --listing-attributes`, 's3vault', cold, 's', laUsage);
       record(`ls -l ${n} entries: warm, --listing-attributes`, 's3vault', warmLa);
     }
@@ -411,13 +412,15 @@ function verdict(r, vsS3fs) {
   else if (/^\d+ x 4 KiB files$/.test(w)) {
     need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw SDK time');
     need(vsS3fs === undefined ? undefined : vsS3fs >= 5, '< 5x faster than s3fs');
-  } else if (/^ls -l \d+ entries: cold$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 1 / 1.5, '> 1.5x the raw listing');
-  else if (/^ls -l \d+ entries: warm$/.test(w)) need(typeof r.s3vault === 'number' ? r.s3vault <= 0.1 : undefined, '> 0.1 s');
-  else if (/^rename \d+ MB file$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw copy + delete');
+  } else if (/^ls -l \d+ entries: cold(, --listing-attributes)?$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 1 / 1.5, '> 1.5x the raw listing');
+  else if (/^ls -l \d+ entries: warm(, --listing-attributes)?$/.test(w)) need(typeof r.s3vault === 'number' ? r.s3vault <= 0.1 : undefined, '> 0.1 s');
+  else if (/^rename \d+ MB file(, names looked up)?$/.test(w)) need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw copy + delete');
+  const speed = checks.length > 0;
   if (r.rssMB !== undefined) checks.push(r.rssMB <= 256 ? '' : 'peak RSS > 256 MB');
   if (!checks.length) return '';
   const missed = checks.filter(Boolean);
-  return missed.length ? `MISSED: ${missed.join('; ')}` : 'met';
+  if (missed.length) return `MISSED: ${missed.join('; ')}`;
+  return speed ? 'met' : 'RSS ≤ 256 MB: met (no speed target)';
 }
 
 const rows = [];

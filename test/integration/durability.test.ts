@@ -35,7 +35,7 @@ function rng(seed: number): () => number {
 }
 
 const WRITER = `
-w=$1; dir=$2; ack=$3; tmp=$(mktemp -d); i=0
+w=$1; dir=$2; ack=$3; tmp=$(mktemp -d -p "$(dirname "$ack")"); i=0
 while [ $i -lt 400 ]; do
   i=$((i+1))
   n=$(( (RANDOM % 48 + 1) * 1024 + RANDOM % 1000 ))
