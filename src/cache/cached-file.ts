@@ -10,11 +10,11 @@
 import { createHash } from 'node:crypto';
 import { release } from 'node:os';
 import { fstatSync, ftruncateSync, readSync } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
 import type { ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
 import { BLOCK, BlockMap } from './block-map.js';
+import type { DataFile } from './data-file.js';
 import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
@@ -122,7 +122,7 @@ export class CachedFile {
     private readonly ctx: FileContext,
     readonly rec: FileRecord,
     states: Uint8Array,
-    private readonly fd: FileHandle,
+    private readonly fd: DataFile,
   ) {
     this.blocks = new BlockMap(states);
   }

@@ -8,7 +8,7 @@
  */
 import { constants as fsc, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { open as openFile, truncate } from 'node:fs/promises';
+import { truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
@@ -23,6 +23,7 @@ import { ConflictResolver, type Conflict, type ConflictPolicy } from './conflict
 import { ListingStore } from './listings.js';
 import { fileStatuses, matchesEnumMode, type FileStatus } from './status.js';
 import { takeLock } from './lock.js';
+import { DataFile } from './data-file.js';
 import { accessClock, VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
@@ -293,7 +294,7 @@ export class Vault {
     if (base?.etag && this.statements.getTag(rec.id, OWN_TAG.ETAG)?.toString() !== base.etag) this.statements.putTag(rec.id, OWN_TAG.ETAG, Buffer.from(base.etag));
     let fd;
     try {
-      fd = await openFile(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT, 0o600);
+      fd = DataFile.open(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT, 0o600);
     } catch (err) {
       throw new VaultError('IO', `cannot open vault data file for ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
     }

@@ -103,6 +103,7 @@ export async function runMount(job: MountJob): Promise<number> {
       log.warn({ storage: where, err: err.detail }, 'storage unreachable: mounting offline from the vault; uploads start when it returns');
       storage.goOffline(err);
     }
+    const servedBefore = Vault.peekInfo(vaultDir, 'storage');
     vault = await Vault.open({
       dir: vaultDir,
       storage,
@@ -120,6 +121,8 @@ export async function runMount(job: MountJob): Promise<number> {
       absentTrustMs: config.fs.metadataTtlMs,
       log,
     });
+    // Stored listings outlive a remount, but only for the storage (and point in time) they were taken from.
+    if (servedBefore !== where) vault.listings.clear();
     vault.setInfo('storage', where);
     if (vault.orphans.length) log.warn({ count: vault.orphans.length, keys: vault.orphans.slice(0, 20).map((r) => r.key) }, 'orphan files found (changed, never uploaded): uploading them');
     const mirror = new S3Mirror({

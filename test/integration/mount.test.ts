@@ -131,4 +131,17 @@ describe('mount: ordinary tools on a mounted bucket', () => {
     m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
     expect(sh(`cd ${m.mountpoint} && find . | sort && md5sum big.bin five.txt`, 120)).toBe(before);
   });
+
+  it('a vault mounted on another bucket forgets the listings it kept (they hold across remounts of one bucket)', async () => {
+    await s3.createBucket('mount-test-other');
+    await s3.put('mount-test-other', 'from-sdk/other.txt', 'another bucket\n');
+    const vault = m.vault;
+    expect(sh(`ls ${m.mountpoint}/from-sdk`)).toBe('hello.txt\n');
+    await m.stop();
+    m = await mount({ endpoint: s3.endpoint, bucket: 'mount-test-other', vault });
+    expect(sh(`ls ${m.mountpoint}/from-sdk`)).toBe('other.txt\n');
+    await m.stop();
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault });
+    expect(sh(`ls ${m.mountpoint}/from-sdk`)).toBe('hello.txt\n');
+  });
 });
