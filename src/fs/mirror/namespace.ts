@@ -292,13 +292,12 @@ export class Namespace {
       // (d_type) — stat tells the truth. Asking would cost a HEAD per entry and make find slow on large trees.
       entries.set(name, { name, info, exact });
     }
+    // Open, changed and not-yet-uploaded files: what the vault has wins over what storage lists.
     for (const rec of this.vault.pendingUnder(prefix)) {
       const segment = rec.key.slice(prefix.length);
       if (!segment || segment.includes('/')) continue;
-      if (rec.remoteEtag === null || rec.dirty || this.vault.isOpen(rec.key)) {
-        const name = nameOfFile(segment, rec.key);
-        entries.set(name, { name, info: recordInfo(rec), exact: true });
-      }
+      const name = nameOfFile(segment, rec.key);
+      entries.set(name, { name, info: recordInfo(rec), exact: true });
     }
     return [...entries.values()];
   }
