@@ -6,7 +6,8 @@
 // the best peer. Prints one table and writes JSON + Markdown under bench/results/.
 //   node bench/compare.mjs [--quick] [--server s3rver|rgw] [--reps N] [--only name,name] [--peers none|s3fs,rclone]
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +55,13 @@ const timeAsync = async (fn) => {
   const t = now();
   await fn();
   return now() - t;
+};
+/** A file of `size` random bytes (written 8 MiB at a time). */
+const writeRandomFile = (file, size) => {
+  const fd = openSync(file, 'w');
+  const buf = Buffer.alloc(8 * MiB);
+  for (let done = 0; done < size; done += buf.length) writeSync(fd, randomFillSync(buf), 0, Math.min(buf.length, size - done));
+  closeSync(fd);
 };
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -166,7 +174,7 @@ const results = [];
 const record = (workload, system, values, unit = 's', usage) => {
   const value = median(values);
   results.push({ workload, system, value: Number(value.toFixed(unit === 's' ? 3 : 0)), unit, runs: values.map((v) => Number(v.toFixed(3))), ...(usage ?? {}) });
-  log(`  ${workload.padEnd(34)} ${system.padEnd(8)} ${value.toFixed(unit === 's' ? 2 : 0).padStart(10)} ${unit}${usage ? `   (s3vault peak RSS ${usage.rssMB} MB, CPU ${usage.cpuSec} s)` : ''}`);
+  log(`  ${workload.padEnd(34)} ${system.padEnd(8)} ${value.toFixed(unit === 's' ? 2 : 0).padStart(10)} ${unit}${values.length > 1 ? `  [${values.map((v) => v.toFixed(unit === 's' ? 2 : 0)).join(' ')}]` : ''}${usage ? `   (s3vault peak RSS ${usage.rssMB} MB, CPU ${usage.cpuSec} s)` : ''}`);
 };
 const want = (name) => !only.length || only.includes(name);
 const mounts = Object.fromEntries(systems.map((s) => [s, new Mount(s)]));
@@ -231,9 +239,19 @@ try {
   if (want('read')) {
     const n = SIZE.bigMiB;
     log(`sequential read ${n} MiB`);
-    await new Upload({ client, params: { Bucket: BUCKET, Key: 'big.bin', Body: Buffer.alloc(n * MiB, 7) }, partSize: 8 * MiB, queueSize: 4 }).done();
-    sh(`dd if=/dev/zero of=${local}/big bs=1M count=${n} status=none`);
-    record('seq read: cold', 'local', Array.from({ length: reps }, () => (drop(), time(() => sh(`dd if=${local}/big of=/dev/null bs=1M status=none`)))));
+    // Random bytes, the same in S3 and on local disk. This VM's disk reads zeros (what dd if=/dev/zero writes) at
+    // 2 GB/s whenever, but other data it has just written at 0.4-1 GB/s the first time and fast only after that:
+    // the local figures read a copy written just before, as the vault's data file was by the fetch before it.
+    writeRandomFile(`${local}/big`, n * MiB);
+    await new Upload({ client, params: { Bucket: BUCKET, Key: 'big.bin', Body: createReadStream(`${local}/big`) }, partSize: 8 * MiB, queueSize: 4 }).done();
+    const localFresh = () => {
+      sh(`cp ${local}/big ${local}/big.copy`);
+      drop();
+      const t = time(() => sh(`dd if=${local}/big.copy of=/dev/null bs=1M status=none`));
+      rmSync(`${local}/big.copy`);
+      return t;
+    };
+    record('seq read: cold', 'local', Array.from({ length: reps }, localFresh));
     const sdk = [];
     for (let i = 0; i < reps; i++) {
       sdk.push(
@@ -258,7 +276,7 @@ try {
       (warm[m.name] ??= []).push(time(() => sh(`dd if=${m.mp}/big.bin of=/dev/null bs=1M status=none`)));
       return t;
     });
-    record('seq read: warm (page cache dropped)', 'local', Array.from({ length: reps }, () => (drop(), time(() => sh(`dd if=${local}/big of=/dev/null bs=1M status=none`)))));
+    record('seq read: warm (page cache dropped)', 'local', Array.from({ length: reps }, localFresh));
     for (const [sys, v] of Object.entries(warm)) record('seq read: warm (page cache dropped)', sys, v);
   }
 

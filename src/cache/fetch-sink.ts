@@ -1,9 +1,14 @@
 /**
- * The bytes of one ranged fetch as they arrive from storage: each network chunk is written straight to its place
- * in the data file and fed to its block's checksum, so a fetch never holds its whole range in memory (a fresh
- * multi-MiB buffer per GET, page-faulted in and collected again, was a third of a cold read's CPU).
+ * The bytes of one ranged fetch as they arrive from storage. Network chunks (about 64 KiB, at arbitrary offsets)
+ * are held until their block is whole, then written to its place in the data file with one writev; each is fed to
+ * its block's checksum as it arrives. A fetch so holds at most one block, never its whole range (a fresh multi-MiB
+ * buffer per GET, page-faulted in and collected again, was a third of a cold read's CPU).
+ *
+ * Why whole blocks: a data file filled by many small unaligned writes from several fetches at once read back at
+ * 0.4-0.6x the speed of the same bytes written in order on this VM's disk (1.1-2.2 s against 0.5-0.9 s per GiB,
+ * with dd after dropping the page cache), and one call per block is 16x fewer system calls.
  */
-import { writeSync } from 'node:fs';
+import { writeSync, writevSync } from 'node:fs';
 import { blockSummer } from './checksum.js';
 
 let zeros = Buffer.alloc(0);
@@ -16,11 +21,15 @@ export class FetchSink {
   /** Offset in the file of the next byte to arrive. */
   private pos: number;
   private block: number;
+  /** The current block's bytes so far: pieces of network chunks, written together when the block is whole. */
+  private pieces: Buffer[] = [];
   private summer = blockSummer();
+  /** Bytes of the current block gathered in pieces. */
   private fed = 0;
   private readonly sums = new Map<number, string>();
 
   /**
+   * @param offset where the fetch starts: a block boundary
    * @param limit bytes at or past it are not kept (the file's fetch limit: storage's bytes end there)
    * @param spanOf the bytes of block b within the file size (its checksum covers those, zero-padded)
    */
@@ -37,28 +46,41 @@ export class FetchSink {
 
   readonly push = (chunk: Buffer): void => {
     const keep = Math.min(chunk.length, Math.max(0, this.limit - this.pos));
-    for (let done = 0; done < keep; ) done += writeSync(this.fd, chunk, done, keep - done, this.pos + done);
     for (let p = 0; p < keep; ) {
-      const blockEnd = (this.block + 1) * this.blockSize;
-      const take = Math.min(keep - p, blockEnd - (this.pos + p));
-      this.summer.update(chunk.subarray(p, p + take));
+      const take = Math.min(keep - p, this.blockSize - this.fed);
+      const piece = take === chunk.length ? chunk : chunk.subarray(p, p + take);
+      this.pieces.push(piece);
+      this.summer.update(piece);
       this.fed += take;
       p += take;
-      if (this.pos + p === blockEnd) this.endBlock();
+      if (this.fed === this.blockSize) this.endBlock();
     }
     this.pos += chunk.length;
   };
 
+  /** Write the gathered pieces of the current block in one call and checksum its span (zeros past what arrived). */
   private endBlock(): void {
+    const start = this.block * this.blockSize;
+    let done = this.pieces.length ? writevSync(this.fd, this.pieces, start) : 0;
+    if (done < this.fed) {
+      // A short write (rare on a local file): the rest piece by piece.
+      const rest = Buffer.concat(this.pieces).subarray(done);
+      for (let d = 0; d < rest.length; ) d += writeSync(this.fd, rest, d, rest.length - d, start + done + d);
+      done = this.fed;
+    }
     const span = this.spanOf(this.block);
     if (span > this.fed) this.summer.update(zeroes(span - this.fed));
     this.sums.set(this.block, this.summer.digest());
     this.block++;
+    this.pieces = [];
     this.summer = blockSummer();
     this.fed = 0;
   }
 
-  /** Checksums of blocks up to `last` (those that got fewer bytes than their span — a short object — end in zeros). */
+  /**
+   * Write what is still gathered and return the checksums of blocks up to `last` (those that got fewer bytes than
+   * their span — a short object — end in zeros).
+   */
   finish(last: number): Map<number, string> {
     while (this.block <= last && this.spanOf(this.block) > 0) this.endBlock();
     return this.sums;
