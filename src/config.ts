@@ -19,7 +19,7 @@ export const vaultConfigSchema = z.object({
   /** FlushAfterCloseDelay: a changed file is uploaded this long after its last close. */
   flushAfterCloseMs: z.number().int().min(0).default(2000),
   /** Files uploaded at once (at most; the queue's memory budget lets fewer large ones run together). */
-  uploadConcurrency: z.number().int().min(1).max(64).default(16),
+  uploadConcurrency: z.number().int().min(1).max(64).default(32),
   /** What an upload does when the object changed in storage meanwhile. */
   conflictPolicy: z.enum(['keep-both', 'local-wins', 'remote-wins']).default('keep-both'),
   /** Bytes of closed, changed files waiting for upload past which writers wait; default half the size limit. */

@@ -596,7 +596,7 @@ export class Vault {
   /** The write-back queue and everything that feeds it: orphans, power notifications, back-pressure. */
   private startWriteBack(options: VaultOptions): void {
     this.writeback = new WriteBack({
-      concurrency: options.uploadConcurrency ?? 16,
+      concurrency: options.uploadConcurrency ?? 32,
       delayMs: options.flushAfterCloseMs ?? 2000,
       retryBaseMs: options.retryBaseMs ?? 1000,
       retryMaxMs: options.retryMaxMs ?? 60_000,

@@ -1,6 +1,7 @@
 /**
  * The write-back queue: changed files wait FlushAfterCloseDelay after their last close, then upload with at
- * most `concurrency` transfers at once, within a memory budget (16 small files at once, two large ones). Outcomes by RWRESULT (R46): FAILURE (timeouts, resets, 5xx,
+ * most `concurrency` transfers at once, within a memory budget (many small files at once, two large ones).
+ * Outcomes by RWRESULT (R46): FAILURE (timeouts, resets, 5xx,
  * throttling) retries after a delay doubled per attempt up to a cap, with jitter; FILE_MODIFIED_LOCALLY (the
  * file changed during its upload) goes again after the delay; FILE_FAILURE stops that file until its error is
  * reset; while the storage is offline (power) the queue is paused and resumes, in due order, when it returns.
@@ -47,6 +48,9 @@ export class WriteBack {
   private timer: NodeJS.Timeout | undefined;
   /** When the armed timer fires. */
   private timerDue = 0;
+  /** Waiting items by due time as the last pump saw them (from `head` on); undefined once a due time changes. */
+  private order: Item[] | undefined;
+  private head = 0;
   private running = 0;
   private runningBytes = 0;
   private paused = false;
@@ -62,10 +66,17 @@ export class WriteBack {
       item.size = size;
       // While uploading, nothing to do: a change after the upload read the file makes it come back 'changed'.
       if (item.state === 'waiting') item.due = Date.now() + delayMs;
-    } else this.items.set(key, { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] });
-    // A pump sorts the whole queue: `cp -r` of thousands of files scheduled one each, and pumping for every one
-    // was quadratic. Not needed while the armed timer fires before this file is due anyway, nor while every upload
-    // slot is busy (each upload's end pumps).
+      this.order = undefined;
+    } else {
+      const added: Item = { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] };
+      this.items.set(key, added);
+      // Files closed one after another come due in that order: they join the end without a re-sort.
+      const order = this.order;
+      if (order && (order.length === this.head || order[order.length - 1].due <= added.due)) order.push(added);
+      else this.order = undefined;
+    }
+    // Pumping for every one of the thousands of files `cp -r` schedules is wasted work. Not needed while the armed
+    // timer fires before this file is due anyway, nor while every upload slot is busy (each upload's end pumps).
     const due = this.items.get(key)!.due;
     if (delayMs > 0 && ((this.timer !== undefined && this.timerDue <= due) || this.running >= this.o.concurrency)) return;
     this.pump();
@@ -95,6 +106,7 @@ export class WriteBack {
     if (!this.items.has(key)) this.schedule(key, size, 0);
     const item = this.items.get(key)!;
     if (item.state === 'waiting') item.due = Math.min(item.due, Date.now());
+    this.order = undefined;
     if (item.state === 'failed') return Promise.reject(new Error(`${key}: uploads stopped after ${item.lastError}; run "s3vault reset-errors"`));
     const done = new Promise<void>((resolve, reject) => item.waiters.push({ resolve, reject }));
     this.pump();
@@ -129,6 +141,7 @@ export class WriteBack {
       item.due = Date.now();
       n++;
     }
+    this.order = undefined;
     this.pump();
     return n;
   }
@@ -162,17 +175,27 @@ export class WriteBack {
   private pump(): void {
     if (this.stopped || this.paused) return;
     clearTimeout(this.timer);
+    this.timer = undefined;
     const now = Date.now();
-    const due = [...this.items.values()].filter((i) => i.state === 'waiting').sort((a, b) => a.due - b.due);
-    for (const item of due) {
-      if (this.running >= this.o.concurrency) break;
-      if (item.due > now) break;
+    // Sorted once per change of due times, not per pump: every finished upload pumps, and re-sorting a queue of
+    // thousands each time made a large flush quadratic.
+    if (!this.order) {
+      this.order = [...this.items.values()].filter((i) => i.state === 'waiting').sort((a, b) => a.due - b.due);
+      this.head = 0;
+    }
+    const order = this.order;
+    const live = (i: Item): boolean => i.state === 'waiting' && this.items.get(i.key) === i;
+    while (this.head < order.length && !live(order[this.head])) this.head++;
+    for (let n = this.head; n < order.length; n++) {
+      const item = order[n];
+      if (!live(item)) continue;
+      if (this.running >= this.o.concurrency || item.due > now) break;
       // Many small files go up together; large ones (each holds its multipart window of memory) fewer at once.
       if (this.running > 0 && this.runningBytes + uploadCost(item.size) > UPLOAD_BYTES_BUDGET) break;
       void this.run(item);
     }
-    const next = due.find((i) => i.state === 'waiting');
-    this.timer = undefined;
+    while (this.head < order.length && !live(order[this.head])) this.head++;
+    const next = order[this.head];
     if (next && this.running < this.o.concurrency) {
       this.timerDue = next.due;
       this.timer = setTimeout(() => this.pump(), Math.max(0, next.due - Date.now()));
@@ -197,6 +220,7 @@ export class WriteBack {
       if (outcome === 'changed') {
         item.state = 'waiting';
         item.due = Date.now() + this.o.delayMs;
+        this.order = undefined;
       } else this.finish(item);
     } catch (err) {
       this.failed(item, err);
@@ -218,6 +242,7 @@ export class WriteBack {
       return;
     }
     item.state = 'waiting';
+    this.order = undefined;
     // The storage went offline under it: no backoff, it keeps its place and goes first when the queue resumes.
     if (this.paused) return;
     if (result === RWRESULT.FILE_MODIFIED_LOCALLY) {
