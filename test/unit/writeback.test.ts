@@ -197,3 +197,34 @@ describe('write-back queue', () => {
     await vault.closeFile(f);
   });
 });
+
+describe('write-back queue order', () => {
+  it('uploads in due order, whatever order files were scheduled in, one slot at a time', async () => {
+    const { WriteBack } = await import('../../src/cache/writeback.js');
+    const { silentLogger } = await import('../../src/log.js');
+    const done: string[] = [];
+    const q = new WriteBack({
+      concurrency: 1,
+      delayMs: 0,
+      retryBaseMs: 10,
+      retryMaxMs: 10,
+      log: silentLogger,
+      upload: async (key) => {
+        await sleep(2);
+        done.push(key);
+        return 'uploaded';
+      },
+    });
+    // Later-due files scheduled first, then a run in order (the end of the queue grows without a re-sort),
+    // then one due before all of them and a re-armed one.
+    q.schedule('late', 1, 200);
+    q.schedule('later', 1, 250);
+    for (let i = 0; i < 20; i++) q.schedule(`f${String(i).padStart(2, '0')}`, 1, 100 + i);
+    q.schedule('first', 1, 60);
+    q.schedule('f05', 1, 300); // re-armed: now the last
+    await until(() => done.length === 23);
+    const expected = ['first', ...Array.from({ length: 20 }, (_, i) => `f${String(i).padStart(2, '0')}`).filter((k) => k !== 'f05'), 'late', 'later', 'f05'];
+    expect(done).toEqual(expected);
+    q.stop();
+  });
+});

@@ -16,7 +16,7 @@ import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { createOutBuffer, ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
+import { createOutBuffer, encodeEntry, ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -570,14 +570,16 @@ export class FuseSession {
         const dir = this.openDir(req, fi);
         if (!dir) return;
         const buf = Buffer.alloc(Number(size));
+        const entry = Buffer.alloc(SIZEOF.entry); // copied by libfuse into the reply: one for every entry
         let used = 0;
         for (let i = Number(off); i < dir.entries.length; i++) {
           const e = dir.entries[i]!;
           const dots = i < 2; // "." and "..": the kernel takes no reference on them
           const path = joinPath(dir.path, e.name);
           // The number the path has now (a rename since opendir moves it), taken as a reference only once sent.
-          const entry = e.info && !dots ? entryBuffer(this.inodes.peek(path), e.info, this.attrTimeout) : Buffer.alloc(SIZEOF.entry);
-          if (!e.info || dots) {
+          if (e.info && !dots) encodeEntry(entry, this.inodes.peek(path), e.info, this.attrTimeout);
+          else {
+            entry.fill(0);
             entry.writeBigUInt64LE(BigInt(e.ino), ENTRY.attr + STAT.ino);
             entry.writeUInt32LE(e.mode, ENTRY.attr + STAT.mode);
           }

@@ -22,22 +22,31 @@ export function typeBits(info: Pick<FileInfo, 'kind'>): number {
   return info.kind === 'dir' ? S_IFDIR : info.kind === 'symlink' ? S_IFLNK : S_IFREG;
 }
 
+const TWO32 = 2 ** 32;
+
+/** A 64-bit integer from a JS number (exact below 2^53): two 32-bit writes, no BigInt (per entry of a readdir). */
+function write64(buf: Buffer, offset: number, v: number): void {
+  const hi = Math.floor(v / TWO32);
+  buf.writeUInt32LE(v - hi * TWO32, offset);
+  buf.writeInt32LE(hi, offset + 4);
+}
+
 function writeTime(buf: Buffer, offset: number, ms: number): void {
   const sec = Math.floor(ms / 1000);
-  buf.writeBigInt64LE(BigInt(sec), offset);
-  buf.writeBigInt64LE(BigInt(Math.round((ms - sec * 1000) * 1e6)), offset + 8);
+  write64(buf, offset, sec);
+  write64(buf, offset + 8, Math.round((ms - sec * 1000) * 1e6));
 }
 
 export function encodeStat(buf: Buffer, base: number, ino: number, info: FileInfo): void {
   buf.fill(0, base, base + SIZEOF.stat);
-  buf.writeBigUInt64LE(BigInt(ino), base + STAT.ino);
-  buf.writeBigUInt64LE(info.kind === 'dir' ? 2n : 1n, base + STAT.nlink);
+  write64(buf, base + STAT.ino, ino);
+  write64(buf, base + STAT.nlink, info.kind === 'dir' ? 2 : 1);
   buf.writeUInt32LE(typeBits(info) | (info.mode & 0o7777), base + STAT.mode);
   buf.writeUInt32LE(info.uid, base + STAT.uid);
   buf.writeUInt32LE(info.gid, base + STAT.gid);
-  buf.writeBigInt64LE(BigInt(info.size), base + STAT.size);
-  buf.writeBigInt64LE(BigInt(BLKSIZE), base + STAT.blksize);
-  buf.writeBigInt64LE(BigInt(Math.ceil(info.size / 512)), base + STAT.blocks);
+  write64(buf, base + STAT.size, info.size);
+  write64(buf, base + STAT.blksize, BLKSIZE);
+  write64(buf, base + STAT.blocks, Math.ceil(info.size / 512));
   writeTime(buf, base + STAT.atim, info.mtimeMs);
   writeTime(buf, base + STAT.mtim, info.mtimeMs);
   writeTime(buf, base + STAT.ctim, info.mtimeMs);
@@ -51,11 +60,17 @@ export function statBuffer(ino: number, info: FileInfo): Buffer {
 
 export function entryBuffer(ino: number, info: FileInfo, timeout: number): Buffer {
   const buf = Buffer.alloc(SIZEOF.entry);
-  buf.writeBigUInt64LE(BigInt(ino), ENTRY.ino);
+  encodeEntry(buf, ino, info, timeout);
+  return buf;
+}
+
+/** struct fuse_entry_param into `buf` (SIZEOF.entry bytes, reused across a readdir's entries). */
+export function encodeEntry(buf: Buffer, ino: number, info: FileInfo, timeout: number): void {
+  write64(buf, ENTRY.ino, ino);
+  write64(buf, ENTRY.generation, 0);
   encodeStat(buf, ENTRY.attr, ino, info);
   buf.writeDoubleLE(timeout, ENTRY.attrTimeout);
   buf.writeDoubleLE(timeout, ENTRY.entryTimeout);
-  return buf;
 }
 
 /** A negative entry (ino 0): the kernel caches "does not exist" for `timeout` seconds. */

@@ -34,6 +34,11 @@ export class MetadataCache {
     private readonly listingTtlMs: number,
   ) {}
 
+  /** How many keys it holds at most. */
+  get capacity(): number {
+    return this.maxEntries;
+  }
+
   get(key: string): CachedInfo | undefined {
     const e = this.entries.get(key);
     if (!e) return undefined;

@@ -21,6 +21,8 @@ const PREFETCH_CONCURRENCY = 16;
 /** Directories whose prefetch window is remembered at once. */
 const PREFETCH_DIRS = 64;
 const LOOKUP_LIST_MAX = 10_000;
+/** Listings this long load the vault's records of the directory at once instead of per entry. */
+const BULK_RECORDS = 256;
 
 export function recordInfo(rec: FileRecord): FileInfo {
   return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
@@ -282,11 +284,20 @@ export class Namespace {
       this.oddKey(key, `a directory of the same name shadows it: shown as ${name}`);
       return name;
     };
+    // Vault records of listed files: one range query for a large directory rather than one query per entry (10 000
+    // of them were most of a warm `ls -l`); cached records are few, so the range is cheap.
+    let records: ((key: string) => FileRecord | undefined) | undefined;
+    if (listing.objects.length >= BULK_RECORDS) {
+      const byKey = new Map(this.vault.recordsUnder(prefix).map((r) => [r.key, r]));
+      records = (key) => byKey.get(key);
+    }
+    // A listing longer than the metadata cache would only churn it: its entries stay known through the listing.
+    const remember = listing.objects.length <= this.cache.capacity;
     for (const o of listing.objects) {
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
       const stored = known.get(o.key);
-      const { info, exact } = stored && stored.size === o.size ? { info: stored, exact: true } : this.listedFileInfo(o);
+      const { info, exact } = stored && stored.size === o.size ? { info: stored, exact: true } : this.listedFileInfo(o, records, remember);
       const name = nameOfFile(segment, o.key);
       // A listing does not say which objects are symlinks; those never looked up show as regular files to readdir
       // (d_type) — stat tells the truth. Asking would cost a HEAD per entry and make find slow on large trees.
@@ -379,11 +390,12 @@ export class Namespace {
     return { objects, prefixes: [...prefixes] };
   }
 
-  private listedFileInfo(o: ObjectInfo): { info: FileInfo; exact: boolean } {
+  /** @param records the vault's records of the directory, when already loaded (else looked up one by one) */
+  private listedFileInfo(o: ObjectInfo, records?: (key: string) => FileRecord | undefined, remember = true): { info: FileInfo; exact: boolean } {
     const cached = this.cache.get(o.key);
     if (cached?.info && cached.complete && cached.etag === o.etag) return { info: cached.info, exact: true };
     // A cached copy of this very version knows the POSIX attributes: no HEAD needed.
-    const rec = this.vault.record(o.key);
+    const rec = records ? records(o.key) : this.vault.record(o.key);
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
       const info: FileInfo = { ...recordInfo(rec), size: o.size };
       // Kept with the stored listing too: the next listing knows it without looking the record up.
@@ -391,7 +403,7 @@ export class Namespace {
       return { info, exact: true };
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
-    this.cache.remember(o.key, { info, etag: o.etag, complete: false });
+    if (remember) this.cache.remember(o.key, { info, etag: o.etag, complete: false });
     return { info, exact: this.listingAttributes };
   }
 
