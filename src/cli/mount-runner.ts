@@ -94,12 +94,15 @@ export async function runMount(job: MountJob): Promise<number> {
     const base: StorageDriver = asOf ? new AsOfStorage(s3, asOf) : config.fs.readOnly ? new ReadOnlyStorage(s3) : s3;
     storage = new PoweredStorage(base);
     where = storage.description;
+    // What the vault remembers it served. The embedded server takes a free port at every start: it is known by its
+    // data directory instead, so its stored listings survive a restart of the quick start.
+    const served = server && job.embedded ? where.replace(server.endpoint, `embedded server, data in ${path.join(job.embedded.dataDir, 's3')}`) : where;
     const vaultDir = config.vault.dir ?? defaultVaultDir(config);
     try {
       await base.probe();
     } catch (err) {
       // Unreachable, but this vault has served this bucket before: mount offline with what it holds.
-      if (!(err instanceof StorageError) || !err.transient || !vaultKnows(vaultDir, where)) throw err;
+      if (!(err instanceof StorageError) || !err.transient || !vaultKnows(vaultDir, served)) throw err;
       log.warn({ storage: where, err: err.detail }, 'storage unreachable: mounting offline from the vault; uploads start when it returns');
       storage.goOffline(err);
     }
@@ -122,8 +125,8 @@ export async function runMount(job: MountJob): Promise<number> {
       log,
     });
     // Stored listings outlive a remount, but only for the storage (and point in time) they were taken from.
-    if (servedBefore !== where) vault.listings.clear();
-    vault.setInfo('storage', where);
+    if (servedBefore !== served) vault.listings.clear();
+    vault.setInfo('storage', served);
     if (vault.orphans.length) log.warn({ count: vault.orphans.length, keys: vault.orphans.slice(0, 20).map((r) => r.key) }, 'orphan files found (changed, never uploaded): uploading them');
     const mirror = new S3Mirror({
       vault,

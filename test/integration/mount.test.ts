@@ -3,11 +3,12 @@
  * ordinary shell tools from child processes.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, mount, type TestMount } from '../helpers/mount.js';
+import { BIN, forceUnmount, isMounted, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shResult } from '../helpers/sh.js';
 
@@ -143,5 +144,42 @@ describe('mount: ordinary tools on a mounted bucket', () => {
     await m.stop();
     m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault });
     expect(sh(`ls ${m.mountpoint}/from-sdk`)).toBe('hello.txt\n');
+  });
+});
+
+describe('the quick start (embedded server)', () => {
+  it('keeps its stored listings across a restart, though the server comes back on another port', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-up-'));
+    const state = path.join(dir, 'state');
+    const mp = path.join(dir, 'mnt');
+    const up = () => sh(`cd ${dir} && ${process.execPath} ${BIN} up --dir ${state} --mountpoint ${mp}`, 120);
+    const down = () => sh(`${process.execPath} ${BIN} unmount ${mp}`, 120);
+    const stored = () => {
+      const db = new Database(path.join(state, 'vault', 'vault.db'), { readonly: true, fileMustExist: true });
+      try {
+        return (db.prepare('SELECT count(*) AS n FROM listings').get() as { n: number }).n;
+      } finally {
+        db.close();
+      }
+    };
+    try {
+      const first = up();
+      sh(`mkdir ${mp}/d && for i in 1 2 3; do echo $i > ${mp}/d/f$i; done && ${process.execPath} ${BIN} flush --wait ${mp}`, 120);
+      expect(sh(`ls ${mp}/d`)).toBe('f1\nf2\nf3\n');
+      down();
+      expect(isMounted(mp)).toBe(false);
+      const kept = stored();
+      expect(kept).toBeGreaterThan(0);
+      const second = up();
+      const port = (out: string) => /127\.0\.0\.1:(\d+)/.exec(out)?.[1];
+      expect(port(second)).toBeDefined();
+      expect(port(second)).not.toBe(port(first));
+      expect(stored()).toBe(kept); // not cleared as if the vault now served other storage
+      expect(sh(`cat ${mp}/d/f2`)).toBe('2\n');
+    } finally {
+      if (isMounted(mp)) shResult(`${process.execPath} ${BIN} unmount ${mp}`, 60);
+      forceUnmount(mp);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
