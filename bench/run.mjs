@@ -15,7 +15,7 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const r = spawnSync(process.execPath, [path.join(root, 'bench', 'compare.mjs'), ...process.argv.slice(2)], {
   cwd: root,
   stdio: 'inherit',
-  // The SDK warns about Node 20 as it loads, before compare.mjs could turn that off.
-  env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: '1' },
+  // The SDK warns about Node 20 as it loads, before compare.mjs could turn that off (only "true" does).
+  env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
 });
 process.exit(r.status ?? 1);
