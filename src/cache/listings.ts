@@ -55,9 +55,11 @@ export class ListingStore {
   private readonly pending = new Map<string, PendingEntry>();
   /**
    * The last listings read, as read (a warm `ls` of a large directory read and decoded every row each time);
-   * any write to a prefix forgets its copy.
+   * changed entries are applied to them, anything else written to a prefix forgets its copy.
    */
   private readonly recent = new Map<string, ListedEntry[]>();
+  /** Where each name sits in a recent listing. */
+  private readonly indexes = new WeakMap<ListedEntry[], Map<string, number>>();
   private flushScheduled = false;
 
   constructor(private readonly db: Db) {
@@ -82,7 +84,7 @@ export class ListingStore {
     if (!this.pending.size) return;
     const batch = [...this.pending.values()];
     this.pending.clear();
-    for (const { prefix } of batch) this.recent.delete(prefix);
+    this.updateRecent(batch);
     this.db.transaction(() => {
       for (const { prefix, name, row } of batch) {
         // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
@@ -91,6 +93,34 @@ export class ListingStore {
         else this.s.dropEntry.run(prefix, name);
       }
     })();
+  }
+
+  /**
+   * Apply changed entries to the decoded copies of their listings: a cold `ls -l` records what each HEAD taught,
+   * and forgetting the copy at every change made the first warm listing read and decode every row again. A copy
+   * gaining or losing a name is forgotten (the rows have the order). Copied on write: callers may hold the old array.
+   */
+  private updateRecent(batch: PendingEntry[]): void {
+    const copied = new Set<string>();
+    for (const { prefix, name, row } of batch) {
+      const list = this.recent.get(prefix);
+      if (!list) continue;
+      let index = this.indexes.get(list);
+      if (!index) this.indexes.set(list, (index = new Map(list.map((e, i) => [e.name, i]))));
+      const at = index.get(name);
+      if (!row || at === undefined) {
+        this.recent.delete(prefix);
+        continue;
+      }
+      let target = list;
+      if (!copied.has(prefix)) {
+        target = list.slice();
+        this.indexes.set(target, index);
+        this.recent.set(prefix, target);
+        copied.add(prefix);
+      }
+      target[at] = toEntry(row);
+    }
   }
 
   private schedule(): void {
