@@ -9,5 +9,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['verbose', './test/helpers/start-reporter.ts'],
+    // The AWS SDK warns about Node 20 in every test process that loads it (only "true" silences it).
+    env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
   },
 });
