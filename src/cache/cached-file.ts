@@ -287,14 +287,14 @@ export class CachedFile {
     const offset = first * bs;
     try {
       const length = Math.min((last + 1) * bs, this.rec.fetchLimit) - offset;
-      const into = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, (b) => Math.min(bs, this.rec.size - b * bs));
+      const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, (b) => Math.min(bs, this.rec.size - b * bs));
       const etag = this.rec.remoteEtag ?? undefined;
       const r = this.ctx.transfer.readDataInto
-        ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, into.push)
-        : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (into.push(d.data), { bytes: d.data.length, result: d.result }));
+        ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
+        : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
       // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
       if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
-      const sums = into.finish(last);
+      const sums = sink.finish(last);
       const clean: { idx: number; sum: string }[] = [];
       this.accounted(() => {
         for (let b = first; b <= last && b < this.blockCount(); b++) {

@@ -61,12 +61,11 @@ export class FetchSink {
   /** Write the gathered pieces of the current block in one call and checksum its span (zeros past what arrived). */
   private endBlock(): void {
     const start = this.block * this.blockSize;
-    let done = this.pieces.length ? writevSync(this.fd, this.pieces, start) : 0;
+    const done = this.pieces.length ? writevSync(this.fd, this.pieces, start) : 0;
     if (done < this.fed) {
-      // A short write (rare on a local file): the rest piece by piece.
+      // A short write (rare on a local file): the rest in as many writes as it takes.
       const rest = Buffer.concat(this.pieces).subarray(done);
       for (let d = 0; d < rest.length; ) d += writeSync(this.fd, rest, d, rest.length - d, start + done + d);
-      done = this.fed;
     }
     const span = this.spanOf(this.block);
     if (span > this.fed) this.summer.update(zeroes(span - this.fed));
