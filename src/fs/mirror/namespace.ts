@@ -285,7 +285,8 @@ export class Namespace {
       return name;
     };
     // Vault records of listed files: one range query for a large directory rather than one query per entry (10 000
-    // of them were most of a warm `ls -l`); cached records are few, so the range is cheap.
+    // of them were most of a warm `ls -l`). The range covers every cached file below the directory, not only its
+    // children: cheaper unless the vault holds far more files under it than the listing has.
     let records: ((key: string) => FileRecord | undefined) | undefined;
     if (listing.objects.length >= BULK_RECORDS) {
       const byKey = new Map(this.vault.recordsUnder(prefix).map((r) => [r.key, r]));
