@@ -27,6 +27,8 @@ export { BLOCK } from './block-map.js';
 
 /** Reads up to this size are done synchronously (see readLocal). */
 const SYNC_READ_MAX = 128 * 1024;
+/** Blocks read back at once to sum them at a commit. */
+const SUM_RUN_BLOCKS = 8;
 
 /** Clocks of this machine and the storage may disagree by this much. */
 const CLOCK_SLACK_MS = 5000;
@@ -204,8 +206,8 @@ export class CachedFile {
   }
 
   /** Bytes from the data file; past its end the file is sparse, so zeros. */
-  private async readLocal(offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+  private async readLocal(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let done = 0;
     // Small reads (a FUSE read, 4 KiB to 128 KiB) straight from the page cache: the thread-pool round trip of an
     // asynchronous read was most of a warm random read's latency (profiles of fio 4K).
@@ -429,6 +431,27 @@ export class CachedFile {
   }
 
   /**
+   * Checksums of the given blocks (ascending), read back from the data file in runs of up to SUM_RUN_BLOCKS
+   * through one buffer: a fresh megabyte per block made a commit of a large file (an fsync after a passthrough
+   * write adopts every block) fault in new memory block by block, most of its time on this VM.
+   */
+  private async sumBlocks(blocks: number[]): Promise<Map<number, string>> {
+    const sums = new Map<number, string>();
+    if (!blocks.length) return sums;
+    const bs = this.ctx.blockSize;
+    const buf = Buffer.allocUnsafeSlow(bs * Math.min(SUM_RUN_BLOCKS, blocks.length));
+    for (let i = 0; i < blocks.length; ) {
+      let j = i + 1;
+      while (j < blocks.length && j - i < SUM_RUN_BLOCKS && blocks[j] === blocks[j - 1] + 1) j++;
+      const start = blocks[i] * bs;
+      const data = await this.readLocal(start, Math.min((blocks[j - 1] + 1) * bs, this.rec.size) - start, buf);
+      for (let k = i; k < j; k++) sums.set(blocks[k], blockSum(data.subarray((k - i) * bs, (k - i + 1) * bs)));
+      i = j;
+    }
+    return sums;
+  }
+
+  /**
    * Commit everything written so far to the vault's journal. Always safe from a crash of the process once it
    * returns (the data file's bytes and the commit are with the OS). `durable` (fsync): also on disk — data first
    * (fdatasync), then a synchronous journal commit — so a crash of the machine keeps it too.
@@ -440,21 +463,31 @@ export class CachedFile {
   private async commitLocked(durable: boolean): Promise<void> {
     if (this.unlinked) return;
     this.committedGen = this.gen;
+    // The data file's fdatasync runs while the changed blocks are read back and summed (both from the page
+    // cache): an fsync after a large passthrough write costs the longer of the two, not their sum. The journal
+    // commit still waits for it, so the journal never names data the disk may not have.
+    let synced: Promise<void> | undefined;
     if (durable && this.dataGen !== this.syncedDataGen) {
       const target = this.dataGen;
-      await this.fd.datasync();
-      this.syncedDataGen = target;
+      synced = this.fd.datasync().then(() => void (this.syncedDataGen = target));
+      synced.catch(() => undefined); // awaited below; a failure must not surface as unhandled meanwhile
     }
-    const changed = [...this.changed].filter((b) => b < this.blockCount());
+    const changed = [...this.changed].filter((b) => b < this.blockCount()).sort((a, b) => a - b);
     this.changed.clear();
     const dirty: { idx: number; sum: string }[] = [];
     const clean: { idx: number; sum: null }[] = [];
-    for (const b of changed) {
-      const state = this.blocks.get(b);
-      if (state === BLOCK.DIRTY) {
-        const start = b * this.ctx.blockSize;
-        dirty.push({ idx: b, sum: blockSum(await this.readLocal(start, Math.min(this.ctx.blockSize, this.rec.size - start))) });
-      } else if (state === BLOCK.CLEAN) clean.push({ idx: b, sum: null });
+    try {
+      const dirtyBlocks: number[] = [];
+      for (const b of changed) {
+        const state = this.blocks.get(b);
+        if (state === BLOCK.DIRTY) dirtyBlocks.push(b);
+        else if (state === BLOCK.CLEAN) clean.push({ idx: b, sum: null });
+      }
+      for (const [b, sum] of await this.sumBlocks(dirtyBlocks)) dirty.push({ idx: b, sum });
+      await synced;
+    } catch (err) {
+      for (const b of changed) this.changed.add(b); // not committed: the next commit takes them again
+      throw err;
     }
     this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable);
   }
@@ -513,7 +546,7 @@ export class CachedFile {
         ? { etag: landed, result: RWRESULT.SUCCESS }
         : prep.metaOnly
         ? await this.ctx.transfer.replaceMeta(prep.key, { meta: prep.meta, contentType: prep.contentType })
-        : await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length) => this.readLocal(offset, length), {
+        : await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length, into) => this.readLocal(offset, length, into), {
             meta: prep.meta,
             contentType: prep.contentType,
             stillValid: () => this.gen === prep.gen && !this.unlinked,

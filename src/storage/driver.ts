@@ -29,8 +29,11 @@ export interface ReadResult {
   result: RwResult;
 }
 
-/** Supplies the bytes of an upload, a range at a time, so a large file never sits in memory whole. */
-export type ByteSource = (offset: number, length: number) => Promise<Buffer>;
+/**
+ * Supplies the bytes of an upload, a range at a time, so a large file never sits in memory whole. Given `into`
+ * (at least `length` bytes), it reads into that buffer and returns the filled part of it.
+ */
+export type ByteSource = (offset: number, length: number, into?: Buffer) => Promise<Buffer>;
 
 export interface WriteOptions {
   meta?: ObjectMeta;

@@ -1,7 +1,7 @@
 /**
  * The S3 driver (AWS SDK v3). Keys given to it are relative to the mount's prefix. Large objects go up as
- * parallel multipart uploads whose parts are read from the ByteSource on demand, so memory stays bounded by
- * partSize × uploadConcurrency whatever the file size.
+ * parallel multipart uploads whose parts are read from the ByteSource on demand into reused part buffers, so
+ * memory stays bounded by partSize × 2 × uploadConcurrency whatever the file size and number of uploads.
  */
 import http from 'node:http';
 import type { Readable } from 'node:stream';
@@ -26,6 +26,7 @@ import PQueue from 'p-queue';
 import type { ByteSink, ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
+import { PartBuffers } from './part-buffers.js';
 import type { S3Config } from './config.js';
 
 const stripQuotes = (etag: string | undefined): string => (etag ?? '').replace(/^"|"$/g, '');
@@ -72,8 +73,11 @@ export class S3Storage implements StorageDriver {
   private readonly client: S3Client;
   private readonly prefix: string;
   private readonly endpointName: string;
+  /** Every multipart upload's part buffers: twice one upload's parts in flight, whatever the number of uploads. */
+  private readonly parts: PartBuffers;
 
   constructor(private readonly config: S3Config) {
+    this.parts = new PartBuffers(config.partSize, 2 * config.uploadConcurrency);
     this.prefix = config.prefix ? config.prefix.replace(/\/*$/, '/') : '';
     this.endpointName = config.endpoint ?? `s3.${config.region}.amazonaws.com`;
     this.description = `s3://${config.bucket}/${this.prefix} (${this.endpointName})`;
@@ -259,10 +263,16 @@ export class S3Storage implements StorageDriver {
         const offset = i * partSize;
         const length = Math.min(partSize, size - offset);
         void queue.add(async () => {
-          const body = await source(offset, length);
-          if (body.length !== length) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'file changed while uploading');
-          const r = await this.client.send(new UploadPartCommand({ Bucket, Key, UploadId: uploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
-          etags[i] = r.ETag!;
+          // The buffer goes back only once the request is over: the SDK retries a part from the same body.
+          const buf = await this.parts.acquire();
+          try {
+            const body = await source(offset, length, buf);
+            if (body.length !== length) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'file changed while uploading');
+            const r = await this.client.send(new UploadPartCommand({ Bucket, Key, UploadId: uploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
+            etags[i] = r.ETag!;
+          } finally {
+            this.parts.release(buf);
+          }
         });
       }
       // p-queue swallows task errors unless listened to: collect the first one and stop the rest.

@@ -6,6 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Vault } from '../../src/cache/vault.js';
 import { VaultError } from '../../src/cache/errors.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
+import { blockSum, initChecksums } from '../../src/cache/checksum.js';
+import Database from 'better-sqlite3';
 
 const KiB = 1024;
 const attrs = { mode: 0o644, uid: 1, gid: 2, mtimeMs: 1_000_000 };
@@ -170,6 +172,32 @@ describe('vault: journal and recovery', () => {
     vault = await openVault();
     expect(vault.orphans).toHaveLength(0);
     await vault.close();
+  });
+
+  it('a commit journals the checksum of every changed block, read back in runs, the last block short', async () => {
+    await initChecksums();
+    const bs = 64 * KiB;
+    const data = pattern(21 * bs + 1000); // 22 blocks: runs of at most 8 are read at once
+    const vault = await openVault();
+    const f = await vault.openFile('sums', null, attrs);
+    await f.write(0, data);
+    await f.commit();
+    // Then change blocks 2, 4-13 and the short last one, not in order: three runs, one longer than 8 blocks.
+    for (const b of [21, 9, 2, 4, 13, 5, 6, 7, 8, 10, 11, 12]) {
+      const at = b * bs + 10;
+      data[at] ^= 0xff;
+      await f.write(at, data.subarray(at, at + 1));
+    }
+    await f.commit(false);
+    await vault.simulateCrash();
+    const db = new Database(path.join(dir, 'vault.db'), { readonly: true });
+    try {
+      const rows = db.prepare('SELECT idx, sum FROM blocks ORDER BY idx').all() as { idx: number; sum: string | null }[];
+      expect(rows.map((r) => r.idx)).toEqual([...Array(22).keys()]);
+      for (const r of rows) expect(r.sum, `block ${r.idx}`).toBe(blockSum(data.subarray(r.idx * bs, (r.idx + 1) * bs)));
+    } finally {
+      db.close();
+    }
   });
 
   it('a clean close keeps clean blocks: a reopened vault serves them without requests', async () => {
