@@ -460,9 +460,12 @@ export class CachedFile {
     return this.lock.run(() => this.commitLocked(durable));
   }
 
-  private async commitLocked(durable: boolean): Promise<void> {
+  private async commitLocked(durable: boolean, also?: () => void): Promise<void> {
     if (this.unlinked) return;
     this.committedGen = this.gen;
+    // Nothing new since the last commit (a release after its close's flush, an upload's first step): the
+    // journal already says it all. A durable commit still runs: the last one may not be on disk yet.
+    if (!durable && !also && this.changed.size === 0 && this.ctx.statements.isSaved(this.rec)) return;
     // The data file's fdatasync runs while the changed blocks are read back and summed (both from the page
     // cache): an fsync after a large passthrough write costs the longer of the two, not their sum. The journal
     // commit still waits for it, so the journal never names data the disk may not have.
@@ -489,7 +492,7 @@ export class CachedFile {
       for (const b of changed) this.changed.add(b); // not committed: the next commit takes them again
       throw err;
     }
-    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable);
+    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable, also);
   }
 
   /**
@@ -563,17 +566,20 @@ export class CachedFile {
       }
       throw err;
     }
-    if (this.ctx.failedAttempts.delete(this.rec.id) || journaled) {
-      if (!this.unlinked) this.ctx.statements.deleteTag(this.rec.id, OWN_TAG.ATTEMPT);
-    }
+    const attempted = this.ctx.failedAttempts.delete(this.rec.id) || journaled;
     this.ctx.absentAt.delete(prep.key);
     return this.lock.run(async () => {
       const same = this.gen === prep.gen;
       this.rec.remoteEtag = result.etag;
       this.rec.lastError = 0;
       if (this.unlinked) return 'changed';
-      this.ctx.statements.putTag(this.rec.id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
-      if (result.versionId) this.ctx.statements.putTag(this.rec.id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
+      // The new ETag, the end of the attempt and the blocks now clean go into the journal in one transaction.
+      const { id } = this.rec;
+      const tags = () => {
+        if (attempted) this.ctx.statements.deleteTag(id, OWN_TAG.ATTEMPT);
+        this.ctx.statements.putTag(id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
+        if (result.versionId) this.ctx.statements.putTag(id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
+      };
       if (same) {
         for (let b = 0; b < this.blockCount(); b++) {
           if (this.blocks.get(b) === BLOCK.DIRTY) {
@@ -587,7 +593,7 @@ export class CachedFile {
       } else {
         this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
       }
-      await this.commitLocked(false); // S3 has it now: losing this commit only means uploading again
+      await this.commitLocked(false, tags); // S3 has it now: losing this commit only means uploading again
       return same ? 'uploaded' : 'changed';
     });
   }

@@ -21,6 +21,15 @@ interface FileRow {
   xattrs: string | null;
 }
 
+
+/** Records remembered as written (VaultStatements.saved): a few KiB per hundred files. */
+const SAVED_RECORDS = 4096;
+
+/** Every column of a record that an update writes, but the use time. */
+function snapshot(rec: FileRecord): string {
+  return JSON.stringify([rec.key, rec.size, rec.fetchLimit, rec.remoteEtag, rec.mode, rec.uid, rec.gid, rec.mtimeMs, rec.dirty, rec.pinned, rec.local, rec.dataDirty, rec.lastError, rec.xattrs ?? null]);
+}
+
 export interface BlockSum {
   idx: number;
   sum: string | null;
@@ -96,6 +105,24 @@ export class VaultStatements {
     };
   }
 
+  /**
+   * Each record as this process last wrote it (insert, update), so a commit with nothing new can skip its
+   * transaction: a small file's close and upload committed the same record up to four times (profile of cp -r
+   * of 1000 files). Bounded: a record not remembered is simply written again.
+   */
+  private readonly saved = new Map<number, string>();
+
+  private remember(rec: FileRecord): void {
+    this.saved.delete(rec.id);
+    if (this.saved.size >= SAVED_RECORDS) this.saved.delete(this.saved.keys().next().value!);
+    this.saved.set(rec.id, snapshot(rec));
+  }
+
+  /** Whether the stored row of this record is exactly this record (as this process last wrote it). */
+  isSaved(rec: FileRecord): boolean {
+    return this.saved.get(rec.id) === snapshot(rec);
+  }
+
   private params(rec: FileRecord) {
     return { ...rec, dirty: rec.dirty ? 1 : 0, pinned: rec.pinned ? 1 : 0, local: rec.local ? 1 : 0, dataDirty: rec.dataDirty ? 1 : 0, xattrs: rec.xattrs ?? null, now: accessClock() };
   }
@@ -107,15 +134,19 @@ export class VaultStatements {
 
   insert(rec: Omit<FileRecord, 'id'>): FileRecord {
     const info = this.s.insert.run(this.params({ ...rec, id: 0 }));
-    return { ...rec, id: Number(info.lastInsertRowid) };
+    const inserted = { ...rec, id: Number(info.lastInsertRowid) };
+    this.remember(inserted);
+    return inserted;
   }
 
   saveFile(rec: FileRecord): void {
     this.s.update.run(this.params(rec));
+    this.remember(rec);
   }
 
   deleteFile(id: number): void {
     this.s.delete.run(id);
+    this.saved.delete(id);
   }
 
   loadStates(id: number, blockCount: number): Uint8Array {
@@ -194,11 +225,15 @@ export class VaultStatements {
 
   setPinned(id: number, pinned: boolean): void {
     this.s.setPinned.run(pinned ? 1 : 0, id);
+    this.saved.delete(id);
   }
 
-  /** The journal commit of one file: record, dirty and clean blocks, and blocks past the end, atomically. */
-  /** One file's record and block states in one transaction; `durable`: on disk when it returns (fsync), not only safe from a crash of the process. */
-  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[], durable = true): void {
+  /**
+   * The journal commit of one file: record, dirty and clean blocks, blocks past the end, and `also` (the tags an
+   * upload leaves), in one transaction. `durable`: on disk when it returns (fsync), not only safe from a crash of
+   * the process.
+   */
+  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[], durable = true, also?: () => void): void {
     if (durable) this.db.pragma('synchronous = FULL');
     try {
       this.db.transaction(() => {
@@ -206,7 +241,9 @@ export class VaultStatements {
         this.s.dropBlocksFrom.run(rec.id, blockCount);
         for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
         for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
+        also?.();
       })();
+      this.remember(rec);
     } finally {
       if (durable) this.db.pragma('synchronous = NORMAL');
     }
