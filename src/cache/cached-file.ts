@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import { release } from 'node:os';
 import { fstatSync, ftruncateSync, readSync } from 'node:fs';
-import type { ObjectMeta } from '../storage/driver.js';
+import type { MultipartStorage, ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
 import { BLOCK, BlockMap } from './block-map.js';
@@ -19,6 +19,7 @@ import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
 import { FetchSink } from './fetch-sink.js';
+import { StreamUpload, type StreamBudget } from './stream-upload.js';
 import { nextData, punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
 import type { TransferHandlers } from './transfer.js';
@@ -79,6 +80,14 @@ export interface FileContext {
   absentTrustMs: number;
   /** Back-pressure: resolves when there is room for more changed data (the upload queue is not too far behind). */
   waitForRoom: () => Promise<void>;
+  /** Stream uploads (vault.streamUploads): parts of large files go while they are written. Absent: off. */
+  stream?: {
+    ops: MultipartStorage;
+    budget: StreamBudget;
+    meta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
+    /** Per file id: its stream upload, which outlives the file's handles until its upload takes it. */
+    active: Map<number, StreamUpload>;
+  };
   log: Logger;
 }
 
@@ -511,18 +520,28 @@ export class CachedFile {
   }
 
   private async uploadOnce(options: { force?: boolean; toKey?: string }): Promise<UploadOutcome> {
+    // A stream upload is this attempt's to complete or to abort, whatever happens.
+    const stream = this.takeStream();
     const prep = await this.lock.run(async () => {
       if (!this.rec.dirty || this.unlinked || this.rec.local) return null;
       // Only attributes changed (chmod, utimens) on an object that exists: no data needs to move.
       const metaOnly = !this.rec.dataDirty && this.rec.remoteEtag !== null && !options.toKey;
       if (!metaOnly) await this.ensureAll(0, this.rec.size);
       await this.commitLocked(false);
-      return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, ...this.ctx.objectMeta(this.rec, this.rec.key) };
+      // The stream's early parts serve only if the object's metadata is what the stream started with, less an
+      // mtime nobody set explicitly (LastModified stands for it).
+      const streamMeta = stream && this.ctx.stream && !metaOnly && !options.toKey && stream.key === this.rec.key && this.timesSetAt <= stream.startedAt ? this.ctx.stream.meta(this.rec, this.rec.key) : undefined;
+      const streamOk = streamMeta !== undefined && JSON.stringify(streamMeta) === JSON.stringify(stream!.meta);
+      return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, streamOk, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
-    if (!prep) return 'nothing';
+    if (!prep) {
+      await stream?.abort();
+      return 'nothing';
+    }
     const attemptAt = Date.now();
     let result;
     let journaled = false;
+    let resumed = false;
     try {
       let landed: string | undefined;
       // A file just created where storage had nothing (the owner checked moments ago) needs no second look.
@@ -545,16 +564,25 @@ export class CachedFile {
         this.ctx.statements.putTag(this.rec.id, OWN_TAG.ATTEMPT, Buffer.from(String(attemptAt)));
         journaled = true;
       }
-      result = landed !== undefined && this.gen === prep.gen
-        ? { etag: landed, result: RWRESULT.SUCCESS }
-        : prep.metaOnly
-        ? await this.ctx.transfer.replaceMeta(prep.key, { meta: prep.meta, contentType: prep.contentType })
+      const writing = !(landed !== undefined && this.gen === prep.gen) && !prep.metaOnly;
+      const resume = writing && prep.streamOk ? await stream!.reusable(prep.size) : undefined;
+      if (stream && !resume) await stream.abort();
+      resumed = resume !== undefined;
+      result = !writing
+        ? prep.metaOnly
+          ? await this.ctx.transfer.replaceMeta(prep.key, { meta: prep.meta, contentType: prep.contentType })
+          : { etag: landed!, result: RWRESULT.SUCCESS }
         : await this.ctx.transfer.writeData(prep.key, prep.size, (offset, length, into) => this.readLocal(offset, length, into), {
-            meta: prep.meta,
-            contentType: prep.contentType,
+            ...(resume ? stream!.meta : { meta: prep.meta, contentType: prep.contentType }),
             stillValid: () => this.gen === prep.gen && !this.unlinked,
+            resume,
           });
     } catch (err) {
+      if (resumed) {
+        // The driver aborted the multipart upload when the write failed: nothing of the stream is left.
+        stream!.finished();
+        if (!this.unlinked) this.ctx.statements.deleteTag(this.rec.id, OWN_TAG.STREAM);
+      } else await stream?.abort();
       // A transient failure may hide a request that reached the storage: remember when it was sent.
       // (So may one abandoned because the file changed meanwhile.) Refused outright: nothing of it reached storage.
       const unknown = err instanceof StorageError && (err.transient || err.result === RWRESULT.FILE_MODIFIED_LOCALLY);
@@ -575,8 +603,10 @@ export class CachedFile {
       if (this.unlinked) return 'changed';
       // The new ETag, the end of the attempt and the blocks now clean go into the journal in one transaction.
       const { id } = this.rec;
+      if (resumed) stream!.finished();
       const tags = () => {
         if (attempted) this.ctx.statements.deleteTag(id, OWN_TAG.ATTEMPT);
+        if (resumed) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
         this.ctx.statements.putTag(id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
         if (result.versionId) this.ctx.statements.putTag(id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
       };
@@ -664,6 +694,44 @@ export class CachedFile {
     // which is what the vault reads there too; a longer data file would show stale bytes.
     if (fstatSync(this.fd.fd).size !== this.rec.size) ftruncateSync(this.fd.fd, this.rec.size);
     return this.fd.fd;
+  }
+
+  /**
+   * Stream uploads: send the parts the writer has moved past. Only a file written from its start (nothing of an
+   * older object left to fetch into it) and at least three parts long streams; called while it is open.
+   */
+  pumpStream(): void {
+    const cfg = this.ctx.stream;
+    if (!cfg || this.unlinked || this.closing || this.rec.local || !this.rec.dataDirty) return;
+    // Passthrough writes reach the data file without the vault: its size is how far the writer got.
+    const written = fstatSync(this.fd.fd).size;
+    const { id } = this.rec;
+    let stream = cfg.active.get(id);
+    if (!stream) {
+      if (this.rec.fetchLimit > 0 || written < 3 * cfg.ops.partSize) return;
+      stream = new StreamUpload(cfg.ops, cfg.budget, this.rec.key, cfg.meta(this.rec, this.rec.key), this.ctx.blockSize, {
+        read: (offset, length, into) => this.readLocal(offset, length, into),
+        journal: (uploadId) => {
+          if (this.unlinked) return;
+          if (uploadId === null) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
+          else this.ctx.statements.putTag(id, OWN_TAG.STREAM, Buffer.from(JSON.stringify({ key: this.rec.key, uploadId })));
+        },
+      }, this.ctx.log);
+      cfg.active.set(id, stream);
+    }
+    stream.advance(written);
+  }
+
+  /** Take this file's stream upload, if one runs: the caller completes or aborts it. */
+  private takeStream(): StreamUpload | undefined {
+    const stream = this.ctx.stream?.active.get(this.rec.id);
+    this.ctx.stream?.active.delete(this.rec.id);
+    return stream;
+  }
+
+  /** Drop the stream upload, if one runs (the file was removed). */
+  async abortStream(): Promise<void> {
+    await this.takeStream()?.abort();
   }
 
   /** Before the first passthrough writer: the data file as the vault left it (what later writes are told from). */

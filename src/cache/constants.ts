@@ -20,9 +20,11 @@ export const PREFETCH = { NOTHING: 0, ALL: -1 } as const;
 /** CheckAndRepair flags (R55). */
 export const CACHE_CHECK = { NO_RECREATE: 0, RECREATE_VAULT: 1 } as const;
 
-/** Tags s3vault keeps for itself (ids C000–CFFF are reserved for it): facts about the remote object. */
-/** Tags the vault keeps for itself: the object's ETag and version id, and when an upload whose outcome is unknown began. */
-export const OWN_TAG = { ETAG: 0xc001, VERSION_ID: 0xc002, ATTEMPT: 0xc003 } as const;
+/**
+ * Tags s3vault keeps for itself (ids C000–CFFF are reserved for it): the object's ETag and version id, when an
+ * upload whose outcome is unknown began, and a stream upload's multipart upload id (aborted after a crash).
+ */
+export const OWN_TAG = { ETAG: 0xc001, VERSION_ID: 0xc002, ATTEMPT: 0xc003, STREAM: 0xc004 } as const;
 
 /** Tag limits (R43). */
 export const TAG = { MIN_ID: 0x0001, MAX_ID: 0xcfff, MIN_SIZE: 1, MAX_SIZE: 65531, MAX_COUNT: 53247 } as const;

@@ -6,11 +6,11 @@
  * after a crash of the process their bytes are with the OS, after a crash of the machine those of files fsync'd;
  * `fsck` finds the others by their checksums). It knows storage only through the StorageDriver interface.
  */
-import { constants as fsc, existsSync, mkdirSync, rmSync, truncateSync } from 'node:fs';
+import { constants as fsc, existsSync, mkdirSync, renameSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { truncate } from 'node:fs/promises';
 import path from 'node:path';
-import type { StorageDriver } from '../storage/driver.js';
+import type { MultipartStorage, StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type UploadOutcome } from './cached-file.js';
@@ -28,6 +28,7 @@ import { accessClock, VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
 import { checkTag, checkTagCount } from './tags.js';
+import { StreamBudget } from './stream-upload.js';
 
 const MiB = 1024 * 1024;
 
@@ -57,6 +58,12 @@ export interface VaultOptions {
   sizeLimit?: number;
   objectMeta?: FileContext['objectMeta'];
   /**
+   * Stream uploads: given, the parts of large files written from their start go to storage while they are
+   * written (storage permitting: it needs multipart uploads). The metadata such an upload starts with: the
+   * object's, less anything the owner cannot know until the last write (the mtime).
+   */
+  streamMeta?: NonNullable<FileContext['stream']>['meta'];
+  /**
    * A file the owner created where storage had no object is uploaded without first asking storage again
    * (HEAD) while this young: the owner's knowledge of that absence is trusted for as long as its metadata
    * lifetime. 0 (default): always ask.
@@ -74,6 +81,11 @@ export interface RemoteVersion {
 }
 
 export type { FileStatus } from './status.js';
+
+/** Stream uploads: parts in flight at once, all files together (each holds a part-sized buffer). */
+const STREAM_PARTS_IN_FLIGHT = 4;
+/** Stream uploads: how often open files are looked at for parts their writers have moved past. */
+const STREAM_TICK_MS = 200;
 
 export const DEFAULT_SIZE_LIMIT = 314_572_800;
 
@@ -93,6 +105,10 @@ export class Vault {
   /** Files closed without changes, and when: their use times, written for LRU every few seconds. */
   private readonly touched = new Map<number, number>();
   private touchTimer: NodeJS.Timeout | undefined;
+  private streamTimer: NodeJS.Timeout | undefined;
+  /** Removed files still open: where their data files were moved (removeRecord), until their last close. */
+  private readonly removedData = new Map<CachedFile, string>();
+  private removedSeq = 0;
   private purgeAfterCloseMs = 60_000;
   private resolver!: ConflictResolver;
   private dirtyBudget = DEFAULT_SIZE_LIMIT / 2;
@@ -168,6 +184,10 @@ export class Vault {
         absentTrustMs: options.absentTrustMs ?? 0,
         log,
       };
+      const multipart = ctx.transfer.multipart;
+      if (options.streamMeta && multipart && !options.readOnly) {
+        ctx.stream = { ops: multipart, budget: new StreamBudget(multipart.partSize, STREAM_PARTS_IN_FLIGHT), meta: options.streamMeta, active: new Map() };
+      }
       const orphans = statements.dirtyFiles().filter((r) => !r.local);
       const vault = new Vault(dir, options.storage, db, statements, ctx, lockFile, options.sizeLimit ?? DEFAULT_SIZE_LIMIT, orphans);
       vault.purgeAfterCloseMs = options.purgeAfterCloseMs ?? vault.purgeAfterCloseMs;
@@ -176,6 +196,7 @@ export class Vault {
       vault.startWriteBack(options);
       vault.touchTimer = setInterval(() => vault.saveTouched(), 10_000);
       vault.touchTimer.unref();
+      if (ctx.stream) vault.startStreams(ctx.stream.ops);
       return vault;
     } catch (err) {
       db?.close();
@@ -279,6 +300,7 @@ export class Vault {
     }
     // Offline, the owner's "absent" is a guess (it could not ask): such a file's upload always asks.
     if (!rec && base === null && !this.offline && !local) this.ctx.absentAt.set(key, Date.now());
+    const created = !rec;
     rec ??= this.statements.insert({
       key,
       ...attrs,
@@ -294,7 +316,8 @@ export class Vault {
     if (base?.etag && this.statements.getTag(rec.id, OWN_TAG.ETAG)?.toString() !== base.etag) this.statements.putTag(rec.id, OWN_TAG.ETAG, Buffer.from(base.etag));
     let fd;
     try {
-      fd = DataFile.open(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT, 0o600);
+      // A new record starts from an empty data file, whatever a crash left under its id.
+      fd = DataFile.open(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT | (created ? fsc.O_TRUNC : 0), 0o600);
     } catch (err) {
       throw new VaultError('IO', `cannot open vault data file for ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
     }
@@ -328,7 +351,8 @@ export class Vault {
     const done = (async () => {
       await file.closeData();
       if (file.unlinked) {
-        rmSync(this.dataPath(file.rec.id), { force: true });
+        rmSync(this.removedData.get(file) ?? this.dataPath(file.rec.id), { force: true });
+        this.removedData.delete(file);
         this.evictor.account(-file.heldBytes());
       } else if (file.uncommitted) this.statements.saveFile(file.rec);
       // Only its use time changed: recorded in batches, not one synced transaction per close.
@@ -346,6 +370,36 @@ export class Vault {
     else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, key, this.purgeAfterCloseMs, () => this.purge(key));
     this.evictor.maybeEvict();
     if (flushError) throw flushError;
+  }
+
+  /**
+   * Stream uploads: every STREAM_TICK_MS each open file sends the parts its writer has moved past. First, the
+   * multipart uploads a crash left behind (journaled ids) are aborted, in the background.
+   */
+  private startStreams(ops: MultipartStorage): void {
+    const left = this.statements.tagEverywhere(OWN_TAG.STREAM);
+    void (async () => {
+      for (const t of left) {
+        try {
+          const { key, uploadId } = JSON.parse(t.value.toString()) as { key: string; uploadId: string };
+          await ops.abort(key, uploadId);
+          this.ctx.log.info({ key, uploadId }, 'stream upload left by an unclean stop: aborted');
+        } catch (err) {
+          this.ctx.log.warn({ err: (err as Error).message }, 'stream upload left by an unclean stop: abort failed (storage expires it)');
+        }
+        if (!this.closed) this.statements.deleteTag(t.fileId, OWN_TAG.STREAM);
+      }
+    })();
+    this.streamTimer = setInterval(() => {
+      for (const f of this.open.values()) {
+        try {
+          f.pumpStream();
+        } catch (err) {
+          this.ctx.log.warn({ key: f.key, err: (err as Error).message }, 'stream upload: could not look at the data file');
+        }
+      }
+    }, STREAM_TICK_MS);
+    this.streamTimer.unref();
   }
 
   private saveTouched(): void {
@@ -425,6 +479,16 @@ export class Vault {
     if (file) {
       file.unlinked = true;
       this.open.delete(key);
+      void file.abortStream();
+      // Its handles keep the data file open; its name goes now, so a new record that gets the same id (SQLite
+      // reuses the largest) never opens it, and removing it at the last close never removes the new one's.
+      const gone = `${this.dataPath(rec.id)}.removed-${process.pid}-${++this.removedSeq}`;
+      try {
+        renameSync(this.dataPath(rec.id), gone);
+        this.removedData.set(file, gone);
+      } catch (err) {
+        this.ctx.log.warn({ key, err: (err as Error).message }, 'could not move a removed file\'s data aside');
+      }
     } else {
       rmSync(this.dataPath(rec.id), { force: true });
       this.evictor.account(-bytes);
@@ -694,6 +758,7 @@ export class Vault {
   async simulateCrash(): Promise<void> {
     this.closed = true;
     clearInterval(this.touchTimer);
+    clearInterval(this.streamTimer);
     this.writeback.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
     this.db.close();
@@ -707,6 +772,7 @@ export class Vault {
     if (this.closed) return;
     for (const t of this.purgeTimers.values()) clearTimeout(t);
     clearInterval(this.touchTimer);
+    clearInterval(this.streamTimer);
     if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
     this.writeback.stop();
     this.closed = true;
@@ -716,6 +782,9 @@ export class Vault {
       f.openCount = 1;
       await this.closeFile(f);
     }
+    // Stream uploads no upload took (nothing flushed at this close): drop them now rather than at the next start.
+    for (const stream of this.ctx.stream?.active.values() ?? []) await stream.abort();
+    this.ctx.stream?.active.clear();
     this.saveTouched();
     this.listings.flush();
     this.statements.setInfo('clean_shutdown', '1');

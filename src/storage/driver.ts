@@ -45,6 +45,24 @@ export interface WriteOptions {
    * source changed meanwhile, and the write fails with FILE_MODIFIED_LOCALLY instead of publishing it.
    */
   stillValid?: () => boolean;
+  /**
+   * Complete this multipart upload (MultipartStorage.start) instead of starting one: the parts it names (1-based
+   * number → ETag, each `partSize` bytes of the object) are already in storage; the others are read and sent.
+   * Whatever happens, the upload is over when the write returns (completed, or aborted on failure).
+   */
+  resume?: { uploadId: string; parts: ReadonlyMap<number, string> };
+}
+
+/** Parts of a multipart upload sent before it is completed (a file still being written), where storage has them. */
+export interface MultipartStorage {
+  /** Every part but the last has this size. */
+  readonly partSize: number;
+  /** CreateMultipartUpload with the object's metadata: the upload id. */
+  start(key: string, options: { meta?: ObjectMeta; contentType?: string }): Promise<string>;
+  /** UploadPart `n` (1-based): its ETag. */
+  putPart(key: string, uploadId: string, n: number, body: Buffer): Promise<string>;
+  /** AbortMultipartUpload: its parts are dropped. */
+  abort(key: string, uploadId: string): Promise<void>;
 }
 
 export interface WriteResult {
@@ -113,6 +131,8 @@ export interface StorageDriver {
   close(): Promise<void>;
   /** Object versions, when the storage can keep them (S3); absent otherwise. */
   readonly versions?: VersionedStorage;
+  /** Multipart uploads sent part by part, when the storage has them; absent otherwise. */
+  readonly multipart?: MultipartStorage;
 }
 
 export type ByteSink = (chunk: Buffer) => void;

@@ -1,6 +1,6 @@
 /** An in-memory bucket for unit tests: same contract as the S3 driver, no network. */
 import { createHash } from 'node:crypto';
-import type { ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
+import type { ByteSource, Listing, ListOptions, MultipartStorage, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
 import { RWRESULT, StorageError } from './rwresult.js';
 
 interface StoredObject {
@@ -19,6 +19,36 @@ export class MemoryStorage implements StorageDriver {
 
   private count(op: string): void {
     this.calls[op] = (this.calls[op] ?? 0) + 1;
+  }
+
+  /** Multipart uploads in progress (started, not completed or aborted), by upload id. */
+  readonly uploads = new Map<string, { key: string; meta: ObjectMeta; contentType?: string; parts: Map<number, Buffer> }>();
+  private uploadSeq = 0;
+
+  /** Multipart uploads sent part by part; parts of `partSize` bytes (any size here: no network to please). */
+  readonly multipart: MultipartStorage;
+
+  constructor(readonly partSize = 5 * 1024 * 1024) {
+    this.multipart = {
+      partSize,
+      start: async (key, options) => {
+        this.count('startMultipart');
+        const id = `upload-${++this.uploadSeq}`;
+        this.uploads.set(id, { key, meta: options.meta ?? {}, contentType: options.contentType, parts: new Map() });
+        return id;
+      },
+      putPart: async (key, uploadId, n, body) => {
+        this.count('putPart');
+        const u = this.uploads.get(uploadId);
+        if (!u || u.key !== key) throw new StorageError(RWRESULT.FILE_FAILURE, 'write', key, 'no such upload');
+        u.parts.set(n, Buffer.from(body));
+        return createHash('md5').update(body).digest('hex');
+      },
+      abort: async (_key, uploadId) => {
+        this.count('abortMultipart');
+        this.uploads.delete(uploadId);
+      },
+    };
   }
 
   async probe(): Promise<void> {
@@ -59,11 +89,35 @@ export class MemoryStorage implements StorageDriver {
     if (options.ifMatch !== undefined && current?.etag !== options.ifMatch) {
       throw new StorageError(RWRESULT.FILE_MODIFIED_EXTERNALLY, 'write', key, 'object changed');
     }
+    if (options.resume) return this.complete(key, size, source, options, options.resume);
     const data = size === 0 ? Buffer.alloc(0) : await source(0, size);
     if (data.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'source changed');
     this.count('put');
     const etag = this.putObject(key, data, options.meta ?? {});
     this.objects.get(key)!.contentType = options.contentType;
+    return { etag, result: RWRESULT.SUCCESS };
+  }
+
+  /** Complete a started multipart upload: the parts it names as sent, the rest read from the source now. */
+  private async complete(key: string, size: number, source: ByteSource, options: WriteOptions, resume: NonNullable<WriteOptions['resume']>): Promise<WriteResult> {
+    const u = this.uploads.get(resume.uploadId);
+    this.uploads.delete(resume.uploadId); // over, whatever happens
+    if (!u || u.key !== key) throw new StorageError(RWRESULT.FILE_FAILURE, 'write', key, 'no such upload');
+    const pieces: Buffer[] = [];
+    for (let offset = 0, n = 1; offset < size; offset += this.partSize, n++) {
+      const length = Math.min(this.partSize, size - offset);
+      const sent = resume.parts.has(n) && length === this.partSize ? u.parts.get(n) : undefined;
+      if (sent) pieces.push(sent);
+      else {
+        this.count('putPart');
+        pieces.push(Buffer.from(await source(offset, length)));
+      }
+    }
+    const data = Buffer.concat(pieces);
+    if (data.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'source changed');
+    this.count('completeMultipart');
+    const etag = this.putObject(key, data, u.meta);
+    this.objects.get(key)!.contentType = u.contentType;
     return { etag, result: RWRESULT.SUCCESS };
   }
 

@@ -5,7 +5,7 @@
  * same RWRESULT, without touching the network, and a probe runs with a doubling interval; the first probe that
  * succeeds switches it back online. Listeners pause and resume their transfers on these notifications.
  */
-import { readInto, type ByteSink, type ByteSource, type Listing, type ListOptions, type ObjectInfo, type ObjectMeta, type ReadResult, type StorageDriver, type WriteOptions, type WriteResult } from './driver.js';
+import { readInto, type ByteSink, type ByteSource, type Listing, type ListOptions, type MultipartStorage, type ObjectInfo, type ObjectMeta, type ReadResult, type StorageDriver, type WriteOptions, type WriteResult } from './driver.js';
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 
 export type PowerState = 'online' | 'offline';
@@ -36,6 +36,20 @@ export class PoweredStorage implements StorageDriver {
 
   get versions() {
     return this.inner.versions;
+  }
+
+  private multipartOps: MultipartStorage | undefined;
+
+  /** The inner storage's multipart uploads, each call offline-aware like the others. */
+  get multipart(): MultipartStorage | undefined {
+    const inner = this.inner.multipart;
+    if (!inner) return undefined;
+    return (this.multipartOps ??= {
+      partSize: inner.partSize,
+      start: (key, options) => this.call('write', key, () => inner.start(key, options)),
+      putPart: (key, uploadId, n, body) => this.call('write', key, () => inner.putPart(key, uploadId, n, body)),
+      abort: (key, uploadId) => this.call('write', key, () => inner.abort(key, uploadId)),
+    });
   }
 
   get power(): PowerState {

@@ -23,7 +23,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import PQueue from 'p-queue';
-import type { ByteSink, ByteSource, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
+import type { ByteSink, ByteSource, MultipartStorage, Listing, ListOptions, ObjectInfo, ObjectMeta, ObjectVersion, ReadResult, StorageDriver, VersionedStorage, VersioningState, VersionListing, WriteOptions, WriteResult } from './driver.js';
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
 import { PartBuffers } from './part-buffers.js';
@@ -234,8 +234,44 @@ export class S3Storage implements StorageDriver {
     }
   }
 
+  /** Parts sent ahead of the completion (stream uploads of files being written). */
+  get multipart(): MultipartStorage {
+    return (this.multipartOps ??= this.makeMultipart());
+  }
+
+  private multipartOps: MultipartStorage | undefined;
+
+  private makeMultipart(): MultipartStorage {
+    return {
+      partSize: this.config.partSize,
+      start: async (key, options) => {
+        try {
+          const r = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.config.bucket, Key: this.full(key), Metadata: options.meta, ContentType: options.contentType }));
+          return r.UploadId!;
+        } catch (err) {
+          throw this.fail(err, 'write', key);
+        }
+      },
+      putPart: async (key, uploadId, n, body) => {
+        try {
+          const r = await this.client.send(new UploadPartCommand({ Bucket: this.config.bucket, Key: this.full(key), UploadId: uploadId, PartNumber: n, Body: body, ContentLength: body.length }));
+          return r.ETag!;
+        } catch (err) {
+          throw this.fail(err, 'write', key);
+        }
+      },
+      abort: async (key, uploadId) => {
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.config.bucket, Key: this.full(key), UploadId: uploadId }));
+        } catch (err) {
+          throw this.fail(err, 'write', key);
+        }
+      },
+    };
+  }
+
   async write(key: string, size: number, source: ByteSource, options: WriteOptions = {}): Promise<WriteResult> {
-    if (size > this.config.multipartThreshold) return this.writeMultipart(key, size, source, options);
+    if (size > this.config.multipartThreshold || options.resume) return this.writeMultipart(key, size, source, options);
     try {
       const body = size === 0 ? Buffer.alloc(0) : await source(0, size);
       if (body.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'the file changed while it was read for upload');
@@ -251,17 +287,25 @@ export class S3Storage implements StorageDriver {
   private async writeMultipart(key: string, size: number, source: ByteSource, options: WriteOptions): Promise<WriteResult> {
     const Bucket = this.config.bucket;
     const Key = this.full(key);
-    let uploadId: string | undefined;
+    let uploadId: string | undefined = options.resume?.uploadId;
     try {
-      const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket, Key, Metadata: options.meta, ContentType: options.contentType }));
-      uploadId = created.UploadId!;
+      if (!uploadId) {
+        const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket, Key, Metadata: options.meta, ContentType: options.contentType }));
+        uploadId = created.UploadId!;
+      }
       const partSize = this.config.partSize;
-      const count = Math.ceil(size / partSize);
+      // At least one part: an empty object completes with one empty part.
+      const count = Math.max(1, Math.ceil(size / partSize));
       const etags: string[] = new Array(count);
       const queue = new PQueue({ concurrency: this.config.uploadConcurrency });
       for (let i = 0; i < count; i++) {
         const offset = i * partSize;
         const length = Math.min(partSize, size - offset);
+        const sent = options.resume?.parts.get(i + 1);
+        if (sent !== undefined && length === partSize) {
+          etags[i] = sent;
+          continue;
+        }
         void queue.add(async () => {
           // The buffer goes back only once the request is over: the SDK retries a part from the same body.
           const buf = await this.parts.acquire();

@@ -233,6 +233,27 @@ describe('vault: journal and recovery', () => {
     rmSync(bad, { recursive: true, force: true });
   });
 
+  it('a file created while a removed one is still open never shares its data file', async () => {
+    const vault = await openVault();
+    const a = await vault.openFile('a', null, attrs);
+    await a.write(0, Buffer.alloc(200 * KiB, 0x61));
+    await a.commit();
+    vault.removeRecord('a'); // unlinked while open: its handles keep reading it
+    const b = await vault.openFile('b', null, attrs); // the next record may take the same id
+    await b.write(100 * KiB, Buffer.from('bee'));
+    expect((await a.read(0, 3)).toString()).toBe('aaa');
+    await vault.closeFile(a); // the removed file's data goes now, and only its
+    expect((await b.read(0, 3)).equals(Buffer.alloc(3))).toBe(true); // never a's bytes
+    expect((await b.read(100 * KiB, 3)).toString()).toBe('bee');
+    await b.commit();
+    await vault.closeFile(b);
+    const b2 = await vault.openFile('b', null, attrs);
+    expect(b2.size).toBe(100 * KiB + 3);
+    expect((await b2.read(100 * KiB, 3)).toString()).toBe('bee');
+    await vault.closeFile(b2);
+    await vault.close();
+  });
+
   it('rename and remove move or drop a record; a removed open file is never uploaded', async () => {
     const vault = await openVault();
     const f = await vault.openFile('a', null, attrs);

@@ -1,0 +1,161 @@
+/**
+ * Stream uploads (vault.streamUploads): the parts of a large file being written from its start go to storage
+ * while it is written — each part once the writer is a whole part past it — so that when the file is closed only
+ * its tail is left to send. The upload of the closed file then completes this multipart upload: every part sent
+ * early whose blocks still have the checksums they were sent with is kept, any other is sent again.
+ *
+ * The object's metadata is fixed when the multipart upload starts, before the last write: it carries no mtime
+ * (storage's LastModified, the time of completion, stands for it), and a file whose metadata changed meanwhile
+ * (chmod, chown, an explicit mtime as `cp -p` or `rsync -t` set) is uploaded whole instead, the early parts
+ * dropped. The upload id is journaled (a tag) before the first part leaves: after a crash it is aborted.
+ */
+import type { MultipartStorage, ObjectMeta } from '../storage/driver.js';
+import type { Logger } from '../log.js';
+import { blockSum } from './checksum.js';
+
+/** Parts in flight and their buffers, shared by every stream of a vault: the memory bound. */
+export class StreamBudget {
+  private readonly idle: Buffer[] = [];
+  private inUse = 0;
+
+  constructor(
+    readonly partSize: number,
+    readonly maxParts: number,
+  ) {}
+
+  /** A part buffer, or undefined when maxParts are in flight already. */
+  take(): Buffer | undefined {
+    if (this.inUse >= this.maxParts) return undefined;
+    this.inUse++;
+    return this.idle.pop() ?? Buffer.allocUnsafeSlow(this.partSize);
+  }
+
+  give(buf: Buffer): void {
+    this.inUse--;
+    this.idle.push(buf);
+  }
+}
+
+/** How a stream reads the file's data file and records its upload id (null: the upload is over). */
+export interface StreamSource {
+  read(offset: number, length: number, into: Buffer): Promise<Buffer>;
+  journal(uploadId: string | null): void;
+}
+
+export class StreamUpload {
+  /** Sent parts: 1-based number → ETag and the checksums of its blocks as sent. */
+  private readonly sent = new Map<number, { etag: string; sums: string[] }>();
+  private readonly inflight = new Set<Promise<void>>();
+  private starting: Promise<string> | undefined;
+  private uploadId: string | undefined;
+  private next = 1;
+  private failed = false;
+  readonly startedAt = Date.now();
+
+  constructor(
+    private readonly ops: MultipartStorage,
+    private readonly budget: StreamBudget,
+    readonly key: string,
+    readonly meta: { meta: ObjectMeta; contentType?: string },
+    private readonly blockSize: number,
+    private readonly source: StreamSource,
+    private readonly log: Logger,
+  ) {}
+
+  /** Parts sent so far (for logs and tests). */
+  get partsSent(): number {
+    return this.sent.size;
+  }
+
+  /** Send each whole part the writer is a part past (`written`: the data file's size), as the budget allows. */
+  advance(written: number): void {
+    const ps = this.ops.partSize;
+    while (!this.failed && written >= (this.next + 1) * ps) {
+      const buf = this.budget.take();
+      if (!buf) return;
+      const n = this.next++;
+      const p: Promise<void> = this.send(n, buf)
+        .catch((err: unknown) => {
+          // Stop streaming; the upload at close sends what is missing (or everything, if the stream is unusable).
+          this.failed = true;
+          this.log.warn({ key: this.key, part: n, err: (err as Error).message }, 'stream upload: a part failed; the rest goes at upload');
+        })
+        .finally(() => {
+          this.budget.give(buf);
+          this.inflight.delete(p);
+        });
+      this.inflight.add(p);
+    }
+  }
+
+  private async send(n: number, buf: Buffer): Promise<void> {
+    const ps = this.ops.partSize;
+    const id = await (this.starting ??= this.ops.start(this.key, this.meta).then((uploadId) => {
+      this.uploadId = uploadId;
+      this.source.journal(uploadId);
+      return uploadId;
+    }));
+    const data = await this.source.read((n - 1) * ps, ps, buf);
+    if (data.length !== ps) throw new Error(`part ${n} is short (${data.length} bytes)`);
+    const sums = this.sums(data);
+    this.sent.set(n, { etag: await this.ops.putPart(this.key, id, n, data), sums });
+  }
+
+  private sums(data: Buffer): string[] {
+    const out: string[] = [];
+    for (let at = 0; at < data.length; at += this.blockSize) out.push(blockSum(data.subarray(at, at + this.blockSize)));
+    return out;
+  }
+
+  private async settle(): Promise<void> {
+    while (this.inflight.size) await Promise.allSettled([...this.inflight]);
+  }
+
+  /**
+   * For the upload of the file, `size` bytes: the upload id and the parts sent early that are still true to the
+   * data file (read back and compared block by block), or undefined if none is (the stream is then aborted).
+   */
+  async reusable(size: number): Promise<{ uploadId: string; parts: Map<number, string> } | undefined> {
+    await this.settle();
+    const ps = this.ops.partSize;
+    const parts = new Map<number, string>();
+    const buf = this.uploadId ? this.budget.take() : undefined;
+    try {
+      for (const [n, part] of [...this.sent].sort((a, b) => a[0] - b[0])) {
+        if (!buf || n * ps > size) continue;
+        const data = await this.source.read((n - 1) * ps, ps, buf);
+        const now = this.sums(data);
+        if (now.length === part.sums.length && now.every((s, i) => s === part.sums[i])) parts.set(n, part.etag);
+      }
+    } finally {
+      if (buf) this.budget.give(buf);
+    }
+    if (!this.uploadId || !parts.size) {
+      await this.abort();
+      return undefined;
+    }
+    this.log.debug({ key: this.key, kept: parts.size, sent: this.sent.size }, 'stream upload: completing with the parts sent early');
+    return { uploadId: this.uploadId, parts };
+  }
+
+  /** Drop the multipart upload and its parts (best effort: storage expires what an abort misses). */
+  async abort(): Promise<void> {
+    this.failed = true;
+    await this.settle();
+    await this.starting?.catch(() => undefined);
+    if (!this.uploadId) return;
+    const id = this.uploadId;
+    this.uploadId = undefined;
+    try {
+      await this.ops.abort(this.key, id);
+      this.source.journal(null);
+    } catch (err) {
+      this.log.warn({ key: this.key, err: (err as Error).message }, 'stream upload: abort failed; it is retried at the next start');
+    }
+  }
+
+  /** The upload was completed (or the driver aborted it on failure); the caller forgets the journaled id. */
+  finished(): void {
+    this.uploadId = undefined;
+  }
+}
