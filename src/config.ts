@@ -24,6 +24,12 @@ export const vaultConfigSchema = z.object({
   conflictPolicy: z.enum(['keep-both', 'local-wins', 'remote-wins']).default('keep-both'),
   /** Bytes of closed, changed files waiting for upload past which writers wait; default half the size limit. */
   dirtyBudget: z.number().int().min(MiB).optional(),
+  /**
+   * Stream uploads: a large file written from its start goes to S3 part by part while it is written, so that
+   * little is left to send once it is closed. Its object then has no mtime header (LastModified stands for it),
+   * unless its mtime is set explicitly (cp -p, rsync -t), in which case it is uploaded whole after all.
+   */
+  streamUploads: z.boolean().default(false),
   /** Bytes of cached data (UserModeFileCacheSize analogue); dirty and pinned data may go past it. */
   sizeLimit: z.number().int().min(MiB, 'the vault size limit must be at least 1 MiB').default(314_572_800),
 });

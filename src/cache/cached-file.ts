@@ -428,7 +428,11 @@ export class CachedFile {
 
   /** Metadata-only change (chmod, chown, utimens); reaches storage with the next upload. */
   setAttrs(attrs: Partial<FileAttrs>): void {
-    if (attrs.mtimeMs !== undefined) this.timesSetAt = Date.now();
+    if (attrs.mtimeMs !== undefined) {
+      this.timesSetAt = Date.now();
+      // An explicit mtime must reach storage: a stream upload (started without one) can no longer serve.
+      this.ctx.stream?.active.get(this.rec.id)?.markTimesSet();
+    }
     Object.assign(this.rec, attrs);
     this.rec.dirty = true;
     this.gen++;
@@ -530,8 +534,9 @@ export class CachedFile {
       await this.commitLocked(false);
       // The stream's early parts serve only if the object's metadata is what the stream started with, less an
       // mtime nobody set explicitly (LastModified stands for it).
-      const streamMeta = stream && this.ctx.stream && !metaOnly && !options.toKey && stream.key === this.rec.key && this.timesSetAt <= stream.startedAt ? this.ctx.stream.meta(this.rec, this.rec.key) : undefined;
+      const streamMeta = stream && this.ctx.stream && !metaOnly && !options.toKey && stream.key === this.rec.key && !stream.timesSet ? this.ctx.stream.meta(this.rec, this.rec.key) : undefined;
       const streamOk = streamMeta !== undefined && JSON.stringify(streamMeta) === JSON.stringify(stream!.meta);
+      if (stream && !streamOk) this.ctx.log.debug({ key: this.rec.key }, 'stream upload: not usable (metadata or name changed); the file goes whole');
       return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, streamOk, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) {
@@ -565,7 +570,7 @@ export class CachedFile {
         journaled = true;
       }
       const writing = !(landed !== undefined && this.gen === prep.gen) && !prep.metaOnly;
-      const resume = writing && prep.streamOk ? await stream!.reusable(prep.size) : undefined;
+      const resume = writing && prep.streamOk ? await stream!.reusable(prep.size, this.partReader) : undefined;
       if (stream && !resume) await stream.abort();
       resumed = resume !== undefined;
       result = !writing
@@ -709,18 +714,21 @@ export class CachedFile {
     let stream = cfg.active.get(id);
     if (!stream) {
       if (this.rec.fetchLimit > 0 || written < 3 * cfg.ops.partSize) return;
-      stream = new StreamUpload(cfg.ops, cfg.budget, this.rec.key, cfg.meta(this.rec, this.rec.key), this.ctx.blockSize, {
-        read: (offset, length, into) => this.readLocal(offset, length, into),
-        journal: (uploadId) => {
-          if (this.unlinked) return;
-          if (uploadId === null) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
-          else this.ctx.statements.putTag(id, OWN_TAG.STREAM, Buffer.from(JSON.stringify({ key: this.rec.key, uploadId })));
-        },
-      }, this.ctx.log);
+      const key = this.rec.key;
+      const journal = (uploadId: string | null) => {
+        // A removed file's record is gone, and its tags with it.
+        if (!this.ctx.statements.isKnown(id)) return;
+        if (uploadId === null) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
+        else this.ctx.statements.putTag(id, OWN_TAG.STREAM, Buffer.from(JSON.stringify({ key, uploadId })));
+      };
+      stream = new StreamUpload(cfg.ops, cfg.budget, key, cfg.meta(this.rec, key), this.ctx.blockSize, journal, this.ctx.log);
       cfg.active.set(id, stream);
     }
-    stream.advance(written);
+    stream.advance(written, this.partReader);
   }
+
+  /** Reads for a stream upload, through this handle's data file. */
+  private readonly partReader = (offset: number, length: number, into: Buffer) => this.readLocal(offset, length, into);
 
   /** Take this file's stream upload, if one runs: the caller completes or aborts it. */
   private takeStream(): StreamUpload | undefined {
@@ -793,6 +801,8 @@ export class CachedFile {
   async closeData(): Promise<void> {
     await this.lock.run(async () => {
       await this.waitInflight(0, this.blockCount());
+      // A stream upload may be reading a part through this descriptor: that read ends first.
+      await this.ctx.stream?.active.get(this.rec.id)?.readsDone();
       await this.fd.close();
     });
   }

@@ -66,6 +66,7 @@ export class VaultStatements {
   constructor(private readonly db: Db) {
     this.s = {
       byKey: db.prepare('SELECT * FROM files WHERE key = ?'),
+      byId: db.prepare('SELECT 1 FROM files WHERE id = ?'),
       insert: db.prepare(
         'INSERT INTO files (key, size, fetch_limit, remote_etag, mode, uid, gid, mtime_ms, dirty, pinned, local, data_dirty, last_error, xattrs, accessed_ms) VALUES (@key, @size, @fetchLimit, @remoteEtag, @mode, @uid, @gid, @mtimeMs, @dirty, @pinned, @local, @dataDirty, @lastError, @xattrs, @now)',
       ),
@@ -142,6 +143,11 @@ export class VaultStatements {
   saveFile(rec: FileRecord): void {
     this.s.update.run(this.params(rec));
     this.remember(rec);
+  }
+
+  /** Whether a record with this id exists. */
+  isKnown(id: number): boolean {
+    return this.s.byId.get(id) !== undefined;
   }
 
   deleteFile(id: number): void {

@@ -11,6 +11,7 @@
  */
 import type { MultipartStorage, ObjectMeta } from '../storage/driver.js';
 import type { Logger } from '../log.js';
+import { StorageError } from '../storage/rwresult.js';
 import { blockSum } from './checksum.js';
 
 /** Parts in flight and their buffers, shared by every stream of a vault: the memory bound. */
@@ -36,21 +37,26 @@ export class StreamBudget {
   }
 }
 
-/** How a stream reads the file's data file and records its upload id (null: the upload is over). */
-export interface StreamSource {
-  read(offset: number, length: number, into: Buffer): Promise<Buffer>;
-  journal(uploadId: string | null): void;
-}
+/**
+ * Reads the file's data file, through the handle open now: a stream outlives the handles of the file (the
+ * upload at close reopens it), so each call brings its reader.
+ */
+export type PartReader = (offset: number, length: number, into: Buffer) => Promise<Buffer>;
+
+/** Records the stream's upload id in the vault's journal (null: the upload is over). */
+export type StreamJournal = (uploadId: string | null) => void;
 
 export class StreamUpload {
   /** Sent parts: 1-based number → ETag and the checksums of its blocks as sent. */
   private readonly sent = new Map<number, { etag: string; sums: string[] }>();
   private readonly inflight = new Set<Promise<void>>();
+  private readonly reads = new Set<Promise<Buffer>>();
   private starting: Promise<string> | undefined;
   private uploadId: string | undefined;
   private next = 1;
   private failed = false;
-  readonly startedAt = Date.now();
+  /** An mtime was set explicitly after the stream began: the object must carry it, so the stream cannot serve. */
+  timesSet = false;
 
   constructor(
     private readonly ops: MultipartStorage,
@@ -58,9 +64,13 @@ export class StreamUpload {
     readonly key: string,
     readonly meta: { meta: ObjectMeta; contentType?: string },
     private readonly blockSize: number,
-    private readonly source: StreamSource,
+    private readonly journal: StreamJournal,
     private readonly log: Logger,
   ) {}
+
+  markTimesSet(): void {
+    this.timesSet = true;
+  }
 
   /** Parts sent so far (for logs and tests). */
   get partsSent(): number {
@@ -68,13 +78,13 @@ export class StreamUpload {
   }
 
   /** Send each whole part the writer is a part past (`written`: the data file's size), as the budget allows. */
-  advance(written: number): void {
+  advance(written: number, read: PartReader): void {
     const ps = this.ops.partSize;
     while (!this.failed && written >= (this.next + 1) * ps) {
       const buf = this.budget.take();
       if (!buf) return;
       const n = this.next++;
-      const p: Promise<void> = this.send(n, buf)
+      const p: Promise<void> = this.send(n, buf, read)
         .catch((err: unknown) => {
           // Stop streaming; the upload at close sends what is missing (or everything, if the stream is unusable).
           this.failed = true;
@@ -88,14 +98,21 @@ export class StreamUpload {
     }
   }
 
-  private async send(n: number, buf: Buffer): Promise<void> {
+  private async send(n: number, buf: Buffer, read: PartReader): Promise<void> {
     const ps = this.ops.partSize;
     const id = await (this.starting ??= this.ops.start(this.key, this.meta).then((uploadId) => {
       this.uploadId = uploadId;
-      this.source.journal(uploadId);
+      this.journal(uploadId);
       return uploadId;
     }));
-    const data = await this.source.read((n - 1) * ps, ps, buf);
+    const reading = read((n - 1) * ps, ps, buf);
+    this.reads.add(reading);
+    let data: Buffer;
+    try {
+      data = await reading;
+    } finally {
+      this.reads.delete(reading);
+    }
     if (data.length !== ps) throw new Error(`part ${n} is short (${data.length} bytes)`);
     const sums = this.sums(data);
     this.sent.set(n, { etag: await this.ops.putPart(this.key, id, n, data), sums });
@@ -107,6 +124,11 @@ export class StreamUpload {
     return out;
   }
 
+  /** Wait until no part is being read (before the handle they read through closes; their sending goes on). */
+  async readsDone(): Promise<void> {
+    while (this.reads.size) await Promise.allSettled([...this.reads]);
+  }
+
   private async settle(): Promise<void> {
     while (this.inflight.size) await Promise.allSettled([...this.inflight]);
   }
@@ -115,7 +137,7 @@ export class StreamUpload {
    * For the upload of the file, `size` bytes: the upload id and the parts sent early that are still true to the
    * data file (read back and compared block by block), or undefined if none is (the stream is then aborted).
    */
-  async reusable(size: number): Promise<{ uploadId: string; parts: Map<number, string> } | undefined> {
+  async reusable(size: number, read: PartReader): Promise<{ uploadId: string; parts: Map<number, string> } | undefined> {
     await this.settle();
     const ps = this.ops.partSize;
     const parts = new Map<number, string>();
@@ -123,7 +145,7 @@ export class StreamUpload {
     try {
       for (const [n, part] of [...this.sent].sort((a, b) => a[0] - b[0])) {
         if (!buf || n * ps > size) continue;
-        const data = await this.source.read((n - 1) * ps, ps, buf);
+        const data = await read((n - 1) * ps, ps, buf);
         const now = this.sums(data);
         if (now.length === part.sums.length && now.every((s, i) => s === part.sums[i])) parts.set(n, part.etag);
       }
@@ -148,10 +170,16 @@ export class StreamUpload {
     this.uploadId = undefined;
     try {
       await this.ops.abort(this.key, id);
-      this.source.journal(null);
     } catch (err) {
-      this.log.warn({ key: this.key, err: (err as Error).message }, 'stream upload: abort failed; it is retried at the next start');
+      // Unreachable storage: journaled, retried at the next start. Refused (a server without AbortMultipartUpload,
+      // an upload already gone): nothing more can be done; storage expires incomplete uploads by its own rules.
+      if (err instanceof StorageError && err.transient) {
+        this.log.warn({ key: this.key, err: err.message }, 'stream upload: abort failed; it is retried at the next start');
+        return;
+      }
+      this.log.warn({ key: this.key, err: (err as Error).message }, 'stream upload: abort refused; the incomplete upload is left to storage');
     }
+    this.journal(null);
   }
 
   /** The upload was completed (or the driver aborted it on failure); the caller forgets the journaled id. */

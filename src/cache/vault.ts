@@ -12,6 +12,7 @@ import { truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { MultipartStorage, StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
+import { StorageError } from '../storage/rwresult.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type UploadOutcome } from './cached-file.js';
 import { initChecksums } from './checksum.js';
@@ -386,6 +387,7 @@ export class Vault {
           this.ctx.log.info({ key, uploadId }, 'stream upload left by an unclean stop: aborted');
         } catch (err) {
           this.ctx.log.warn({ err: (err as Error).message }, 'stream upload left by an unclean stop: abort failed (storage expires it)');
+          if (err instanceof StorageError && err.transient) continue; // offline: the next start tries again
         }
         if (!this.closed) this.statements.deleteTag(t.fileId, OWN_TAG.STREAM);
       }

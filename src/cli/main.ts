@@ -49,6 +49,7 @@ interface MountFlags {
   listingTtl?: string;
   listingAttributes?: boolean;
   passthrough?: boolean;
+  streamUploads?: boolean;
 }
 
 /** The config every mount flag contributes (validated by resolveConfig). */
@@ -59,6 +60,7 @@ function mountFlagsConfig(flags: MountFlags) {
       sizeLimit: flags.cacheSize && parseSize(flags.cacheSize),
       conflictPolicy: flags.conflict,
       flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
+      streamUploads: flags.streamUploads,
     },
     fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity), asOf: flags.asOf, listingTtlMs: flags.listingTtl === undefined ? undefined : Number(flags.listingTtl) * 1000, listingAttributes: flags.listingAttributes, passthrough: flags.passthrough === false ? false : undefined },
   };
@@ -98,6 +100,7 @@ function addMountOptions(cmd: Command): Command {
     .option('--as-of <time>', 'show a versioned bucket as it was at this instant (e.g. 2026-11-01T12:00:00Z); read-only')
     .option('--listing-ttl <seconds>', 'how long directory listings kept in the vault are used without asking S3 (default 60); longer makes walks of large trees free')
     .option('--no-passthrough', 'serve every read through s3vault, even of files all in the vault (default: the kernel reads those straight from the vault by FUSE passthrough, Linux 6.9 or later)')
+    .option('--stream-uploads', 'send large files to S3 part by part while they are written, so little is left to send at close (their objects carry no mtime header unless one is set explicitly, as cp -p does)')
     .option('--listing-attributes', 'show files known only from a listing with its size and time and the default mode and owner, without a HEAD per file (fast ls -l of large directories; symlinks and s3fs/rclone metadata show once a file is opened)')
     .option('--capacity <size>', 'the size df reports for the mount, e.g. 10T (default 1P; S3 has no limit)')
     .option('--event-timeout <ms>', 'fail a file operation with EIO after this long without progress (0: never, the default; else >= 3000)')

@@ -120,6 +120,7 @@ export async function runMount(job: MountJob): Promise<number> {
       dirtyBudget: config.vault.dirtyBudget,
       readOnly: config.fs.readOnly,
       objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
+      streamMeta: config.vault.streamUploads ? (attrs) => ({ meta: encodeMeta('file', attrs, false) }) : undefined,
       // The mirror's "no such object" answers (listings, the nonexistent-files cache) hold this long.
       absentTrustMs: config.fs.metadataTtlMs,
       log,

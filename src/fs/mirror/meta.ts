@@ -24,14 +24,15 @@ export interface Owner {
 
 const TYPE_BITS: Record<FileKind, number> = { file: S_IFREG, dir: S_IFDIR, symlink: S_IFLNK };
 
-export function encodeMeta(kind: FileKind, attrs: FileAttrs): ObjectMeta {
+/** `withMtime` false: no mtime header (a stream upload, started before the last write: LastModified stands for it). */
+export function encodeMeta(kind: FileKind, attrs: FileAttrs, withMtime = true): ObjectMeta {
   const secs = attrs.mtimeMs / 1000;
   const meta: ObjectMeta = {
     mode: String(TYPE_BITS[kind] | (attrs.mode & 0o7777)),
     uid: String(attrs.uid),
     gid: String(attrs.gid),
-    mtime: Number.isInteger(secs) ? String(secs) : secs.toFixed(3),
   };
+  if (withMtime) meta.mtime = Number.isInteger(secs) ? String(secs) : secs.toFixed(3);
   if (attrs.xattrs) meta.xattr = attrs.xattrs;
   return meta;
 }
