@@ -16,6 +16,7 @@ export const s3ConfigSchema = z.object({
   uploadConcurrency: z.number().int().min(1).max(64).default(4),
   maxSockets: z.number().int().min(1).default(64),
   connectTimeoutMs: z.number().int().min(100).default(3000),
+  /** A request fails (transient, retried) once its connection has been idle this long: no byte sent or received. */
   requestTimeoutMs: z.number().int().min(1000).default(60_000),
   maxAttempts: z.number().int().min(1).default(3),
 });

@@ -94,7 +94,9 @@ export class S3Storage implements StorageDriver {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: {
         connectionTimeout: config.connectTimeoutMs,
-        requestTimeout: config.requestTimeoutMs,
+        // A request whose socket sees no traffic this long fails (and is retried). The handler's requestTimeout
+        // only logs a warning: with it, a server that stopped reading an upload's body hung it for good.
+        socketTimeout: config.requestTimeoutMs,
         httpAgent: new http.Agent(agentOptions),
         httpsAgent: new https.Agent(agentOptions),
       },

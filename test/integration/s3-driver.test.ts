@@ -44,6 +44,29 @@ describe('S3 driver on s3rver', () => {
     await d.close();
   });
 
+  it('a server that stops answering (or reading an upload) fails the request once it is idle requestTimeoutMs', async () => {
+    // Accepts connections and never reads or answers: the kernel buffers fill and the upload stalls.
+    const held: net.Socket[] = [];
+    const srv = net.createServer((sock) => {
+      sock.pause();
+      held.push(sock);
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as net.AddressInfo).port;
+    const d = new S3Storage(s3ConfigSchema.parse({ bucket: 'drv', endpoint: `http://127.0.0.1:${port}`, credentials: EMBEDDED_CREDENTIALS, maxAttempts: 1, requestTimeoutMs: 1000 }));
+    try {
+      const started = Date.now();
+      const body = randomBytes(8 * MiB); // more than the socket buffers take: the write itself stalls
+      await expect(d.write('stalled.bin', body.length, async () => body)).rejects.toMatchObject({ result: RWRESULT.FAILURE });
+      await expect(d.head('x')).rejects.toMatchObject({ result: RWRESULT.FAILURE });
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      for (const sock of held) sock.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+      await d.close();
+    }
+  });
+
   it('writes under the prefix, reads ranges, and reports short reads and reads past EOF', async () => {
     const data = randomBytes(1000);
     const w = await drv.write('a/b.bin', data.length, async (o, l) => data.subarray(o, o + l), { meta: { mode: '33188' } });
