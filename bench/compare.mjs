@@ -36,6 +36,9 @@ const SIZE = {
 };
 const BUCKET = 'bench';
 const work = mkdtempSync(path.join('/var/tmp', 's3vault-compare-'));
+/** Each s3vault mount's log of this run (bench/results/logs/<run>-<cache>.log). */
+const logDir = path.join(root, 'bench', 'results', 'logs');
+const runStamp = new Date().toISOString().replace(/[:.]/g, '-');
 const MiB = 1024 * 1024;
 const log = (s) => process.stdout.write(`${s}\n`);
 const have = (bin) => spawnSync('which', [bin]).status === 0;
@@ -118,7 +121,11 @@ class Mount {
     if (this.name === 's3vault') {
       // S3VAULT_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof": profile s3vault during the workloads.
       const nodeArgs = (process.env.S3VAULT_NODE_ARGS ?? '').split(' ').filter(Boolean);
-      this.child = spawn(process.execPath, [...nodeArgs, path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, this.mp, '--endpoint', endpoint, '--vault', cache, '--cache-size', `${SIZE.bigMiB * 3}M`, '--foreground', ...this.extraArgs], { env, stdio: 'ignore' });
+      // Its log (warnings and errors) goes to bench/results/logs/, kept after the run: what to read when a run fails.
+      mkdirSync(logDir, { recursive: true });
+      const logFd = openSync(path.join(logDir, `${runStamp}-${path.basename(cache)}.log`), 'a');
+      this.child = spawn(process.execPath, [...nodeArgs, path.join(root, 'bin/s3vault.js'), 'mount', BUCKET, this.mp, '--endpoint', endpoint, '--vault', cache, '--cache-size', `${SIZE.bigMiB * 3}M`, '--foreground', ...this.extraArgs], { env, stdio: ['ignore', 'ignore', logFd] });
+      closeSync(logFd);
     } else if (this.name === 's3fs') {
       mkdirSync(cache);
       this.child = spawn('s3fs', [BUCKET, this.mp, '-f', '-o', `url=${endpoint},use_path_request_style,passwd_file=${passwd},use_cache=${cache},parallel_count=8,multipart_size=16`], { env, stdio: 'ignore' });

@@ -379,7 +379,7 @@ export class Vault {
    */
   private startStreams(ops: MultipartStorage): void {
     const left = this.statements.tagEverywhere(OWN_TAG.STREAM);
-    void (async () => {
+    (async () => {
       for (const t of left) {
         try {
           const { key, uploadId } = JSON.parse(t.value.toString()) as { key: string; uploadId: string };
@@ -391,7 +391,7 @@ export class Vault {
         }
         if (!this.closed) this.statements.deleteTag(t.fileId, OWN_TAG.STREAM);
       }
-    })();
+    })().catch((err: unknown) => this.ctx.log.warn({ err: (err as Error).message }, 'stream uploads left by an unclean stop: cleanup failed'));
     this.streamTimer = setInterval(() => {
       for (const f of this.open.values()) {
         try {
@@ -481,7 +481,7 @@ export class Vault {
     if (file) {
       file.unlinked = true;
       this.open.delete(key);
-      void file.abortStream();
+      file.abortStream().catch((err: unknown) => this.ctx.log.warn({ key, err: (err as Error).message }, 'stream upload: abort of a removed file failed'));
       // Its handles keep the data file open; its name goes now, so a new record that gets the same id (SQLite
       // reuses the largest) never opens it, and removing it at the last close never removes the new one's.
       const gone = `${this.dataPath(rec.id)}.removed-${process.pid}-${++this.removedSeq}`;

@@ -3,6 +3,7 @@
  * mounting (mountpoint, FUSE, storage, vault), mount, serve until unmounted or signalled, then flush and
  * close every layer in order. Every failure becomes one line and an exit code (exit-codes.ts).
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -189,6 +190,17 @@ export async function runMount(job: MountJob): Promise<number> {
       log,
     );
     const loop = session.run();
+    // An error nothing caught: Node would exit by joining its thread pool, where the FUSE loop runs for the life of
+    // the mount, and hang there with the mount. Log it, detach the mount and stop hard instead: what was
+    // acknowledged is in the vault's journal (as after kill -9), and the next start uploads it.
+    const mounted = mountpoint;
+    const fatal = (err: unknown) => {
+      log.error({ err }, 'internal error: s3vault stops now (changes stay in the vault; the next mount uploads them)');
+      spawnSync('fusermount3', ['-uz', mounted], { stdio: 'ignore', timeout: 10_000 });
+      process.kill(process.pid, 'SIGKILL');
+    };
+    process.on('uncaughtException', fatal);
+    process.on('unhandledRejection', fatal);
     process.on('SIGINT', () => void stop('SIGINT'));
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGHUP', () => void stop('SIGHUP'));

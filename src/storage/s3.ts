@@ -300,6 +300,13 @@ export class S3Storage implements StorageDriver {
       const count = Math.max(1, Math.ceil(size / partSize));
       const etags: string[] = new Array(count);
       const queue = new PQueue({ concurrency: this.config.uploadConcurrency });
+      // Each part's promise is handled here: the first failure stops the rest. (Left unhandled, a failed part
+      // was an unhandled rejection, which ended the process.)
+      let firstError: unknown;
+      const stop = (e: unknown) => {
+        firstError ??= e;
+        queue.clear();
+      };
       for (let i = 0; i < count; i++) {
         const offset = i * partSize;
         const length = Math.min(partSize, size - offset);
@@ -308,7 +315,7 @@ export class S3Storage implements StorageDriver {
           etags[i] = sent;
           continue;
         }
-        void queue.add(async () => {
+        queue.add(async () => {
           // The buffer goes back only once the request is over: the SDK retries a part from the same body.
           const buf = await this.parts.acquire();
           try {
@@ -319,14 +326,8 @@ export class S3Storage implements StorageDriver {
           } finally {
             this.parts.release(buf);
           }
-        });
+        }).catch(stop);
       }
-      // p-queue swallows task errors unless listened to: collect the first one and stop the rest.
-      let firstError: unknown;
-      queue.on('error', (e) => {
-        firstError ??= e;
-        queue.clear();
-      });
       await queue.onIdle();
       if (firstError) throw firstError;
       if (options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'the file changed while it was uploaded');

@@ -7,6 +7,7 @@ import { EMBEDDED_CREDENTIALS } from '../../src/storage/embedded-server.js';
 import { RWRESULT } from '../../src/storage/rwresult.js';
 import { S3Storage } from '../../src/storage/s3.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
 
 let s3: TestServer;
 let drv: S3Storage;
@@ -64,6 +65,27 @@ describe('S3 driver on s3rver', () => {
       for (const sock of held) sock.destroy();
       await new Promise<void>((r) => srv.close(() => r()));
       await d.close();
+    }
+  });
+
+  it('a multipart upload whose parts fail rejects its write (no unhandled rejection ends the process)', async () => {
+    const proxy = await startFaultProxy(s3.server.port);
+    const d = new S3Storage(s3ConfigSchema.parse({ bucket: 'drv', endpoint: proxy.endpoint, credentials: EMBEDDED_CREDENTIALS, maxAttempts: 1 }));
+    try {
+      const data = randomBytes(21 * MiB);
+      let first = true;
+      const write = d.write('failing.bin', data.length, async (o, l) => {
+        // CreateMultipartUpload went through; from now on the server answers 500.
+        if (first) proxy.setMode('error500');
+        first = false;
+        return data.subarray(o, o + l);
+      });
+      await expect(write).rejects.toMatchObject({ result: RWRESULT.FAILURE });
+      // Give a stray rejection the time to surface (vitest fails the run on one).
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      await d.close();
+      await proxy.close();
     }
   });
 
