@@ -291,10 +291,7 @@ export class S3Storage implements StorageDriver {
     const Key = this.full(key);
     let uploadId: string | undefined = options.resume?.uploadId;
     try {
-      if (!uploadId) {
-        const created = await this.client.send(new CreateMultipartUploadCommand({ Bucket, Key, Metadata: options.meta, ContentType: options.contentType }));
-        uploadId = created.UploadId!;
-      }
+      uploadId ??= await this.multipart.start(key, { meta: options.meta, contentType: options.contentType });
       const partSize = this.config.partSize;
       // At least one part: an empty object completes with one empty part.
       const count = Math.max(1, Math.ceil(size / partSize));
@@ -321,8 +318,7 @@ export class S3Storage implements StorageDriver {
           try {
             const body = await source(offset, length, buf);
             if (body.length !== length) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'file changed while uploading');
-            const r = await this.client.send(new UploadPartCommand({ Bucket, Key, UploadId: uploadId, PartNumber: i + 1, Body: body, ContentLength: length }));
-            etags[i] = r.ETag!;
+            etags[i] = await this.multipart.putPart(key, uploadId!, i + 1, body);
           } finally {
             this.parts.release(buf);
           }
@@ -339,7 +335,7 @@ export class S3Storage implements StorageDriver {
       if (!etag) etag = (await this.head(key))?.etag ?? '';
       return { etag, versionId: done.VersionId, result: RWRESULT.SUCCESS };
     } catch (err) {
-      if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId: uploadId })).catch(() => undefined);
+      if (uploadId) await this.multipart.abort(key, uploadId).catch(() => undefined);
       throw this.fail(err, 'write', key);
     }
   }
