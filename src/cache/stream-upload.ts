@@ -72,11 +72,6 @@ export class StreamUpload {
     this.timesSet = true;
   }
 
-  /** Parts sent so far (for logs and tests). */
-  get partsSent(): number {
-    return this.sent.size;
-  }
-
   /** Send each whole part the writer is a part past (`written`: the data file's size), as the budget allows. */
   advance(written: number, read: PartReader): void {
     const ps = this.ops.partSize;
