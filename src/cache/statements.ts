@@ -21,7 +21,6 @@ interface FileRow {
   xattrs: string | null;
 }
 
-
 /** Records remembered as written (VaultStatements.saved): a few KiB per hundred files. */
 const SAVED_RECORDS = 4096;
 

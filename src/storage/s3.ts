@@ -75,9 +75,12 @@ export class S3Storage implements StorageDriver {
   private readonly endpointName: string;
   /** Every multipart upload's part buffers: twice one upload's parts in flight, whatever the number of uploads. */
   private readonly parts: PartBuffers;
+  /** Multipart uploads part by part: stream uploads of files being written, and writeMultipart. */
+  readonly multipart: MultipartStorage;
 
   constructor(private readonly config: S3Config) {
     this.parts = new PartBuffers(config.partSize, 2 * config.uploadConcurrency);
+    this.multipart = this.makeMultipart();
     this.prefix = config.prefix ? config.prefix.replace(/\/*$/, '/') : '';
     this.endpointName = config.endpoint ?? `s3.${config.region}.amazonaws.com`;
     this.description = `s3://${config.bucket}/${this.prefix} (${this.endpointName})`;
@@ -235,13 +238,6 @@ export class S3Storage implements StorageDriver {
       throw se;
     }
   }
-
-  /** Parts sent ahead of the completion (stream uploads of files being written). */
-  get multipart(): MultipartStorage {
-    return (this.multipartOps ??= this.makeMultipart());
-  }
-
-  private multipartOps: MultipartStorage | undefined;
 
   private makeMultipart(): MultipartStorage {
     return {
