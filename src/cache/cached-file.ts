@@ -108,6 +108,8 @@ export class CachedFile {
    * any is open no block may be evicted; writers' changes are adopted by adoptExternalWrites.
    */
   passthroughOpens = 0;
+  /** While an upload runs it owns the file's stream: no new one may start (it would send every part again). */
+  private uploading = false;
   passthroughWriters = 0;
   private externalStamp: string | undefined;
   private externalMtimeNs = 0n;
@@ -520,7 +522,14 @@ export class CachedFile {
   async upload(options: { force?: boolean; toKey?: string } = {}): Promise<UploadOutcome> {
     // One upload of a file at a time (the write-back queue and a sync close may both ask): the second one
     // starts from what the first left.
-    return this.uploadLock.run(() => this.uploadOnce(options));
+    return this.uploadLock.run(async () => {
+      this.uploading = true;
+      try {
+        return await this.uploadOnce(options);
+      } finally {
+        this.uploading = false;
+      }
+    });
   }
 
   private async uploadOnce(options: { force?: boolean; toKey?: string }): Promise<UploadOutcome> {
@@ -707,7 +716,7 @@ export class CachedFile {
    */
   pumpStream(): void {
     const cfg = this.ctx.stream;
-    if (!cfg || this.unlinked || this.closing || this.rec.local || !this.rec.dataDirty) return;
+    if (!cfg || this.uploading || this.unlinked || this.closing || this.rec.local || !this.rec.dataDirty) return;
     // Passthrough writes reach the data file without the vault: its size is how far the writer got.
     const written = fstatSync(this.fd.fd).size;
     const { id } = this.rec;

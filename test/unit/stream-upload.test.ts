@@ -71,6 +71,38 @@ describe('stream uploads', () => {
     await vault.close();
   });
 
+  it('no second stream starts while the file is being uploaded (the ticker keeps pumping meanwhile)', async () => {
+    const data = pattern(10 * PART + 5000);
+    const vault = await openVault();
+    const f = await vault.openFile('busy.bin', null, attrs);
+    await writeStreaming(f, data);
+    expect(storage.calls.startMultipart).toBe(1);
+    // The vault's ticker goes on while the upload runs (storage takes its time, as a network does): the file is
+    // still dirty and many parts long.
+    const write = storage.write.bind(storage);
+    storage.write = async (...args) => {
+      await new Promise((r) => setTimeout(r, 30));
+      return write(...args);
+    };
+    let pumping = true;
+    const ticker = (async () => {
+      while (pumping) {
+        f.pumpStream();
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    expect(await f.upload()).toBe('uploaded');
+    pumping = false;
+    await ticker;
+    expect(storage.objects.get('busy.bin')!.data.equals(data)).toBe(true);
+    // One multipart upload, each part sent once, nothing left open in storage.
+    expect(storage.calls.startMultipart).toBe(1);
+    expect(storage.calls.putPart).toBe(11);
+    expect(storage.uploads.size).toBe(0);
+    await vault.closeFile(f);
+    await vault.close();
+  });
+
   it('a part rewritten after it went is sent again; the object is what the file holds', async () => {
     const data = pattern(8 * PART);
     const vault = await openVault();
