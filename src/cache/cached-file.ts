@@ -454,7 +454,8 @@ export class CachedFile {
     const sums = new Map<number, string>();
     if (!blocks.length) return sums;
     const bs = this.ctx.blockSize;
-    const buf = Buffer.allocUnsafeSlow(bs * Math.min(SUM_RUN_BLOCKS, blocks.length));
+    // No larger than the longest run can read: a small file's commit must not take (and fault in) a megabyte.
+    const buf = Buffer.allocUnsafe(Math.max(1, Math.min(bs * Math.min(SUM_RUN_BLOCKS, blocks.length), this.rec.size - blocks[0]! * bs)));
     for (let i = 0; i < blocks.length; ) {
       let j = i + 1;
       while (j < blocks.length && j - i < SUM_RUN_BLOCKS && blocks[j] === blocks[j - 1] + 1) j++;

@@ -55,6 +55,10 @@ export class StreamUpload {
   private uploadId: string | undefined;
   private next = 1;
   private failed = false;
+  /** The upload of the file took the stream over: no more parts leave. */
+  private taken = false;
+  private written = 0;
+  private reader: PartReader | undefined;
   /** An mtime was set explicitly after the stream began: the object must carry it, so the stream cannot serve. */
   timesSet = false;
 
@@ -75,7 +79,10 @@ export class StreamUpload {
   /** Send each whole part the writer is a part past (`written`: the data file's size), as the budget allows. */
   advance(written: number, read: PartReader): void {
     const ps = this.ops.partSize;
-    while (!this.failed && written >= (this.next + 1) * ps) {
+    // Remembered so that a part that lands starts the next at once, not at the next tick of the vault.
+    this.written = written;
+    this.reader = read;
+    while (!this.failed && !this.taken && written >= (this.next + 1) * ps) {
       const buf = this.budget.take();
       if (!buf) return;
       const n = this.next++;
@@ -88,6 +95,7 @@ export class StreamUpload {
         .finally(() => {
           this.budget.give(buf);
           this.inflight.delete(p);
+          this.advance(this.written, this.reader!);
         });
       this.inflight.add(p);
     }
@@ -133,6 +141,7 @@ export class StreamUpload {
    * data file (read back and compared block by block), or undefined if none is (the stream is then aborted).
    */
   async reusable(size: number, read: PartReader): Promise<{ uploadId: string; parts: Map<number, string> } | undefined> {
+    this.taken = true;
     await this.settle();
     const ps = this.ops.partSize;
     const parts = new Map<number, string>();

@@ -71,6 +71,23 @@ describe('stream uploads', () => {
     await vault.close();
   });
 
+  it('a part that lands starts the next at once, without waiting for the next tick', async () => {
+    const data = pattern(10 * PART);
+    const vault = await openVault();
+    const f = await vault.openFile('flow.bin', null, attrs);
+    await f.write(0, data);
+    f.pumpStream(); // one tick: 4 parts in flight at most (the budget)
+    // Well within the vault's own first tick (200 ms after it opened).
+    for (let i = 0; i < 50 && (storage.calls.putPart ?? 0) < 9; i++) await new Promise((r) => setTimeout(r, 2));
+    // Parts 1-9 (the writer is a part past each) went on that one tick, four at a time.
+    expect(storage.calls.putPart).toBe(9);
+    expect(await f.upload()).toBe('uploaded');
+    expect(storage.objects.get('flow.bin')!.data.equals(data)).toBe(true);
+    expect(storage.calls.putPart).toBe(10);
+    await vault.closeFile(f);
+    await vault.close();
+  });
+
   it('no second stream starts while the file is being uploaded (the ticker keeps pumping meanwhile)', async () => {
     const data = pattern(10 * PART + 5000);
     const vault = await openVault();
