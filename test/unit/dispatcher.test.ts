@@ -40,7 +40,7 @@ function scripted(ms = 40) {
       // A long fetch that keeps resetting its deadline while it progresses.
       for (let i = 0; i < 8; i++) {
         await sleep(600);
-        resetTimeout();
+        resetTimeout(h === 1 ? '/a' : '/b');
       }
     }),
     cleanupFile: async (h: number) => work(`tardy ${h}`, () => sleep(5000)),

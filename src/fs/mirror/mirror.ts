@@ -432,7 +432,7 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'unlink', path);
       if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
       const key = pathToKey(path);
-      const rec = await this.releaseName(key);
+      const rec = await this.releaseName(key, path);
       if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
       this.forgetName(path, key);
     });
@@ -443,13 +443,13 @@ export class S3Mirror implements CbfsHandlers {
    * recreate the object after the delete), and a file still open keeps working for its handles — every byte it
    * still needs from storage comes into the vault before the object is deleted. Returns the record it had.
    */
-  private async releaseName(key: string) {
+  private async releaseName(key: string, path: string) {
     await this.vault.settled(key);
     const rec = this.vault.record(key);
     if (rec && this.vault.isOpen(key) && rec.remoteEtag !== null) {
       const file = await this.vault.openFile(key, { etag: rec.remoteEtag, size: rec.size }, rec);
       try {
-        await file.fetchAll(() => resetTimeout());
+        await file.fetchAll(() => resetTimeout(path));
       } finally {
         await this.vault.closeFile(file, { flush: FLUSH.NONE });
       }
@@ -530,7 +530,7 @@ export class S3Mirror implements CbfsHandlers {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
     // What had the target name goes away; a handle open on it keeps reading and writing the replaced file.
-    if (dstExists && this.vault.record(toKey)) await this.releaseName(toKey);
+    if (dstExists && this.vault.record(toKey)) await this.releaseName(toKey, to);
     await this.vault.settled(fromKey);
     const rec = this.vault.record(fromKey);
     const toLocal = this.localNames.matches(to);
@@ -599,7 +599,8 @@ export class S3Mirror implements CbfsHandlers {
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
     await this.putMarker(to, (await this.getFileInfo(from))!);
     const id = this.vault.beginRename(fromPrefix, toPrefix);
-    await this.moveTree(fromPrefix, toPrefix);
+    // A long directory move is progressing, not hung.
+    await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
     this.vault.endRename(id);
     // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
     this.cache.forgetUnder(pathToKey(from));
@@ -611,14 +612,14 @@ export class S3Mirror implements CbfsHandlers {
    * Copy every key under one prefix to another, then delete the sources: a failure half-way leaves both
    * trees, never neither, and running it again (after a crash, from the rename journal) finishes the job.
    */
-  private async moveTree(fromPrefix: string, toPrefix: string): Promise<void> {
+  private async moveTree(fromPrefix: string, toPrefix: string, progress?: () => void): Promise<void> {
     const all = await this.storage.list(fromPrefix);
     for (const o of all.objects) {
       if (o.key === fromPrefix) continue;
       const target = toPrefix + o.key.slice(fromPrefix.length);
       await this.storage.copy(o.key, target);
       this.vault.renameFile(o.key, target);
-      resetTimeout(); // a long directory move is progressing, not hung
+      progress?.();
     }
     // Local files have no object: only their records move.
     for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
