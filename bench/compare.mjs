@@ -273,8 +273,10 @@ try {
       const close = [];
       const inS3 = [];
       const sdkStream = [];
+      const localStream = [];
       for (let i = 0; i < reps; i++) {
         sdkStream.push(await sdkUpload());
+        localStream.push(localWrite());
         await st.up();
         st.resetUsage();
         try {
@@ -292,6 +294,9 @@ try {
       }
       record('seq write: until in S3, --stream-uploads', 'sdk', sdkStream);
       record('seq write: until in S3, --stream-uploads', 's3vault', inS3, 's', stUsage);
+      // What streaming costs the writer: its parts leave while it writes, on the same cores.
+      record('seq write: until close, --stream-uploads', 'local', localStream);
+      record('seq write: until close, --stream-uploads', 's3vault', close);
     }
     for (let k = 0; k < localRuns; k++) rmSync(`${local}/w-${k}`, { force: true });
   }
@@ -494,7 +499,7 @@ function verdict(r, vsS3fs) {
     need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '< 0.8x raw SDK');
     need(r.vsBestPeer === undefined ? undefined : r.vsBestPeer >= 1, `slower than ${r.bestPeer}`);
   } else if (w.startsWith('seq read: warm')) need(r.vsLocal === undefined ? undefined : r.vsLocal >= 0.7, '< 0.7x local disk');
-  else if (w === 'seq write: until close') need(r.vsLocal === undefined ? undefined : r.vsLocal >= 0.7, '< 0.7x local disk');
+  else if (w.startsWith('seq write: until close')) need(r.vsLocal === undefined ? undefined : r.vsLocal >= 0.7, '< 0.7x local disk');
   else if (w === 'seq write: until in S3' || w === 'seq write: until in S3, --stream-uploads') need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw SDK time');
   else if (/^\d+ x 4 KiB files$/.test(w)) {
     need(r.vsSdk === undefined ? undefined : r.vsSdk >= 0.8, '> 1.25x raw SDK time');
