@@ -108,9 +108,9 @@ export class CachedFile {
    * any is open no block may be evicted; writers' changes are adopted by adoptExternalWrites.
    */
   passthroughOpens = 0;
+  passthroughWriters = 0;
   /** While an upload runs it owns the file's stream: no new one may start (it would send every part again). */
   private uploading = false;
-  passthroughWriters = 0;
   private externalStamp: string | undefined;
   private externalMtimeNs = 0n;
   /** When a time was last set explicitly (utimens): a passthrough write adopted later must not undo it. */
