@@ -64,6 +64,29 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/absent.txt'))?.size).toBe(8);
   });
 
+  it('the first look-up in a directory not listed yet asks for that name alone; the second lists the directory for the rest', async () => {
+    for (let i = 0; i < 50; i++) storage.putObject(`big/f${i}`, 'x');
+    const lists: string[] = [];
+    const list = storage.list.bind(storage);
+    storage.list = (prefix, options) => {
+      lists.push(`${prefix}:${options?.maxKeys ?? 'all'}`);
+      return list(prefix, options);
+    };
+    // `mv /big/f1 ...`: the root and big/ hold one name each that is looked up: no listing of either.
+    expect((await fs.getFileInfo('/big'))?.kind).toBe('dir');
+    expect((await fs.getFileInfo('/big/f1'))?.size).toBe(1);
+    expect(lists).toEqual(['big/:1', 'big/f1/:1']);
+    // A walk over big/ (`stat big/*`): the second name lists it, and the listing answers the rest.
+    lists.length = 0;
+    expect((await fs.getFileInfo('/big/f2'))?.size).toBe(1);
+    expect(lists).toEqual(['big/:10001']);
+    const heads = storage.calls.head ?? 0;
+    expect(await fs.getFileInfo('/big/none')).toBeNull();
+    for (let i = 3; i < 10; i++) expect((await fs.getFileInfo(`/big/f${i}`))?.size).toBe(1);
+    expect(lists).toEqual(['big/:10001']);
+    expect(storage.calls.head ?? 0).toBeLessThanOrEqual(heads + 7);
+  });
+
   it('listings are kept in the vault: a warm listing, even after a remount, needs no request until it ages out', async () => {
     for (let i = 0; i < 50; i++) storage.putObject(`dir/f${i}`, 'x');
     expect((await fs.enumerateDirectory('/dir')).length).toBe(50);
