@@ -64,7 +64,7 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/absent.txt'))?.size).toBe(8);
   });
 
-  it('the first look-up in a directory not listed yet asks for that name alone; the second lists the directory for the rest', async () => {
+  it('the first two look-ups in a directory not listed yet ask for their names alone; the third lists the directory for the rest', async () => {
     for (let i = 0; i < 50; i++) storage.putObject(`big/f${i}`, 'x');
     const lists: string[] = [];
     const list = storage.list.bind(storage);
@@ -76,7 +76,10 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/big'))?.kind).toBe('dir');
     expect((await fs.getFileInfo('/big/f1'))?.size).toBe(1);
     expect(lists).toEqual(['big/:1', 'big/f1/:1']);
-    // A walk over big/ (`stat big/*`): the second name lists it, and the listing answers the rest.
+    // `mv /big/f1 /big/f1.old`: the second name too.
+    expect(await fs.getFileInfo('/big/f1.old')).toBeNull();
+    expect(lists).toEqual(['big/:1', 'big/f1/:1', 'big/f1.old/:1']);
+    // A walk over big/ (`stat big/*`): the third name lists it, and the listing answers the rest.
     lists.length = 0;
     expect((await fs.getFileInfo('/big/f2'))?.size).toBe(1);
     expect(lists).toEqual(['big/:10001']);

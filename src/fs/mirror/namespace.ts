@@ -21,7 +21,8 @@ const PREFETCH_CONCURRENCY = 16;
 /** Directories whose prefetch window is remembered at once. */
 const PREFETCH_DIRS = 64;
 const LOOKUP_LIST_MAX = 10_000;
-/** A second look-up in a directory within this long lists it (see listsParentFor). */
+/** This many look-ups in a directory within SIBLINGS_MS make a walk, which lists it (see listsParentFor). */
+const WALK_LOOKUPS = 3;
 const SIBLINGS_MS = 10_000;
 /** Listings this long load the vault's records of the directory at once instead of per entry. */
 const BULK_RECORDS = 256;
@@ -45,8 +46,8 @@ export class Namespace {
   /** Parent listings started by look-ups, by prefix; directories found too large to list for a look-up. */
   private readonly parentListings = new Map<string, Promise<boolean>>();
   private readonly tooBig = new Set<string>();
-  /** Directories not listed yet with one look-up so far, and when (see listsParentFor). */
-  private readonly firstLookups = new Map<string, number>();
+  /** Directories not listed yet: look-ups in each so far, since when (see listsParentFor). */
+  private readonly recentLookups = new Map<string, { count: number; at: number }>();
   /** fs.listingAttributes: a listed file or directory is shown with what the listing says, no HEAD. */
   listingAttributes = false;
 
@@ -195,21 +196,22 @@ export class Namespace {
   }
 
   /**
-   * Whether a look-up in a directory not listed yet lists it: from its second look-up within SIBLINGS_MS (a walk,
+   * Whether a look-up in a directory not listed yet lists it: from its third look-up within SIBLINGS_MS (a walk,
    * `stat f*`, `tar x` over it: one listing then answers every sibling, where a HEAD + LIST per name costs two
-   * requests each), or while a listing of it is in flight. The first is looked up alone (HEAD + one-key LIST): a
-   * single `stat` or `mv` should not pay for listing a large directory, or a root that the server lists by
-   * reading every key one level below it (s3rver: 0.3 s of a 0.4 s `mv`).
+   * requests each), or while a listing of it is in flight. The first two are looked up alone (HEAD + one-key
+   * LIST): `stat`, `mv a b`, `cp a b` should not pay for listing a large directory, or a root that the server lists
+   * by reading every key one level below it (s3rver: 0.3 s of a 0.4 s `mv`).
    */
   private listsParentFor(key: string): boolean {
     const prefix = key.slice(0, key.lastIndexOf('/') + 1);
     if (this.parentListings.has(prefix)) return true;
     if (this.tooBig.has(prefix)) return false;
-    const first = this.firstLookups.get(prefix);
-    this.firstLookups.delete(prefix);
-    if (first !== undefined && Date.now() - first < SIBLINGS_MS) return true;
-    this.firstLookups.set(prefix, Date.now());
-    if (this.firstLookups.size > PREFETCH_DIRS) this.firstLookups.delete(this.firstLookups.keys().next().value!);
+    const seen = this.recentLookups.get(prefix);
+    this.recentLookups.delete(prefix);
+    const count = seen && Date.now() - seen.at < SIBLINGS_MS ? seen.count + 1 : 1;
+    if (count >= WALK_LOOKUPS) return true;
+    this.recentLookups.set(prefix, { count, at: seen && count > 1 ? seen.at : Date.now() });
+    if (this.recentLookups.size > PREFETCH_DIRS) this.recentLookups.delete(this.recentLookups.keys().next().value!);
     return false;
   }
 
