@@ -10,6 +10,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     reporters: ['verbose', './test/helpers/start-reporter.ts'],
     // The AWS SDK warns about Node 20 in every test process that loads it (only "true" silences it).
+    setupFiles: ['./test/helpers/scratch-setup.ts'],
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },
   },
 });

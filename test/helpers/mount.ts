@@ -4,10 +4,10 @@
  * and falls back to `fusermount3 -uz`, so no test leaves a mount behind, even when it fails.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scratchDir } from './scratch.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/s3vault.js', import.meta.url));
 
@@ -42,7 +42,8 @@ export function forceUnmount(mp: string): void {
 }
 
 export async function mount(options: MountOptions): Promise<TestMount> {
-  const base = mkdtempSync(path.join(os.tmpdir(), 's3vault-test-'));
+  // The vault outlives stop() (tests reopen it) and goes with the test file's scratch directories.
+  const base = scratchDir('test');
   const mountpoint = options.mountpoint ?? path.join(base, 'mnt');
   const vault = options.vault ?? path.join(base, 'vault');
   mkdirSync(mountpoint, { recursive: true });

@@ -3,19 +3,19 @@
  * (`s3vault mount-folder`), used with ordinary tools; every change shows in the folder itself.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, forceUnmount, isMounted } from '../helpers/mount.js';
 import { sh, shResult } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 let child: ChildProcess;
 let folder: string;
 let mp: string;
 
 beforeAll(async () => {
-  const base = mkdtempSync(path.join(os.tmpdir(), 's3vault-folder-'));
+  const base = scratchDir('folder');
   folder = path.join(base, 'folder');
   mp = path.join(base, 'mnt');
   mkdirSync(folder);

@@ -4,13 +4,13 @@
  * conventions. Each tool must show the other's files with the right mode, owner, time, link target and xattrs.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, forceUnmount, isMounted, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'interop-test';
 let s3: TestServer;
@@ -34,7 +34,7 @@ beforeAll(async () => {
   await s3.createBucket(BUCKET);
   m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: ['--flush-delay', '200'] });
   mp = m.mountpoint;
-  work = mkdtempSync(path.join(os.tmpdir(), 's3vault-interop-'));
+  work = scratchDir('interop');
   s3fsMp = path.join(work, 's3fs');
   mkdirSync(s3fsMp);
   writeFileSync(path.join(work, 'passwd'), 'S3RVER:S3RVER\n', { mode: 0o600 });

@@ -5,14 +5,14 @@
  * vault (everything read back from S3). MODEL_SEED / MODEL_OPS override the seed and the count; the seed is
  * printed, and a failure names the step and the operation.
  */
-import { mkdirSync, mkdtempSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { shAsync } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'model-test';
 const RUNNER = fileURLToPath(new URL('../helpers/model-run.mjs', import.meta.url));
@@ -27,7 +27,7 @@ beforeAll(async () => {
   await s3.createBucket(BUCKET);
   // Links moved by renames can point one level above the root ('../b'): the reference's parent is as private and
   // empty as the mountpoint's (the mount helper's scratch directory), so such writes land alike on both sides.
-  ref = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-model-ref-')), 'root');
+  ref = path.join(scratchDir('model-ref'), 'root');
   mkdirSync(ref);
 });
 

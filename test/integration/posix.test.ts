@@ -4,21 +4,21 @@
  * does on S3 is checked on the server with the SDK.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shResult } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'posix-test';
 let s3: TestServer;
 let m: TestMount;
 let mp: string;
 let args: string[];
-const FSOPS = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-fsops-')), 'fsops');
+const FSOPS = path.join(scratchDir('fsops'), 'fsops');
 
 const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${mp}`, 120);
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -29,7 +29,7 @@ beforeAll(async () => {
   if (cc.status !== 0) throw new Error(`cannot build the fsops helper (gcc is installed by scripts/install.sh --test): ${cc.stderr}`);
   s3 = await startTestServer();
   await s3.createBucket(BUCKET);
-  const cfg = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-cfg-')), 'config.json');
+  const cfg = path.join(scratchDir('cfg'), 'config.json');
   writeFileSync(cfg, JSON.stringify({ fs: { metadataTtlMs: 1500, listingTtlMs: 1500, attrTimeoutSec: 1 } }));
   args = ['--flush-delay', '200', '--capacity', '10T', '--config', cfg];
   m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: args });

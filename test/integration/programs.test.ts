@@ -3,14 +3,14 @@
  * speed lives in the benchmark): git clone + git status, tar x then tar c round trip, rsync -a round trip,
  * sqlite3 creating and querying a database file.
  */
-import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shResult } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'programs-test';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -49,7 +49,7 @@ beforeAll(async () => {
   await s3.createBucket(BUCKET);
   m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
   mp = m.mountpoint;
-  work = mkdtempSync(path.join(os.tmpdir(), 's3vault-programs-'));
+  work = scratchDir('programs');
   // A source tree of a few hundred files: this project's sources and a dependency's.
   tree = path.join(work, 'tree');
   cpSync(path.join(ROOT, 'src'), path.join(tree, 'src'), { recursive: true });

@@ -6,8 +6,7 @@
  * without versioning, and wrong credentials (RGW checks signatures; s3rver does not).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, PutBucketVersioningCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
@@ -15,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRgwServer, type RgwServer } from '../../src/storage/rgw-server.js';
 import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { sh, shResult } from '../helpers/sh.js';
+import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'backups';
 const PLAIN = 'plain-bucket';
@@ -91,7 +91,7 @@ describe('point-in-time views (--as-of)', () => {
   });
 
   it('refuses --as-of on a bucket without versioning, with one clear message', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-asof-'));
+    const dir = scratchDir('asof');
     const r = spawnResult(`${process.execPath} ${BIN} mount ${PLAIN} ${dir} --endpoint ${rgw.endpoint} --as-of ${t[0]!.toISOString()} --vault ${dir}-vault --foreground`, env);
     expect(r.code).toBe(3);
     expect(r.stderr).toMatch(/versioning is not enabled/);
@@ -138,7 +138,7 @@ describe('versions of one file in a normal mount', () => {
 
 describe('read-only mounts and buckets without versioning', () => {
   it('--read-only sends no request that changes the bucket, and the vault still caches', async () => {
-    const log = path.join(mkdtempSync(path.join(os.tmpdir(), 's3vault-reqlog-')), 'requests.log');
+    const log = path.join(scratchDir('reqlog'), 'requests.log');
     writeFileSync(log, '');
     const script = fileURLToPath(new URL('../helpers/request-log-proxy.mjs', import.meta.url));
     proxy = spawn(process.execPath, [script, String(new URL(rgw.endpoint).port), log], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -169,7 +169,7 @@ describe('read-only mounts and buckets without versioning', () => {
   });
 
   it('wrong credentials: one clear message, exit 3, no stack trace, no mount', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-badcred-'));
+    const dir = scratchDir('badcred');
     const r = spawnResult(`${process.execPath} ${BIN} mount ${BUCKET} ${dir} --endpoint ${rgw.endpoint} --vault ${dir}-vault --foreground`, { ...env, AWS_SECRET_ACCESS_KEY: 'wrong-secret' });
     expect(r.code).toBe(3);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
