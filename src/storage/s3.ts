@@ -27,6 +27,7 @@ import type { ByteSink, ByteSource, MultipartStorage, Listing, ListOptions, Obje
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
 import { PartBuffers } from './part-buffers.js';
+import { QuickHead } from './quick-head.js';
 import type { S3Config } from './config.js';
 
 const stripQuotes = (etag: string | undefined): string => (etag ?? '').replace(/^"|"$/g, '');
@@ -77,6 +78,8 @@ export class S3Storage implements StorageDriver {
   private readonly parts: PartBuffers;
   /** Multipart uploads part by part: stream uploads of files being written, and writeMultipart. */
   readonly multipart: MultipartStorage;
+  /** HEADs of current objects (one per file in a cold `ls -l`) without the SDK's middleware; the SDK for the rest. */
+  readonly quickHead: QuickHead;
 
   constructor(private readonly config: S3Config) {
     this.parts = new PartBuffers(config.partSize, 2 * config.uploadConcurrency);
@@ -85,6 +88,7 @@ export class S3Storage implements StorageDriver {
     this.endpointName = config.endpoint ?? `s3.${config.region}.amazonaws.com`;
     this.description = `s3://${config.bucket}/${this.prefix} (${this.endpointName})`;
     const agentOptions = { keepAlive: true, maxSockets: config.maxSockets };
+    const agents = { http: new http.Agent(agentOptions), https: new https.Agent(agentOptions) };
     this.client = new S3Client({
       region: config.region,
       endpoint: config.endpoint,
@@ -92,6 +96,9 @@ export class S3Storage implements StorageDriver {
       credentials: config.credentials,
       profile: config.profile,
       maxAttempts: config.maxAttempts,
+      // The middleware stack built once per command type, not per request: a fifth of the CPU of a HEAD (a cold
+      // `ls -l` sends one per file). We pass no per-request options to send(), the condition for the cache.
+      cacheMiddleware: true,
       // Some S3-compatible servers reject streamed aws-chunked bodies with checksum trailers (spec/rgw.md).
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -100,10 +107,11 @@ export class S3Storage implements StorageDriver {
         // A request whose socket sees no traffic this long fails (and is retried). The handler's requestTimeout
         // only logs a warning: with it, a server that stopped reading an upload's body hung it for good.
         socketTimeout: config.requestTimeoutMs,
-        httpAgent: new http.Agent(agentOptions),
-        httpsAgent: new https.Agent(agentOptions),
+        httpAgent: agents.http,
+        httpsAgent: agents.https,
       },
     });
+    this.quickHead = new QuickHead(this.client, config.bucket, agents, config.requestTimeoutMs);
   }
 
   private full(key: string): string {
@@ -131,6 +139,10 @@ export class S3Storage implements StorageDriver {
   }
 
   private async headObject(key: string, versionId?: string): Promise<ObjectInfo | null> {
+    if (versionId === undefined) {
+      const quick = await this.quickHead.head(this.full(key));
+      if (quick !== undefined) return quick && { key, ...quick };
+    }
     try {
       const r = await this.client.send(new HeadObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), VersionId: versionId }));
       return { key, size: r.ContentLength ?? 0, etag: stripQuotes(r.ETag), lastModified: r.LastModified ?? new Date(0), meta: r.Metadata ?? {}, contentType: r.ContentType };

@@ -1,0 +1,106 @@
+/**
+ * HEAD of an object without the SDK's middleware stack. A cold `ls -l` or `stat` of many files sends one HEAD per
+ * file, and the SDK spends most of a HEAD's CPU in its middleware (endpoint rules and a copy of the client config
+ * per request, schema walks, retry bookkeeping): measured on this 2-core VM, 4000 HEADs 16 at a time against
+ * s3rver cost 1.0 ms of CPU each through the SDK (middleware cached) and 0.42 ms each here.
+ *
+ * Only the plain answers are taken here: 200 (the object's attributes) and 404 (no object). Anything else — 403,
+ * a redirect to another region, 5xx, throttling, a timeout, a reset — gives `undefined`, and the caller asks
+ * through the SDK, which retries and reports it as it does every other request. The endpoint and the signing
+ * scope are the SDK's own, resolved once; endpoints that need another signer (S3 Express, multi-region access
+ * points, object lambda) or extra headers are left to the SDK entirely.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { HeadObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { getEndpointFromInstructions } from '@smithy/core/endpoints';
+import { SignatureV4 } from '@smithy/signature-v4';
+import type { ObjectMeta } from './driver.js';
+
+const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
+const META_PREFIX = 'x-amz-meta-';
+
+export interface HeadAnswer {
+  size: number;
+  etag: string;
+  lastModified: Date;
+  meta: ObjectMeta;
+  contentType?: string;
+}
+
+interface Target {
+  url: URL;
+  /** The request path of the bucket's root: "/bucket" path-style, "" virtual-hosted. */
+  base: string;
+  signer: SignatureV4;
+}
+
+/** A key as S3 wants it in a path: each segment percent-encoded, RFC 3986 (the SDK's extendedEncodeURIComponent). */
+function encodeKey(key: string): string {
+  return key
+    .split('/')
+    .map((s) => encodeURIComponent(s).replace(/[!'()*]/g, (c) => '%' + c.charCodeAt(0).toString(16).toUpperCase()))
+    .join('/');
+}
+
+export class QuickHead {
+  private target: Promise<Target | null> | undefined;
+  /** Answers taken here, and requests handed over to the SDK (for status and tests). */
+  answered = 0;
+  handedOver = 0;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+    private readonly agents: { http: http.Agent; https: https.Agent },
+    private readonly timeoutMs: number,
+  ) {}
+
+  /** The object (null: there is none), or undefined: ask through the SDK. `key` is the full key. */
+  async head(key: string): Promise<HeadAnswer | null | undefined> {
+    const t = await (this.target ??= this.resolve().catch(() => null));
+    const answer = t ? await this.send(t, key).catch(() => undefined) : undefined;
+    if (answer === undefined) this.handedOver++;
+    else this.answered++;
+    return answer;
+  }
+
+  private async resolve(): Promise<Target | null> {
+    const config = this.client.config;
+    const ep = await getEndpointFromInstructions({ Bucket: this.bucket, Key: 'k' }, HeadObjectCommand, config as unknown as Parameters<typeof getEndpointFromInstructions>[2]);
+    const scheme = (ep.properties?.authSchemes as { name?: string; signingName?: string; signingRegion?: string }[] | undefined)?.[0];
+    if (scheme && (scheme.name !== 'sigv4' || (scheme.signingName ?? 's3') !== 's3')) return null;
+    if (ep.headers && Object.keys(ep.headers).length > 0) return null;
+    const url = new URL(ep.url.href);
+    const region = scheme?.signingRegion ?? (await config.region());
+    const signer = new SignatureV4({ credentials: config.credentials, region, service: 's3', sha256: config.sha256, uriEscapePath: false });
+    return { url, base: url.pathname.replace(/\/+$/, ''), signer };
+  }
+
+  private async send(t: Target, key: string): Promise<HeadAnswer | null | undefined> {
+    const path = `${t.base}/${encodeKey(key)}`;
+    const port = t.url.port ? Number(t.url.port) : undefined;
+    const signed = await t.signer.sign({ method: 'HEAD', protocol: t.url.protocol, hostname: t.url.hostname, port, path, query: {}, headers: { host: t.url.host, 'x-amz-content-sha256': EMPTY_SHA256 } });
+    const https_ = t.url.protocol === 'https:';
+    return new Promise((resolve) => {
+      const req = (https_ ? https : http).request({ agent: https_ ? this.agents.https : this.agents.http, hostname: t.url.hostname, port, method: 'HEAD', path, headers: signed.headers }, (res) => {
+        res.resume();
+        res.once('end', () => {
+          if (res.statusCode === 404) return resolve(null);
+          if (res.statusCode !== 200) return resolve(undefined);
+          const h = res.headers;
+          const meta: ObjectMeta = {};
+          for (const [name, value] of Object.entries(h)) if (name.startsWith(META_PREFIX) && typeof value === 'string') meta[name.slice(META_PREFIX.length)] = value;
+          const size = Number(h['content-length']);
+          const lastModified = new Date(h['last-modified'] ?? 0);
+          if (!Number.isFinite(size) || Number.isNaN(lastModified.getTime())) return resolve(undefined);
+          resolve({ size, etag: (typeof h.etag === 'string' ? h.etag : '').replace(/^"|"$/g, ''), lastModified, meta, contentType: h['content-type'] });
+        });
+        res.once('error', () => resolve(undefined));
+      });
+      req.setTimeout(this.timeoutMs, () => req.destroy(new Error('timeout')));
+      req.once('error', () => resolve(undefined));
+      req.end();
+    });
+  }
+}
