@@ -3,7 +3,7 @@ import { S3Client, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3
 import { startEmbeddedServer } from '../dist/storage/embedded-server.js';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const srv = await startEmbeddedServer({ dataDir: (await import('node:fs')).mkdtempSync('/var/tmp/s3vault-raw-'), buckets: ['b'] });
-const c = new S3Client({ endpoint: srv.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+const c = new S3Client({ endpoint: srv.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, cacheMiddleware: true });
 const size = 512 * 1024 * 1024;
 await c.send(new PutObjectCommand({ Bucket: 'b', Key: 'o', Body: Buffer.alloc(size, 1) }));
 for (const [part, par] of [[8, 4], [4, 4], [8, 8]]) {
