@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(fuse3 libfuse3-3)
+packages=(fuse3 libfuse3-3 libcurl4)
 if [ "${1:-}" = "--test" ]; then packages+=(libfuse3-dev gcc python3 fio attr rsync sqlite3 git s3fs rclone radosgw ceph-mon ceph-osd); fi
 
 missing=()

@@ -18,7 +18,7 @@ import type { DataFile } from './data-file.js';
 import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
-import { FetchSink } from './fetch-sink.js';
+import { blockSumsInFile, FetchSink } from './fetch-sink.js';
 import { StreamUpload, type StreamBudget } from './stream-upload.js';
 import { nextData, punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
@@ -300,14 +300,24 @@ export class CachedFile {
     const offset = first * bs;
     try {
       const length = Math.min((last + 1) * bs, this.rec.fetchLimit) - offset;
-      const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, (b) => Math.min(bs, this.rec.size - b * bs));
+      const spanOf = (b: number): number => Math.min(bs, this.rec.size - b * bs);
       const etag = this.rec.remoteEtag ?? undefined;
-      const r = this.ctx.transfer.readDataInto
-        ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
-        : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
-      // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
-      if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
-      const sums = sink.finish(last);
+      let sums: Map<number, string>;
+      // Storage writes the range into the data file itself when it can (libcurl), if the range is whole blocks
+      // of the file: then every byte the checksums cover is storage's.
+      const whole = offset + length === Math.min((last + 1) * bs, this.rec.size);
+      const transfer = this.ctx.transfer;
+      if (etag !== undefined && whole && transfer.readDataToFile && (await transfer.readDataToFile(this.rec.key, offset, length, etag, this.fd.fd, offset))) {
+        sums = blockSumsInFile(this.fd.fd, first, last, bs, spanOf);
+      } else {
+        const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, spanOf);
+        const r = this.ctx.transfer.readDataInto
+          ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
+          : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
+        // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
+        if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
+        sums = sink.finish(last);
+      }
       const clean: { idx: number; sum: string }[] = [];
       this.accounted(() => {
         for (let b = first; b <= last && b < this.blockCount(); b++) {

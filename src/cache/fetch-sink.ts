@@ -8,8 +8,8 @@
  * 0.4-0.6x the speed of the same bytes written in order on this VM's disk (1.1-2.2 s against 0.5-0.9 s per GiB,
  * with dd after dropping the page cache), and one call per block is 16x fewer system calls.
  */
-import { writeSync, writevSync } from 'node:fs';
-import { blockSummer } from './checksum.js';
+import { readSync, writeSync, writevSync } from 'node:fs';
+import { blockSum, blockSummer } from './checksum.js';
 
 let zeros = Buffer.alloc(0);
 function zeroes(n: number): Buffer {
@@ -84,4 +84,29 @@ export class FetchSink {
     while (this.block <= last && this.spanOf(this.block) > 0) this.endBlock();
     return this.sums;
   }
+}
+
+let readBuf = Buffer.alloc(0);
+
+/**
+ * The checksums of blocks [first, last] as they are in the data file, each over its span: for a fetch that storage
+ * wrote into the file itself (libcurl), read back from the page cache it just filled.
+ */
+export function blockSumsInFile(fd: number, first: number, last: number, blockSize: number, spanOf: (b: number) => number): Map<number, string> {
+  if (readBuf.length < blockSize) readBuf = Buffer.alloc(blockSize);
+  const sums = new Map<number, string>();
+  for (let b = first; b <= last; b++) {
+    const span = spanOf(b);
+    if (span <= 0) break;
+    let got = 0;
+    while (got < span) {
+      const n = readSync(fd, readBuf, got, span - got, b * blockSize + got);
+      if (n === 0) break;
+      got += n;
+    }
+    // Past the end of the file (never, for a range that arrived whole): zeros, as a short fetch leaves them.
+    if (got < span) readBuf.fill(0, got, span);
+    sums.set(b, blockSum(readBuf.subarray(0, span)));
+  }
+  return sums;
 }

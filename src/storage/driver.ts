@@ -122,6 +122,11 @@ export interface StorageDriver {
    * range (readInto() falls back to read() for drivers without it).
    */
   readInto?(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }>;
+  /**
+   * Optional: the same ranged read of the object at `etag`, written by the driver into the open file `fd` from
+   * `fileOffset`. True when every byte is there; false when it could not (the caller reads it another way).
+   */
+  readToFile?(key: string, offset: number, length: number, etag: string, fd: number, fileOffset: number): Promise<boolean>;
   write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult>;
   list(prefix: string, options?: ListOptions): Promise<Listing>;
   /** Server-side copy; `meta` replaces the metadata, otherwise it is kept. */

@@ -130,6 +130,11 @@ export class PoweredStorage implements StorageDriver {
   readInto(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink): Promise<{ bytes: number; result: RwResult }> {
     return this.call('read', key, () => readInto(this.inner, key, offset, length, etag, sink));
   }
+  /** Offline, or on any failure, false: the caller's readInto then meets (and reports) the storage's state. */
+  async readToFile(key: string, offset: number, length: number, etag: string, fd: number, fileOffset: number): Promise<boolean> {
+    if (this.state === 'offline' || !this.inner.readToFile) return false;
+    return this.inner.readToFile(key, offset, length, etag, fd, fileOffset);
+  }
   write(key: string, size: number, source: ByteSource, options?: WriteOptions): Promise<WriteResult> {
     return this.call('write', key, () => this.inner.write(key, size, source, options));
   }

@@ -30,6 +30,9 @@ export class ReadOnlyStorage implements StorageDriver {
   readInto(key: string, offset: number, length: number, etag: string | undefined, sink: ByteSink) {
     return readInto(this.inner, key, offset, length, etag, sink);
   }
+  readToFile(key: string, offset: number, length: number, etag: string, fd: number, fileOffset: number): Promise<boolean> {
+    return this.inner.readToFile ? this.inner.readToFile(key, offset, length, etag, fd, fileOffset) : Promise.resolve(false);
+  }
   list(prefix: string, options?: Parameters<StorageDriver['list']>[1]) {
     return this.inner.list(prefix, options);
   }

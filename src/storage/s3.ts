@@ -27,7 +27,7 @@ import type { ByteSink, ByteSource, MultipartStorage, Listing, ListOptions, Obje
 import { RWRESULT, StorageError, type RwResult } from './rwresult.js';
 import { toStorageError } from './s3-errors.js';
 import { PartBuffers } from './part-buffers.js';
-import { QuickHead } from './quick-head.js';
+import { DirectRequests } from './direct.js';
 import type { S3Config } from './config.js';
 
 const stripQuotes = (etag: string | undefined): string => (etag ?? '').replace(/^"|"$/g, '');
@@ -78,8 +78,8 @@ export class S3Storage implements StorageDriver {
   private readonly parts: PartBuffers;
   /** Multipart uploads part by part: stream uploads of files being written, and writeMultipart. */
   readonly multipart: MultipartStorage;
-  /** HEADs of current objects (one per file in a cold `ls -l`) without the SDK's middleware; the SDK for the rest. */
-  readonly quickHead: QuickHead;
+  /** HEADs and ranged GETs of current objects without the SDK's middleware; the SDK for the rest. */
+  readonly direct: DirectRequests;
 
   constructor(private readonly config: S3Config) {
     this.parts = new PartBuffers(config.partSize, 2 * config.uploadConcurrency);
@@ -111,7 +111,7 @@ export class S3Storage implements StorageDriver {
         httpsAgent: agents.https,
       },
     });
-    this.quickHead = new QuickHead(this.client, config.bucket, agents, config.requestTimeoutMs);
+    this.direct = new DirectRequests(this.client, config.bucket, agents, { connectMs: config.connectTimeoutMs, idleMs: config.requestTimeoutMs });
   }
 
   private full(key: string): string {
@@ -140,7 +140,7 @@ export class S3Storage implements StorageDriver {
 
   private async headObject(key: string, versionId?: string): Promise<ObjectInfo | null> {
     if (versionId === undefined) {
-      const quick = await this.quickHead.head(this.full(key));
+      const quick = await this.direct.head(this.full(key));
       if (quick !== undefined) return quick && { key, ...quick };
     }
     try {
@@ -224,6 +224,11 @@ export class S3Storage implements StorageDriver {
       sink(chunk);
     });
     return { bytes, result: r.result === RWRESULT.SUCCESS && bytes < length ? RWRESULT.PARTIAL : r.result };
+  }
+
+  /** The ranged read by libcurl straight into the vault's data file (direct.ts); false: read it through the SDK. */
+  readToFile(key: string, offset: number, length: number, etag: string, fd: number, fileOffset: number): Promise<boolean> {
+    return this.direct.getToFile(this.full(key), offset, length, etag, fd, fileOffset);
   }
 
   /** A ranged GET of the current object (checked against `etag`) or of one version. */
@@ -413,6 +418,7 @@ export class S3Storage implements StorageDriver {
   }
 
   async close(): Promise<void> {
+    this.direct.close();
     this.client.destroy();
   }
 }
