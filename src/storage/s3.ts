@@ -290,6 +290,8 @@ export class S3Storage implements StorageDriver {
     try {
       const body = size === 0 ? Buffer.alloc(0) : await source(0, size);
       if (body.length !== size || options.stillValid?.() === false) throw new StorageError(RWRESULT.FILE_MODIFIED_LOCALLY, 'write', key, 'the file changed while it was read for upload');
+      const direct = await this.direct.put(this.full(key), body, options.meta, options.contentType);
+      if (direct) return { ...direct, result: RWRESULT.SUCCESS };
       const r = await this.client.send(
         new PutObjectCommand({ Bucket: this.config.bucket, Key: this.full(key), Body: body, ContentLength: size, Metadata: options.meta, ContentType: options.contentType }),
       );

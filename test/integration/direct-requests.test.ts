@@ -91,6 +91,29 @@ describe('HEAD without the SDK middleware, on a server that checks signatures', 
   });
 });
 
+describe('PUT of a whole object', () => {
+  const body = randomBytes(5000);
+  const source = async (offset: number, length: number) => body.subarray(offset, offset + length);
+
+  it('sends it itself: the object, its metadata and content type as the SDK reads them', async () => {
+    const drv = driver();
+    const key = "put/ü é+%&=;,@$[]~!'()*.bin";
+    const r = await drv.write(key, body.length, source, { meta: { mode: '33188', mtime: '1700000000.25', xattr: 'user.a=b' }, contentType: 'application/x-thing' });
+    const sdk = await client.send(new HeadObjectCommand({ Bucket: BUCKET, Key: key }));
+    expect(r).toMatchObject({ etag: sdk.ETag!.replace(/"/g, ''), result: 0 });
+    expect({ size: sdk.ContentLength, meta: sdk.Metadata, type: sdk.ContentType }).toEqual({ size: 5000, meta: { mode: '33188', mtime: '1700000000.25', xattr: 'user.a=b' }, type: 'application/x-thing' });
+    expect((await drv.read(key, 0, body.length)).data.equals(body)).toBe(true);
+    expect({ put: drv.direct.counts.put, handedOver: drv.direct.counts.putHandedOver }).toEqual({ put: 1, handedOver: 0 });
+  });
+
+  it('a refused signature goes to the SDK, which reports it', async () => {
+    const drv = driver('not-the-secret');
+    const err = await drv.write('put/refused', body.length, source, { meta: {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StorageError);
+    expect(drv.direct.counts).toMatchObject({ put: 0, putHandedOver: 1 });
+  });
+});
+
 describe('ranged GET into a file by libcurl', () => {
   it('writes exactly the range at the offset asked, signed as the server checks', async () => {
     const drv = driver();
