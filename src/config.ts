@@ -14,8 +14,8 @@ const MiB = 1024 * 1024;
 export const vaultConfigSchema = z.object({
   dir: z.string().optional(),
   blockSize: z.number().int().min(64 * 1024).max(64 * MiB).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(MiB),
-  fetchBlocks: z.number().int().min(1).max(64).default(4),
-  readAheadBlocks: z.number().int().min(0).max(256).default(16),
+  fetchBlocks: z.number().int().min(1).max(64).default(16),
+  readAheadBlocks: z.number().int().min(0).max(256).default(64),
   /** FlushAfterCloseDelay: a changed file is uploaded this long after its last close. */
   flushAfterCloseMs: z.number().int().min(0).default(2000),
   /** Files uploaded at once (at most; the queue's memory budget lets fewer large ones run together). */

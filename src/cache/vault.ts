@@ -174,8 +174,9 @@ export class Vault {
         transfer: options.transfer ?? transferHandlers(options.storage),
         statements,
         blockSize,
-        fetchBlocks: options.fetchBlocks ?? 4,
-        readAheadBlocks: options.readAheadBlocks ?? 16,
+        fetchBlocks: options.fetchBlocks ?? 16,
+        // A sequential reader keeps up to this much in flight ahead of it: never more than an eighth of the vault.
+        readAheadBlocks: Math.min(options.readAheadBlocks ?? 64, Math.max(1, Math.floor((options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / blockSize / 8))),
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
         accountBytes: () => undefined,
         waitForRoom: async () => undefined,

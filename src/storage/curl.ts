@@ -5,9 +5,12 @@
  * this 2-core VM, 1 GiB in 8 MiB ranges, 4 at a time, from s3rver into a file: the SDK 2.2-2.8 s and 1.8-2.3 s of
  * client CPU, libcurl 1.6-2.1 s and 1.1-1.3 s.
  *
- * Each easy handle keeps its connection for the next GET (keep-alive); idle handles are pooled.
+ * Each easy handle keeps its connection for the next GET (keep-alive); idle handles are pooled. A transfer holds
+ * a libuv worker thread for its whole length, and those threads also do the vault's file I/O: at most
+ * MAX_TRANSFERS run at once (of 16 threads), the rest wait their turn.
  */
 import koffi, { type TypeObject } from 'koffi';
+import PQueue from 'p-queue';
 
 const CURLOPT_WRITEDATA = 10001;
 const CURLOPT_URL = 10002;
@@ -25,6 +28,7 @@ const CURLINFO_RESPONSE_CODE = 0x200002;
 const CURLINFO_SIZE_DOWNLOAD_T = 0x600008;
 const CURLH_HEADER = 1;
 const CURL_GLOBAL_DEFAULT = 3;
+const MAX_TRANSFERS = 6;
 
 type Ptr = unknown;
 
@@ -56,6 +60,7 @@ export interface CurlGet {
 
 export class Curl {
   private readonly idle: Ptr[] = [];
+  private readonly slots = new PQueue({ concurrency: MAX_TRANSFERS });
 
   private constructor(private readonly lib: Lib) {}
 
@@ -91,7 +96,11 @@ export class Curl {
    * a file description of its own: /proc/self/fd/N opened again, so no file position is shared). Errors of
    * transport and statuses of 400 and up come back in `code`/`status` (no body is written for those).
    */
-  async getToFile(url: string, headers: string[], fd: number, offset: number, timeouts: { connectMs: number; idleMs: number }): Promise<CurlGet> {
+  getToFile(url: string, headers: string[], fd: number, offset: number, timeouts: { connectMs: number; idleMs: number }): Promise<CurlGet> {
+    return this.slots.add(() => this.transfer(url, headers, fd, offset, timeouts));
+  }
+
+  private async transfer(url: string, headers: string[], fd: number, offset: number, timeouts: { connectMs: number; idleMs: number }): Promise<CurlGet> {
     const l = this.lib;
     const path = `/proc/self/fd/${fd}`;
     const file = l.fopen(path, 'r+');

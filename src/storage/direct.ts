@@ -9,9 +9,9 @@
  * - PUT of a small file's whole object (the upload of each file `cp -r`, `tar x` or `git clone` writes).
  *
  * Only the plain answers are taken here: 200/404 for a HEAD, 206 with the expected ETag for a GET, 200 with an
- * ETag for a PUT. Anything else —
- * 403, a redirect to another region, 5xx, throttling, a timeout, a reset — gives `undefined`, and the caller sends
- * the request again through the SDK, which retries and reports it as it does every other request. The endpoint
+ * ETag for a PUT. Anything else — 403, a redirect to another region, 5xx, throttling, a timeout, a reset — gives
+ * `undefined`, and the caller sends the request again through the SDK, which retries and reports it as it does
+ * every other request. The endpoint
  * and the signing scope are the SDK's own, resolved once; endpoints that need another signer (S3 Express,
  * multi-region access points, object lambda) or extra headers are left to the SDK entirely.
  */
@@ -41,6 +41,8 @@ interface Target {
   base: string;
   signer: SignatureV4;
 }
+
+const unquote = (etag: unknown): string => (typeof etag === 'string' ? etag : '').replace(/^"|"$/g, '');
 
 /** A key as S3 wants it in a path: each segment percent-encoded, RFC 3986 (the SDK's extendedEncodeURIComponent). */
 function encodeKey(key: string): string {
@@ -83,13 +85,12 @@ export class DirectRequests {
     const t = this.curl ? await this.resolved() : null;
     let ok = false;
     if (t && this.curl) {
-      const requestPath = `${t.base}/${encodeKey(key)}`;
-      const range = `bytes=${offset}-${offset + length - 1}`;
-      const signed = await t.signer.sign({ method: 'GET', protocol: t.url.protocol, hostname: t.url.hostname, port: t.url.port ? Number(t.url.port) : undefined, path: requestPath, query: {}, headers: { host: t.url.host, range, 'if-match': `"${etag}"`, 'x-amz-content-sha256': EMPTY_SHA256 } });
-      const headers = Object.entries(signed.headers).filter(([name]) => name !== 'host').map(([name, value]) => `${name}: ${value}`);
-      const r = await this.curl.getToFile(`${t.url.origin}${requestPath}`, headers, fd, fileOffset, this.timeouts).catch(() => undefined);
+      const path = `${t.base}/${encodeKey(key)}`;
+      const signed = await this.sign(t, 'GET', path, { range: `bytes=${offset}-${offset + length - 1}`, 'if-match': `"${etag}"`, 'x-amz-content-sha256': EMPTY_SHA256 });
+      const headers = Object.entries(signed).filter(([name]) => name !== 'host').map(([name, value]) => `${name}: ${value}`);
+      const r = await this.curl.getToFile(`${t.url.origin}${path}`, headers, fd, fileOffset, this.timeouts).catch(() => undefined);
       // Servers that ignore If-Match still say which object they sent: never mix two versions of a file.
-      ok = r !== undefined && r.code === 0 && r.status === 206 && r.bytes === length && r.etag?.replace(/^"|"$/g, '') === etag;
+      ok = r !== undefined && r.code === 0 && r.status === 206 && r.bytes === length && r.etag !== undefined && unquote(r.etag) === etag;
     }
     if (ok) this.counts.get++;
     else this.counts.getHandedOver++;
@@ -129,56 +130,53 @@ export class DirectRequests {
   }
 
   private async sendHead(t: Target, key: string): Promise<HeadAnswer | null | undefined> {
-    const path = `${t.base}/${encodeKey(key)}`;
-    const port = t.url.port ? Number(t.url.port) : undefined;
-    const signed = await t.signer.sign({ method: 'HEAD', protocol: t.url.protocol, hostname: t.url.hostname, port, path, query: {}, headers: { host: t.url.host, 'x-amz-content-sha256': EMPTY_SHA256 } });
-    const https_ = t.url.protocol === 'https:';
-    return new Promise((resolve) => {
-      const req = (https_ ? https : http).request({ agent: https_ ? this.agents.https : this.agents.http, hostname: t.url.hostname, port, method: 'HEAD', path, headers: signed.headers }, (res) => {
-        res.resume();
-        res.once('end', () => {
-          if (res.statusCode === 404) return resolve(null);
-          if (res.statusCode !== 200) return resolve(undefined);
-          const h = res.headers;
-          const meta: ObjectMeta = {};
-          for (const [name, value] of Object.entries(h)) if (name.startsWith(META_PREFIX) && typeof value === 'string') meta[name.slice(META_PREFIX.length)] = value;
-          const size = Number(h['content-length']);
-          const lastModified = new Date(h['last-modified'] ?? 0);
-          if (!Number.isFinite(size) || Number.isNaN(lastModified.getTime())) return resolve(undefined);
-          resolve({ size, etag: (typeof h.etag === 'string' ? h.etag : '').replace(/^"|"$/g, ''), lastModified, meta, contentType: h['content-type'] });
-        });
-        res.once('error', () => resolve(undefined));
-      });
-      req.setTimeout(this.timeouts.idleMs, () => req.destroy(new Error('timeout')));
-      req.once('error', () => resolve(undefined));
-      req.end();
-    });
+    const res = await this.send(t, 'HEAD', key, { 'x-amz-content-sha256': EMPTY_SHA256 });
+    if (res?.status === 404) return null;
+    if (res?.status !== 200) return undefined;
+    const h = res.headers;
+    const meta: ObjectMeta = {};
+    for (const [name, value] of Object.entries(h)) if (name.startsWith(META_PREFIX) && typeof value === 'string') meta[name.slice(META_PREFIX.length)] = value;
+    const size = Number(h['content-length']);
+    const lastModified = new Date(h['last-modified'] ?? 0);
+    if (!Number.isFinite(size) || Number.isNaN(lastModified.getTime())) return undefined;
+    return { size, etag: unquote(h.etag), lastModified, meta, contentType: h['content-type'] };
   }
 
   private async sendPut(t: Target, key: string, body: Buffer, meta: ObjectMeta | undefined, contentType: string | undefined): Promise<{ etag: string; versionId?: string } | undefined> {
-    const path = `${t.base}/${encodeKey(key)}`;
-    const port = t.url.port ? Number(t.url.port) : undefined;
-    const https_ = t.url.protocol === 'https:';
     // As the SDK does: the payload's hash signed over plain HTTP, unsigned over TLS.
-    const payload = https_ ? 'UNSIGNED-PAYLOAD' : createHash('sha256').update(body).digest('hex');
-    const headers: Record<string, string> = { host: t.url.host, 'content-length': String(body.length), 'x-amz-content-sha256': payload };
+    const payload = t.url.protocol === 'https:' ? 'UNSIGNED-PAYLOAD' : createHash('sha256').update(body).digest('hex');
+    const headers: Record<string, string> = { 'content-length': String(body.length), 'x-amz-content-sha256': payload };
     if (contentType) headers['content-type'] = contentType;
     for (const [k, v] of Object.entries(meta ?? {})) headers[META_PREFIX + k.toLowerCase()] = v;
-    const signed = await t.signer.sign({ method: 'PUT', protocol: t.url.protocol, hostname: t.url.hostname, port, path, query: {}, headers });
+    const res = await this.send(t, 'PUT', key, headers, body);
+    if (res?.status !== 200 || typeof res.headers.etag !== 'string') return undefined;
+    const version = res.headers['x-amz-version-id'];
+    return { etag: unquote(res.headers.etag), versionId: typeof version === 'string' ? version : undefined };
+  }
+
+  /** One signed request on the SDK's agents: its status and headers (the body, if any, drained), or undefined. */
+  private async send(t: Target, method: string, key: string, headers: Record<string, string>, body?: Buffer): Promise<{ status: number; headers: http.IncomingHttpHeaders } | undefined> {
+    const path = `${t.base}/${encodeKey(key)}`;
+    const port = t.url.port ? Number(t.url.port) : undefined;
+    const signed = await this.sign(t, method, path, headers);
+    const tls = t.url.protocol === 'https:';
     return new Promise((resolve) => {
-      const req = (https_ ? https : http).request({ agent: https_ ? this.agents.https : this.agents.http, hostname: t.url.hostname, port, method: 'PUT', path, headers: signed.headers }, (res) => {
+      const req = (tls ? https : http).request({ agent: tls ? this.agents.https : this.agents.http, hostname: t.url.hostname, port, method, path, headers: signed }, (res) => {
         res.resume();
-        res.once('end', () => {
-          const etag = res.headers.etag;
-          if (res.statusCode !== 200 || typeof etag !== 'string') return resolve(undefined);
-          const version = res.headers['x-amz-version-id'];
-          resolve({ etag: etag.replace(/^"|"$/g, ''), versionId: typeof version === 'string' ? version : undefined });
-        });
+        res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
         res.once('error', () => resolve(undefined));
       });
       req.setTimeout(this.timeouts.idleMs, () => req.destroy(new Error('timeout')));
       req.once('error', () => resolve(undefined));
       req.end(body);
     });
+  }
+
+  /** The headers signed for a request on `path` (already encoded), at the SDK's corrected clock. */
+  private async sign(t: Target, method: string, path: string, headers: Record<string, string>): Promise<Record<string, string>> {
+    // The SDK keeps the offset a server's clock showed from ours (after a RequestTimeTooSkewed); so do these requests.
+    const offset = (this.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0;
+    const request = { method, protocol: t.url.protocol, hostname: t.url.hostname, port: t.url.port ? Number(t.url.port) : undefined, path, query: {}, headers: { host: t.url.host, ...headers } };
+    return (await t.signer.sign(request, { signingDate: new Date(Date.now() + offset) })).headers;
   }
 }
