@@ -311,9 +311,9 @@ export class CachedFile {
         sums = blockSumsInFile(this.fd.fd, first, last, bs, spanOf);
       } else {
         const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, spanOf);
-        const r = this.ctx.transfer.readDataInto
-          ? await this.ctx.transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
-          : await this.ctx.transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
+        const r = transfer.readDataInto
+          ? await transfer.readDataInto(this.rec.key, offset, length, etag, sink.push)
+          : await transfer.readData(this.rec.key, offset, length, etag).then((d) => (sink.push(d.data), { bytes: d.data.length, result: d.result }));
         // RANGE_BEYOND_EOF / PARTIAL: the object is shorter than expected; the tail stays zero (R47).
         if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
         sums = sink.finish(last);

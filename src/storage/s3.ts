@@ -78,7 +78,7 @@ export class S3Storage implements StorageDriver {
   private readonly parts: PartBuffers;
   /** Multipart uploads part by part: stream uploads of files being written, and writeMultipart. */
   readonly multipart: MultipartStorage;
-  /** HEADs and ranged GETs of current objects without the SDK's middleware; the SDK for the rest. */
+  /** HEADs, small PUTs and ranged GETs of current objects without the SDK's middleware; the SDK for the rest. */
   readonly direct: DirectRequests;
 
   constructor(private readonly config: S3Config) {
