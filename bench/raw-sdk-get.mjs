@@ -2,7 +2,9 @@
 import { S3Client, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { startEmbeddedServer } from '../dist/storage/embedded-server.js';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-const srv = await startEmbeddedServer({ dataDir: (await import('node:fs')).mkdtempSync('/var/tmp/s3vault-raw-'), buckets: ['b'] });
+const { mkdtempSync, rmSync } = await import('node:fs');
+const dataDir = mkdtempSync('/var/tmp/s3vault-raw-');
+const srv = await startEmbeddedServer({ dataDir, buckets: ['b'] });
 const c = new S3Client({ endpoint: srv.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' }, cacheMiddleware: true });
 const size = 512 * 1024 * 1024;
 await c.send(new PutObjectCommand({ Bucket: 'b', Key: 'o', Body: Buffer.alloc(size, 1) }));
@@ -13,3 +15,4 @@ for (const [part, par] of [[8, 4], [4, 4], [8, 8]]) {
   console.log(`raw SDK ranged GET ${part} MiB x ${par}: ${(size / 1048576 / ((Date.now() - t) / 1000)).toFixed(0)} MiB/s`);
 }
 c.destroy(); await srv.stop();
+rmSync(dataDir, { recursive: true, force: true });
