@@ -81,7 +81,8 @@ export class DirectRequests {
    * ask through the SDK (which also reports a changed object).
    */
   async getToFile(key: string, offset: number, length: number, etag: string, fd: number, fileOffset: number): Promise<boolean> {
-    this.curl ??= Curl.load();
+    // Loaded once: `??=` would try again on every GET where libcurl is missing (null).
+    if (this.curl === undefined) this.curl = Curl.load();
     const t = this.curl ? await this.resolved() : null;
     let ok = false;
     if (t && this.curl) {
@@ -165,6 +166,14 @@ export class DirectRequests {
         res.resume();
         res.once('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers }));
         res.once('error', () => resolve(undefined));
+      });
+      // As the SDK's handler: connectMs to connect, then idleMs without a byte either way.
+      req.once('socket', (socket) => {
+        if (!socket.pending) return; // a kept-alive connection
+        const timer = setTimeout(() => req.destroy(new Error('connect timeout')), this.timeouts.connectMs);
+        const done = () => clearTimeout(timer);
+        socket.once('connect', done);
+        req.once('close', done);
       });
       req.setTimeout(this.timeouts.idleMs, () => req.destroy(new Error('timeout')));
       req.once('error', () => resolve(undefined));

@@ -6,6 +6,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
 import { CreateBucketCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,6 +18,7 @@ import { EMBEDDED_CREDENTIALS } from '../../src/storage/embedded-server.js';
 import { startRgwServer, type RgwServer } from '../../src/storage/rgw-server.js';
 import { s3ConfigSchema } from '../../src/storage/config.js';
 import { StorageError } from '../../src/storage/rwresult.js';
+import { DirectRequests } from '../../src/storage/direct.js';
 import { S3Storage } from '../../src/storage/s3.js';
 import { scratchDir } from '../helpers/scratch.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
@@ -182,5 +186,24 @@ describe('the vault fetches through it', () => {
     const report = await checkAndRepair(dir);
     expect(report.blocksChecked).toBe(Math.ceil(BIG.length / bs));
     expect(report.droppedClean).toEqual([]);
+  });
+});
+
+describe('timeouts, as the SDK has them', () => {
+  it('a connection that does not come up within connectMs is handed over, not waited on for idleMs', async () => {
+    // An agent whose sockets never connect (their name lookup never answers): as an endpoint that drops packets.
+    class Stalling extends http.Agent {
+      override createConnection(): net.Socket {
+        return net.connect({ host: 'stalled.invalid', port: 9, lookup: () => undefined });
+      }
+    }
+    const client = new S3Client({ endpoint: 'http://127.0.0.1:9', region: 'us-east-1', forcePathStyle: true, credentials: EMBEDDED_CREDENTIALS });
+    const direct = new DirectRequests(client, BUCKET, { http: new Stalling(), https: new https.Agent() }, { connectMs: 300, idleMs: 60_000 });
+    const started = Date.now();
+    expect(await direct.head('any')).toBeUndefined();
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(direct.counts.headHandedOver).toBe(1);
+    client.destroy();
   });
 });
