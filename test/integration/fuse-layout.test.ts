@@ -7,8 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { OP_NAMES, OPS_SIZE } from '../../src/fs/fuse/native.js';
-import { ENTRY, FI_BITS, FILE_INFO, SIZEOF, STAT } from '../../src/fs/fuse/structs.js';
+import type { FileInfo } from '../../src/fs/cbfs/events.js';
+import { loadFuse, OP_NAMES, OPS_SIZE } from '../../src/fs/fuse/native.js';
+import { DirentReply, ENTRY, entryBuffer, FI_BITS, FILE_INFO, SIZEOF, STAT, statBuffer, typeBits } from '../../src/fs/fuse/structs.js';
 
 const C = `
 #define FUSE_USE_VERSION 34
@@ -77,4 +78,50 @@ describe('fuse: struct layouts match the libfuse3 headers', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe('fuse: readdir replies are encoded as libfuse encodes them', () => {
+  const file = (over: Partial<FileInfo>): FileInfo => ({ kind: 'file', size: 4096, mode: 0o644, uid: 1000, gid: 1000, mtimeMs: 1_700_000_000_123.456, ...over }) as FileInfo;
+  // Names of 1 to 9 bytes around the 8-byte padding, multi-byte UTF-8, large numbers, times before 1970.
+  const entries: { name: string; ino: number; info?: FileInfo; timeout?: number }[] = [
+    { name: '.', ino: 1 },
+    { name: '..', ino: 1 },
+    { name: 'a', ino: 2, info: file({}), timeout: 1 },
+    { name: 'abcdefgh', ino: 3, info: file({ kind: 'dir', size: 0, mode: 0o755 }), timeout: 0.25 },
+    { name: 'abcdefghi', ino: 2 ** 40 + 7, info: file({ size: 2 ** 45 + 3, mtimeMs: -1_500.25 }), timeout: 3600 },
+    { name: 'grün ü 日本', ino: 5, info: file({ kind: 'symlink', size: 12, mode: 0o777, uid: 0, gid: 0 }), timeout: 0 },
+    { name: 'no attributes yet', ino: 6 },
+    { name: 'x'.repeat(255), ino: 7, info: file({ mtimeMs: 0 }), timeout: 1.5 },
+  ];
+
+  for (const plus of [false, true]) {
+    it(plus ? 'READDIRPLUS' : 'READDIR', () => {
+      const lib = loadFuse();
+      const reply = new DirentReply(8192, plus);
+      const theirs = Buffer.alloc(8192);
+      let used = 0;
+      entries.forEach((e, i) => {
+        const mode = e.info ? typeBits(e.info) : 0o040000;
+        const bytes = reply.room(e.name);
+        reply.add(e.name, bytes, e.ino, mode, i + 1, plus && e.info ? { info: e.info, timeout: e.timeout! } : undefined);
+        let param: Buffer;
+        if (!plus) param = e.info ? statBuffer(e.ino, e.info) : Buffer.alloc(SIZEOF.stat);
+        else param = e.info ? entryBuffer(e.ino, e.info, e.timeout!) : Buffer.alloc(SIZEOF.entry);
+        const statAt = plus ? ENTRY.attr : 0;
+        if (!e.info) {
+          param.writeBigUInt64LE(BigInt(e.ino), statAt + STAT.ino);
+          param.writeUInt32LE(mode, statAt + STAT.mode);
+        }
+        const add = plus ? lib.addDirentryPlus : lib.addDirentry;
+        used += Number(add(null, theirs.subarray(used), theirs.length - used, e.name, param, i + 1));
+        expect(reply.used, e.name).toBe(used);
+      });
+      expect(reply.buf.subarray(0, reply.used).equals(theirs.subarray(0, used))).toBe(true);
+      // And an entry that does not fit is refused whole.
+      const small = new DirentReply(plus ? 160 : 32, plus);
+      expect(small.room('12345678')).toBe(8);
+      small.add('12345678', 8, 9, 0o100000, 1);
+      expect(small.room('a')).toBe(-1);
+    });
+  }
 });

@@ -84,6 +84,7 @@ function bind(lib: LibraryHandle) {
     replyData: lib.func('int fuse_reply_data(void *req, void *bufv, int flags)'),
     replyStatfs: lib.func('int fuse_reply_statfs(void *req, const void *stbuf)'),
     replyXattr: lib.func('int fuse_reply_xattr(void *req, size_t count)'),
+    // The two below: replies are encoded in structs.ts (DirentReply); the layout test compares with these.
     addDirentry: lib.func('size_t fuse_add_direntry(void *req, void *buf, size_t bufsize, const char *name, const void *stbuf, int64_t off)'),
     addDirentryPlus: lib.func('size_t fuse_add_direntry_plus(void *req, void *buf, size_t bufsize, const char *name, const void *e, int64_t off)'),
     reqCtx: lib.func('void *fuse_req_ctx(void *req)'),

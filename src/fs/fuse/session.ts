@@ -16,7 +16,7 @@ import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
-import { createOutBuffer, encodeEntry, ENTRY, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, SIZEOF, typeBits } from './structs.js';
+import { createOutBuffer, DirentReply, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, typeBits } from './structs.js';
 
 export interface FuseOptions {
   mountpoint: string;
@@ -44,7 +44,7 @@ const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW:
 interface DirHandle {
   path: string;
   /** info: set when the backend knows every attribute (DirEntry.exact), so READDIRPLUS can hand it over. */
-  entries: { name: string; ino: number; mode: number; info?: FileInfo }[];
+  entries: { name: string; ino: number; mode: number; info?: FileInfo; path?: string }[];
 }
 
 export class FuseSession {
@@ -540,56 +540,49 @@ export class FuseSession {
           const entries = [
             { name: '.', ino: Number(ino), mode: 0o040000 },
             { name: '..', ino: parent, mode: 0o040000 },
-            ...listed.map((e) => ({ name: e.name, ino: this.inodes.peek(joinPath(path, e.name)), mode: typeBits(e.info), info: e.exact ? e.info : undefined })),
+            ...listed.map((e) => {
+              // The path string is kept: its hash, computed once here, serves readdirplus's look-up again.
+              const p = joinPath(path, e.name);
+              return { name: e.name, ino: this.inodes.peek(p), mode: typeBits(e.info), info: e.exact ? e.info : undefined, path: p };
+            }),
           ];
           const dh = this.nextDir++;
           this.dirs.set(dh, { path, entries });
           lib.replyOpen(req, fileInfoBuffer(flags, dh));
         });
       },
-      readdir: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
+      readdir: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => {
         const dir = this.openDir(req, fi);
         if (!dir) return;
-        const buf = Buffer.alloc(Number(size));
-        const stat = Buffer.alloc(SIZEOF.stat);
-        let used = 0;
+        const reply = new DirentReply(Number(size), false);
         for (let i = Number(off); i < dir.entries.length; i++) {
           const e = dir.entries[i]!;
-          stat.writeBigUInt64LE(BigInt(e.ino), STAT.ino);
-          stat.writeUInt32LE(e.mode, STAT.mode);
-          const need = Number(lib.addDirentry(req, buf.subarray(used), buf.length - used, e.name, stat, i + 1));
-          if (need > buf.length - used) break;
-          used += need;
+          const bytes = reply.room(e.name);
+          if (bytes < 0) break;
+          reply.add(e.name, bytes, e.ino, e.mode, i + 1);
         }
-        lib.replyBuf(req, buf, used);
+        lib.replyBuf(req, reply.buf, reply.used);
       },
       // READDIRPLUS: entries whose attributes the backend knows go to the kernel with them (one reply per page of
       // names instead of a LOOKUP per name: `ls -l` of a warm directory); the others carry no node id, so the
       // kernel looks them up as after a plain readdir.
-      readdirplus: (req: Ptr, ino: number, size: number, off: number, fi: Ptr) => {
+      readdirplus: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => {
         const dir = this.openDir(req, fi);
         if (!dir) return;
-        const buf = Buffer.alloc(Number(size));
-        const entry = Buffer.alloc(SIZEOF.entry); // copied by libfuse into the reply: one for every entry
-        let used = 0;
+        const reply = new DirentReply(Number(size), true);
         for (let i = Number(off); i < dir.entries.length; i++) {
           const e = dir.entries[i]!;
-          const dots = i < 2; // "." and "..": the kernel takes no reference on them
-          const path = joinPath(dir.path, e.name);
-          // The number the path has now (a rename since opendir moves it), taken as a reference only once sent.
-          if (e.info && !dots) encodeEntry(entry, this.inodes.peek(path), e.info, this.attrTimeout);
-          else {
-            entry.fill(0);
-            entry.writeBigUInt64LE(BigInt(e.ino), ENTRY.attr + STAT.ino);
-            entry.writeUInt32LE(e.mode, ENTRY.attr + STAT.mode);
-          }
-          const need = Number(lib.addDirentryPlus(req, buf.subarray(used), buf.length - used, e.name, entry, i + 1));
-          if (need > buf.length - used) break;
-          used += need;
-          // Handed over with its node id: the kernel now holds a reference, as after a LOOKUP.
-          if (e.info && !dots) this.inodes.lookup(path);
+          const bytes = reply.room(e.name);
+          if (bytes < 0) break;
+          // "." and ".." go without attributes: the kernel takes no reference on them.
+          if (e.info && i >= 2) {
+            // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has
+            // now: a rename since opendir moved it.
+            const nodeId = this.inodes.lookup(e.path ?? joinPath(dir.path, e.name));
+            reply.add(e.name, bytes, nodeId, e.mode, i + 1, { info: e.info, timeout: this.attrTimeout });
+          } else reply.add(e.name, bytes, e.ino, e.mode, i + 1);
         }
-        lib.replyBuf(req, buf, used);
+        lib.replyBuf(req, reply.buf, reply.used);
       },
       releasedir: (req: Ptr, _ino: number, fi: Ptr) => {
         this.dirs.delete(this.fh(fi));
