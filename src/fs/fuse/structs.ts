@@ -123,7 +123,6 @@ export function createOutBuffer(ino: number, info: FileInfo, timeout: number, fh
   return buf;
 }
 
-
 /** A 64-bit integer at 32-bit index `i` of a reply's 32-bit view (two's complement below zero). */
 function set64(u: Uint32Array, i: number, v: number): void {
   const hi = Math.floor(v / TWO32);
@@ -160,7 +159,7 @@ function encodeEntryOut(u: Uint32Array, i: number, ino: number, info: FileInfo, 
 }
 
 /** Bytes a readdir (plus: READDIRPLUS) entry of a name of `nameBytes` bytes takes: padded to 8, as the kernel reads them. */
-export function direntSize(nameBytes: number, plus: boolean): number {
+function direntSize(nameBytes: number, plus: boolean): number {
   return (nameBytes + DIRENT + (plus ? ENTRY_OUT : 0) + 7) & ~7;
 }
 
@@ -195,8 +194,7 @@ export class DirentReply {
    * then holds a reference, as after a LOOKUP; without, it looks the name up itself.
    */
   add(name: string, bytes: number, ino: number, mode: number, off: number, attrs?: { info: FileInfo; timeout: number }): void {
-    const at = this.used;
-    let d = at >>> 2;
+    let d = this.used >>> 2;
     if (this.plus) {
       if (attrs) encodeEntryOut(this.u32, d, ino, attrs.info, attrs.timeout);
       else {
