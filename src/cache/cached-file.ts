@@ -19,6 +19,7 @@ import { blockSum } from './checksum.js';
 import { OWN_TAG } from './constants.js';
 import { Mutex } from './mutex.js';
 import { blockSumsInFile, FetchSink } from './fetch-sink.js';
+import type { PendingSums } from './pending-sums.js';
 import { StreamUpload, type StreamBudget } from './stream-upload.js';
 import { nextData, punchHole } from './punch-hole.js';
 import type { VaultStatements } from './statements.js';
@@ -88,6 +89,8 @@ export interface FileContext {
     /** Per file id: its stream upload, which outlives the file's handles until its upload takes it. */
     active: Map<number, StreamUpload>;
   };
+  /** Checksums of blocks storage wrote into the data file itself, computed when the vault is idle. Absent: at once. */
+  pendingSums?: PendingSums;
   log: Logger;
 }
 
@@ -298,17 +301,21 @@ export class CachedFile {
   private async fetchRun(first: number, last: number): Promise<void> {
     const bs = this.ctx.blockSize;
     const offset = first * bs;
+    const pendingSums = this.ctx.pendingSums;
+    pendingSums?.fetchStarted();
     try {
       const length = Math.min((last + 1) * bs, this.rec.fetchLimit) - offset;
       const spanOf = (b: number): number => Math.min(bs, this.rec.size - b * bs);
       const etag = this.rec.remoteEtag ?? undefined;
-      let sums: Map<number, string>;
+      // Undefined: the checksums are left to pendingSums.
+      let sums: Map<number, string> | undefined;
       // Storage writes the range into the data file itself when it can (libcurl), if the range is whole blocks
       // of the file: then every byte the checksums cover is storage's.
       const whole = offset + length === Math.min((last + 1) * bs, this.rec.size);
       const transfer = this.ctx.transfer;
       if (etag !== undefined && whole && transfer.readDataToFile && (await transfer.readDataToFile(this.rec.key, offset, length, etag, this.fd.fd, offset))) {
-        sums = blockSumsInFile(this.fd.fd, first, last, bs, spanOf);
+        // Summing means reading the bytes back: that waits until the vault is idle, rather than the reader.
+        if (!pendingSums) sums = blockSumsInFile(this.fd.fd, first, last, bs, spanOf);
       } else {
         const sink = new FetchSink(this.fd.fd, offset, this.rec.fetchLimit, bs, spanOf);
         const r = transfer.readDataInto
@@ -318,21 +325,28 @@ export class CachedFile {
         if (r.result !== RWRESULT.SUCCESS) this.ctx.log.warn({ key: this.rec.key, offset, length, got: r.bytes }, 'storage returned less than requested; tail zeroed');
         sums = sink.finish(last);
       }
-      const clean: { idx: number; sum: string }[] = [];
+      const clean: { idx: number; sum: string | null }[] = [];
       this.accounted(() => {
         for (let b = first; b <= last && b < this.blockCount(); b++) {
           if (this.blocks.get(b) !== BLOCK.ABSENT) continue;
           this.setState(b, BLOCK.CLEAN);
-          clean.push({ idx: b, sum: sums.get(b)! });
+          clean.push({ idx: b, sum: sums ? sums.get(b)! : null });
         }
       });
       this.ctx.statements.putBlocks(this.rec.id, clean, BLOCK.CLEAN);
+      if (!sums) pendingSums?.add(this.rec.id, clean.map((c) => c.idx));
     } catch (err) {
       if (err instanceof StorageError) this.rec.lastError = err.result;
       throw err;
     } finally {
       for (let b = first; b <= last; b++) this.inflight.delete(b);
+      pendingSums?.fetchEnded();
     }
+  }
+
+  /** Whether block b holds what storage has and nothing is writing it: what a deferred checksum may cover. */
+  isSettledClean(b: number): boolean {
+    return this.blocks.get(b) === BLOCK.CLEAN && !this.inflight.has(b);
   }
 
   private async waitInflight(first: number, last: number): Promise<void> {

@@ -78,6 +78,9 @@ export class VaultStatements {
         'INSERT INTO blocks (file_id, idx, state, sum) VALUES (?, ?, ?, ?) ON CONFLICT (file_id, idx) DO UPDATE SET state = excluded.state, sum = coalesce(excluded.sum, blocks.sum)',
       ),
       dropBlock: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx = ?'),
+      sizeOf: db.prepare('SELECT size FROM files WHERE id = ?'),
+      unsummed: db.prepare('SELECT 1 FROM blocks WHERE file_id = ? AND idx = ? AND state = 1 AND sum IS NULL'),
+      setSum: db.prepare('UPDATE blocks SET sum = ? WHERE file_id = ? AND idx = ? AND state = 1 AND sum IS NULL'),
       presentBytes: db.prepare('SELECT coalesce(sum(max(0, min(@bs, f.size - b.idx * @bs))), 0) AS n FROM blocks b JOIN files f ON f.id = b.file_id'),
       presentBytesOf: db.prepare('SELECT coalesce(sum(max(0, min(@bs, f.size - b.idx * @bs))), 0) AS n FROM blocks b JOIN files f ON f.id = b.file_id WHERE f.id = @id'),
       closedCandidates: db.prepare(
@@ -171,6 +174,23 @@ export class VaultStatements {
 
   dropBlock(fileId: number, idx: number): void {
     this.s.dropBlock.run(fileId, idx);
+  }
+
+  /** A file's size by id, or undefined if the record is gone. */
+  sizeOf(fileId: number): number | undefined {
+    return (this.s.sizeOf.get(fileId) as { size: number } | undefined)?.size;
+  }
+
+  /** Whether a block is clean and still without its checksum (see PendingSums). */
+  isUnsummed(fileId: number, idx: number): boolean {
+    return this.s.unsummed.get(fileId, idx) !== undefined;
+  }
+
+  /** Checksums of clean blocks fetched without one; a block changed or dropped meanwhile keeps what it has. */
+  setSums(fileId: number, sums: BlockSum[]): void {
+    this.db.transaction(() => {
+      for (const b of sums) this.s.setSum.run(b.sum, fileId, b.idx);
+    })();
   }
 
   /** Bytes the present blocks of all files (or of one) hold within their files' sizes. */

@@ -6,7 +6,7 @@
  * after a crash of the process their bytes are with the OS, after a crash of the machine those of files fsync'd;
  * `fsck` finds the others by their checksums). It knows storage only through the StorageDriver interface.
  */
-import { constants as fsc, existsSync, mkdirSync, renameSync, rmSync, truncateSync } from 'node:fs';
+import { constants as fsc, existsSync, mkdirSync, openSync, renameSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { truncate } from 'node:fs/promises';
 import path from 'node:path';
@@ -30,6 +30,7 @@ import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
 import { checkTag, checkTagCount } from './tags.js';
 import { StreamBudget } from './stream-upload.js';
+import { PendingSums, type SumSource } from './pending-sums.js';
 
 const MiB = 1024 * 1024;
 
@@ -143,7 +144,29 @@ export class Vault {
       log: ctx.log,
     });
     ctx.accountBytes = (delta) => this.evictor.account(delta);
+    ctx.pendingSums = new PendingSums({ blockSize: ctx.blockSize, source: (id) => this.sumSource(id), save: (id, sums) => statements.setSums(id, sums) });
     this.listings = new ListingStore(db);
+  }
+
+  /**
+   * Where PendingSums finds a file's blocks: the open file's descriptor and states (not while it closes, or
+   * while the kernel may be writing it through passthrough), else the data file of the closed file as stored.
+   */
+  private sumSource(id: number): SumSource | 'later' | undefined {
+    for (const f of this.open.values()) {
+      if (f.rec.id !== id) continue;
+      if (f.closing || f.passthroughWriters > 0) return 'later';
+      return { fd: f.dataFd, size: f.rec.size, wants: (b) => f.isSettledClean(b), owned: false };
+    }
+    const size = this.statements.sizeOf(id);
+    if (size === undefined) return undefined;
+    let fd: number;
+    try {
+      fd = openSync(this.dataPath(id), 'r');
+    } catch {
+      return undefined;
+    }
+    return { fd, size, wants: (b) => this.statements.isUnsummed(id, b), owned: true };
   }
 
   static async open(options: VaultOptions): Promise<Vault> {
@@ -762,6 +785,7 @@ export class Vault {
     this.closed = true;
     clearInterval(this.touchTimer);
     clearInterval(this.streamTimer);
+    this.ctx.pendingSums?.stop();
     this.writeback.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
     this.db.close();
@@ -788,6 +812,9 @@ export class Vault {
     // Stream uploads no upload took (nothing flushed at this close): drop them now rather than at the next start.
     for (const stream of this.ctx.stream?.active.values() ?? []) await stream.abort();
     this.ctx.stream?.active.clear();
+    // Every file is closed now: what was fetched but not yet summed is summed from its data file.
+    this.ctx.pendingSums?.drain();
+    this.ctx.pendingSums?.stop();
     this.saveTouched();
     this.listings.flush();
     this.statements.setInfo('clean_shutdown', '1');
