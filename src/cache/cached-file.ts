@@ -189,6 +189,7 @@ export class CachedFile {
     const first = Math.floor(offset / this.ctx.blockSize);
     const last = Math.floor((end - 1) / this.ctx.blockSize);
     this.blocks.beginRead(first, last);
+    this.ctx.pendingSums?.touch();
     try {
       await this.ensure(offset, end, true);
       this.blocks.touch(first, last);

@@ -35,12 +35,15 @@ export interface PendingSumsOptions {
   idleMs?: number;
   /** Blocks summed per turn of the event loop: short enough that a FUSE request waits a few ms at most. */
   sliceBlocks?: number;
+  /** Past this many pending blocks summing goes on whatever else runs (down to it), so a clean close never waits long. */
+  backlogBlocks?: number;
 }
 
 export class PendingSums {
   private readonly pending = new Map<number, Set<number>>();
+  private count = 0;
   private fetches = 0;
-  /** Bumped whenever a fetch starts or ends: a sweep stops when it moved. */
+  /** Bumped whenever a fetch starts or ends or a file is read: a sweep stops when it moved. */
   private activity = 0;
   private timer: NodeJS.Timeout | undefined;
   private buf = Buffer.alloc(0);
@@ -50,9 +53,12 @@ export class PendingSums {
 
   /** Blocks awaiting their checksum. */
   get size(): number {
-    let n = 0;
-    for (const s of this.pending.values()) n += s.size;
-    return n;
+    return this.count;
+  }
+
+  /** Something read the vault: summing waits for quiet. */
+  touch(): void {
+    this.activity++;
   }
 
   fetchStarted(): void {
@@ -69,7 +75,10 @@ export class PendingSums {
   add(fileId: number, blocks: Iterable<number>): void {
     let set = this.pending.get(fileId);
     if (!set) this.pending.set(fileId, (set = new Set()));
-    for (const b of blocks) set.add(b);
+    for (const b of blocks) {
+      if (!set.has(b)) this.count++;
+      set.add(b);
+    }
     this.arm();
   }
 
@@ -91,17 +100,20 @@ export class PendingSums {
     const seen = this.activity;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      if (this.fetches > 0 || this.activity !== seen) return this.arm();
       this.step(seen);
     }, this.o.idleMs ?? 500);
     this.timer.unref();
   }
 
-  /** One slice now, the next on a later turn, while nothing fetches; files that must wait are tried again later. */
+  /**
+   * One slice now, the next on a later turn, while all is quiet (or, busy, while more than the backlog waits);
+   * files that must wait are tried again later.
+   */
   private step(seen: number): void {
     if (this.stopped) return;
-    if (this.fetches > 0 || this.activity !== seen) return this.arm();
-    if (this.sweep(this.o.sliceBlocks ?? 4) > 0 && this.pending.size) setImmediate(() => this.step(seen));
+    let budget = this.o.sliceBlocks ?? 4;
+    if (this.fetches > 0 || this.activity !== seen) budget = Math.min(budget, this.count - (this.o.backlogBlocks ?? 2048));
+    if (budget > 0 && this.sweep(budget) > 0 && this.pending.size) setImmediate(() => this.step(seen));
     else this.arm();
   }
 
@@ -118,6 +130,7 @@ export class PendingSums {
         for (const idx of set) {
           if (taken >= budget) break;
           taken++;
+          this.count--;
           set.delete(idx);
           if (src && src.wants(idx)) sums.push({ idx, sum: this.sumOf(src, idx) });
         }

@@ -46,6 +46,26 @@ describe('PendingSums', () => {
     ps.stop();
   });
 
+  it('reads hold summing back, except past the backlog: then it goes on down to it', async () => {
+    const saved: number[] = [];
+    const ps = new PendingSums({ blockSize: bs, idleMs: 30, backlogBlocks: 2, source: () => ({ fd, size: data.length, wants: () => true, owned: false }), save: (_id, sums) => saved.push(...sums.map((s) => s.idx)) });
+    const reader = setInterval(() => ps.touch(), 5);
+    try {
+      ps.add(1, [0]);
+      await sleep(200);
+      expect(saved).toEqual([]); // one block, reads going on: it waits
+      ps.add(1, [1, 2]);
+      await sleep(200);
+      expect(saved).toEqual([0]); // three is past the backlog of two: one is summed, reads or not
+      expect(ps.size).toBe(2);
+    } finally {
+      clearInterval(reader);
+    }
+    await sleep(200);
+    expect(saved).toEqual([0, 1, 2]);
+    ps.stop();
+  });
+
   it('keeps the blocks of a file that must wait and sums them once it may; a file gone is forgotten', async () => {
     const saved: { id: number; idx: number }[] = [];
     let busy = true;
