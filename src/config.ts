@@ -59,6 +59,11 @@ export const fsConfigSchema = z.object({
    * vault's data file, at local-disk speed. Off, or on an older kernel: every read goes through s3vault.
    */
   passthrough: z.boolean().default(true),
+  /**
+   * A random read stores the whole 1 MiB around it (the vault fetched it anyway) into the kernel's page cache, so
+   * the next reads there are answered by the kernel (FUSE notify_store). Never while the file is open for writing.
+   */
+  pageCacheFill: z.boolean().default(true),
   attrTimeoutSec: z.number().min(0).default(1),
   capacityBytes: z.number().int().min(49152).default(2 ** 50),
   readOnly: z.boolean().default(false),

@@ -159,6 +159,7 @@ export async function runMount(job: MountJob): Promise<number> {
       allowOther: config.fs.allowOther,
       attrTimeout: config.fs.attrTimeoutSec,
       passthrough: config.fs.passthrough,
+      pageCacheFill: config.fs.pageCacheFill,
       log,
     });
     // The Mount event: interrupted renames are finished and orphans queued before the first request.

@@ -57,6 +57,9 @@ export const OP_PROTOS: Partial<Record<OpName, string>> = {
 export class FuseUnavailableError extends Error {}
 
 const FuseArgs = koffi.struct('s3vault_fuse_args', { argc: 'int', argv: 'char **', allocated: 'int' });
+// struct fuse_buf and struct fuse_bufvec with one buffer (libfuse 3), for bytes handed over from memory.
+const FuseBuf = koffi.struct('s3v_fuse_buf', { size: 'size_t', flags: 'int', mem: 'void *', fd: 'int', pos: 'int64_t' });
+koffi.struct('s3v_fuse_bufvec', { count: 'size_t', idx: 'size_t', off: 'size_t', buf: koffi.array(FuseBuf, 1) });
 
 function bind(lib: LibraryHandle) {
   return {
@@ -93,6 +96,8 @@ function bind(lib: LibraryHandle) {
     // Kernel cache invalidation: may block on the kernel's inode locks, so only ever called with .async.
     invalInode: lib.func('int fuse_lowlevel_notify_inval_inode(void *se, uint64_t ino, int64_t off, int64_t len)'),
     invalEntry: lib.func('int fuse_lowlevel_notify_inval_entry(void *se, uint64_t parent, const char *name, size_t namelen)'),
+    // Bytes into the kernel's page cache of an inode (PageStore): takes page locks, so only ever called with .async.
+    notifyStore: lib.func('int fuse_lowlevel_notify_store(void *se, uint64_t ino, int64_t offset, s3v_fuse_bufvec *bufv, int flags)'),
   };
 }
 

@@ -14,6 +14,7 @@ import { RENAME_EXCHANGE } from '../cbfs/events.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
+import { PageStore } from './page-store.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
 import { createOutBuffer, DirentReply, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, typeBits } from './structs.js';
@@ -29,6 +30,8 @@ export interface FuseOptions {
   maxThreads?: number;
   /** FUSE passthrough for files whose data is all in the vault (default on; off when the kernel lacks it). */
   passthrough?: boolean;
+  /** Random reads store their 1 MiB window into the kernel's page cache (PageStore; default on). */
+  pageCacheFill?: boolean;
   log: Logger;
 }
 
@@ -67,6 +70,7 @@ export class FuseSession {
   private backingWorked = false;
   /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
   private readonly passthroughInodes = new Map<number, { id: number; handles: Set<number>; writers: Set<number> }>();
+  private pageStore: PageStore | undefined;
 
   constructor(
     private readonly fs: CbfsHandlers,
@@ -103,6 +107,7 @@ export class FuseSession {
       throw new Error(`cannot mount FUSE at ${this.options.mountpoint} (see the message above; is it already mounted?)`);
     }
     this.se = se;
+    if (this.options.pageCacheFill !== false) this.pageStore = new PageStore(this.lib, () => this.se, this.log);
     if (this.options.passthrough !== false) {
       try {
         if (negotiatePassthrough(this.lib, se, this.log)) this.backing = new BackingFiles(this.lib, se);
@@ -287,6 +292,14 @@ export class FuseSession {
     this.backing?.close(entry.id);
   }
 
+  private async setAttributes(req: Ptr, ino: number, change: AttributeChange, handle: number | undefined): Promise<void> {
+    const orphan = this.orphanHandle(Number(ino));
+    const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
+    const info = Object.keys(change).length ? await this.fs.setFileAttributes(path, change, handle) : await this.fs.getFileInfo(path);
+    if (!info) throw new FsError(E.ENOENT, 'setattr', path);
+    this.lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
+  }
+
   /** Reply to a read with bytes of a file: pread and write to /dev/fuse happen in libfuse, off the main thread. */
   private replyFromFile(req: Ptr, fd: number, pos: number, len: number): Promise<void> {
     if (len === 0) {
@@ -369,6 +382,7 @@ export class FuseSession {
         }),
       forget: (req: Ptr, ino: number, nlookup: number) => {
         this.inodes.forget(Number(ino), Number(nlookup));
+        this.pageStore?.forget(Number(ino));
         lib.replyNone(req);
       },
       getattr: (req: Ptr, ino: number) =>
@@ -391,11 +405,13 @@ export class FuseSession {
         else if (toSet & SET.MTIME) change.mtimeMs = readI64(attr, STAT.mtim) * 1000 + Math.floor(readI64(attr, STAT.mtim + 8) / 1e6);
         const handle = fi ? this.fh(fi) : this.orphanHandle(Number(ino));
         this.answer(req, 'setattr', `inode ${ino}`, async () => {
-          const orphan = this.orphanHandle(Number(ino));
-          const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
-          const info = Object.keys(change).length ? await fs.setFileAttributes(path, change, handle) : await fs.getFileInfo(path);
-          if (!info) throw new FsError(E.ENOENT, 'setattr', path);
-          lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
+          // A size change: no page of the old size may be stored after it.
+          const stored = change.size !== undefined ? await this.pageStore?.hold(Number(ino), undefined) : undefined;
+          try {
+            await this.setAttributes(req, ino, change, handle);
+          } finally {
+            stored?.();
+          }
         });
       },
       mkdir: (req: Ptr, parent: number, name: Ptr, mode: number) => {
@@ -457,11 +473,17 @@ export class FuseSession {
       open: (req: Ptr, ino: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
         this.answer(req, 'open', `inode ${ino}`, async () => {
-          const handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
-          this.opened(Number(ino), handle);
-          const backingId = this.passthroughOpen(Number(ino), handle, flags);
-          if (backingId > 0) lib.replyBuf(req, openOutBuffer(handle, FOPEN_PASSTHROUGH, backingId), 16);
-          else lib.replyOpen(req, fileInfoBuffer(flags, handle, this.openBits(Number(ino), handle)));
+          const stored = await this.pageStore?.hold(Number(ino), flags);
+          let handle: number | undefined;
+          try {
+            handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
+            this.opened(Number(ino), handle);
+            const backingId = this.passthroughOpen(Number(ino), handle, flags);
+            if (backingId > 0) lib.replyBuf(req, openOutBuffer(handle, FOPEN_PASSTHROUGH, backingId), 16);
+            else lib.replyOpen(req, fileInfoBuffer(flags, handle, this.openBits(Number(ino), handle)));
+          } finally {
+            stored?.(handle);
+          }
         });
       },
       create: (req: Ptr, parent: number, name: Ptr, mode: number, fi: Ptr) => {
@@ -472,6 +494,8 @@ export class FuseSession {
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           this.opened(ino, handle);
+          // A new file: no page of it was stored; its writer is counted before the reply lets it write.
+          (await this.pageStore?.hold(ino, flags))?.(handle);
           const backingId = this.passthroughOpen(ino, handle, flags);
           if (backingId > 0) lib.replyBuf(req, createOutBuffer(ino, info, this.attrTimeout, handle, FOPEN_PASSTHROUGH, backingId), 144);
           else lib.replyCreate(req, entryBuffer(ino, info, this.attrTimeout), fileInfoBuffer(flags, handle, this.openBits(ino, handle)));
@@ -484,7 +508,7 @@ export class FuseSession {
           if (Number(size) >= FD_REPLY_MIN && fs.readFileInto) {
             // Exactly one reply: a request failed at its deadline must not be answered again by the tardy handler.
             let answered = false;
-            const send = (fd: number, pos: number, len: number) => (answered ? Promise.resolve() : ((answered = true), this.replyFromFile(req, fd, pos, len)));
+            const send = (fd: number, pos: number, len: number) => (answered ? Promise.resolve() : ((answered = true), this.pageStore?.afterRead(Number(ino), handle, pos, len, undefined), this.replyFromFile(req, fd, pos, len)));
             try {
               if (await fs.readFileInto(handle, Number(off), Number(size), send)) return;
             } catch (err) {
@@ -495,6 +519,7 @@ export class FuseSession {
           }
           const data = await fs.readFile(handle, Number(off), Number(size));
           lib.replyBuf(req, data, data.length);
+          this.pageStore?.afterRead(Number(ino), handle, Number(off), data.length, (o, l) => fs.readFile(handle, o, l));
         });
       },
       write: (req: Ptr, ino: number, buf: Ptr, size: number, off: number, fi: Ptr) => {
@@ -516,10 +541,12 @@ export class FuseSession {
         const handle = this.fh(fi);
         this.answer(req, 'release', `inode ${ino}`, async () => {
           try {
+            await this.pageStore?.settle(Number(ino));
             await fs.closeFile(handle);
           } finally {
             this.released(Number(ino), handle);
             this.passthroughReleased(Number(ino), handle);
+            this.pageStore?.released(Number(ino), handle);
           }
           lib.replyErr(req, 0);
         });
