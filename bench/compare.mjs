@@ -447,6 +447,9 @@ try {
     const sdk = [];
     for (let i = 0; i < reps; i++) {
       await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/sdk-${i}`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
+      // Every rename below meets the server in the same state (its copy of the source read back in): the SDK's
+      // copy came right after its upload, the mounts' minutes later, when the host may have paged it out.
+      coldClient(`ren/sdk-${i}`);
       sdk.push(
         await timeAsync(async () => {
           await client.send(new CopyObjectCommand({ Bucket: BUCKET, Key: `ren/sdk-${i}-moved`, CopySource: `${BUCKET}/ren/sdk-${i}` }));
@@ -456,11 +459,15 @@ try {
     }
     record(`rename ${n} MB file`, 'sdk', sdk);
     for (const sys of systems) for (let i = 0; i < reps; i++) await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/${sys}-${i}`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
-    await onMounts(`rename ${n} MB file`, async (m, i) => time(() => sh(`mv ${m.mp}/ren/${m.name}-${i} ${m.mp}/ren/${m.name}-${i}-moved`)));
+    await onMounts(`rename ${n} MB file`, async (m, i) => {
+      coldClient(`ren/${m.name}-${i}`);
+      return time(() => sh(`mv ${m.mp}/ren/${m.name}-${i} ${m.mp}/ren/${m.name}-${i}-moved`));
+    });
     // The same once the names are looked up (stat first): the server-side part alone, what the raw SDK row does.
     record(`rename ${n} MB file, names looked up`, 'sdk', sdk);
     for (const sys of systems) for (let i = 0; i < reps; i++) await new Upload({ client, params: { Bucket: BUCKET, Key: `ren/${sys}-${i}-w`, Body: body }, partSize: 8 * MiB, queueSize: 4 }).done();
     await onMounts(`rename ${n} MB file, names looked up`, async (m, i) => {
+      coldClient(`ren/${m.name}-${i}-w`);
       sh(`stat ${m.mp}/ren/${m.name}-${i}-w > /dev/null; stat ${m.mp}/ren/${m.name}-${i}-w2 2>/dev/null; true`);
       return time(() => sh(`mv ${m.mp}/ren/${m.name}-${i}-w ${m.mp}/ren/${m.name}-${i}-w2`));
     });

@@ -5,9 +5,10 @@
  * stored into the kernel's cache for the inode, and the next reads within it never leave the kernel.
  *
  * Storing overwrites the cached pages, so it must never race a writer: it is only done while no handle of the
- * inode is open for writing, and an open for writing, a size change and a release wait for stores in flight
- * (so a file's state settles before its last handle goes). A store
- * never reaches past the file's size (the kernel would grow the file to cover it). Stores run on libuv's thread
+ * inode is open for writing (a writer's dirty pages are written back before its release), and an open for
+ * writing and a size change wait for stores in flight and hold new ones off. A store never reaches past the
+ * file's size (the kernel would grow the file to cover it). The bytes are copied out of the vault first, so a
+ * store needs no descriptor of the file. Stores run on libuv's thread
  * pool (the kernel takes each page's lock, which an unanswered read of that page holds), at most
  * MAX_IN_FLIGHT at once; a read that finds them busy just does without.
  */
@@ -73,12 +74,6 @@ export class PageStore {
       s.holds--;
       if (fh !== undefined && flags !== undefined) s.writers.add(fh);
     };
-  }
-
-  /** Before a release: stores in flight read the data file through a descriptor it may close. */
-  async settle(ino: number): Promise<void> {
-    const s = this.inodes.get(ino);
-    while (s?.inFlight.size) await Promise.allSettled([...s.inFlight]);
   }
 
   released(ino: number, fh: number): void {

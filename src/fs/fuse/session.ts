@@ -541,7 +541,6 @@ export class FuseSession {
         const handle = this.fh(fi);
         this.answer(req, 'release', `inode ${ino}`, async () => {
           try {
-            await this.pageStore?.settle(Number(ino));
             await fs.closeFile(handle);
           } finally {
             this.released(Number(ino), handle);
