@@ -55,10 +55,10 @@ export class PageStore {
   }
 
   /**
-   * Before an open is answered (flags), or a size change (flags undefined). An open for writing and a size change
-   * hold stores off until the returned `done` is called, and wait for those in flight. `done(fh)` once the open
-   * was answered (fh undefined if it failed, or for a size change): after an open without keep_cache the kernel
-   * has dropped the inode's pages, so nothing counts as stored.
+   * Before an open is answered (flags), or a size change (flags undefined): waits for stores in flight, and an
+   * open for writing or a size change holds new ones off until the returned `done` is called. Call `done(fh)`
+   * once the open was answered (fh undefined if it failed, or for a size change): after an open without
+   * keep_cache the kernel has dropped the inode's pages, so nothing counts as stored.
    */
   async hold(ino: number, flags: number | undefined): Promise<(fh?: number) => void> {
     const s = this.state(ino);
@@ -66,8 +66,10 @@ export class PageStore {
     if (writer) {
       s.holds++;
       s.stored.clear();
-      while (s.inFlight.size) await Promise.allSettled([...s.inFlight]);
     }
+    // Readers too: a store still in flight from a handle already released could be of a version this open no
+    // longer shows (the kernel drops the inode's pages when it opens without keep_cache, not after).
+    while (s.inFlight.size) await Promise.allSettled([...s.inFlight]);
     return (fh) => {
       if (fh !== undefined) s.stored.clear();
       if (!writer) return;
