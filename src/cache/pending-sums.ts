@@ -11,8 +11,8 @@
  * Each block is looked up, read and summed in one synchronous step, so no write can slip in between: a write
  * marks its block dirty before any byte moves, and a dirty block is never summed here (its commit sums it).
  */
-import { closeSync, readSync } from 'node:fs';
-import { blockSum } from './checksum.js';
+import { closeSync } from 'node:fs';
+import { blockSumsInFile } from './fetch-sink.js';
 
 /** Where a pending block's bytes are now. */
 export interface SumSource {
@@ -46,7 +46,6 @@ export class PendingSums {
   /** Bumped whenever a fetch starts or ends or a file is read: a sweep stops when it moved. */
   private activity = 0;
   private timer: NodeJS.Timeout | undefined;
-  private buf = Buffer.alloc(0);
   private stopped = false;
 
   constructor(private readonly o: PendingSumsOptions) {}
@@ -132,7 +131,8 @@ export class PendingSums {
           taken++;
           this.count--;
           set.delete(idx);
-          if (src && src.wants(idx)) sums.push({ idx, sum: this.sumOf(src, idx) });
+          const sum = src && src.wants(idx) ? this.sumOf(src, idx) : undefined;
+          if (sum !== undefined) sums.push({ idx, sum });
         }
       } finally {
         if (src?.owned) closeSync(src.fd);
@@ -143,18 +143,8 @@ export class PendingSums {
     return taken;
   }
 
-  private sumOf(src: SumSource, idx: number): string {
+  private sumOf(src: SumSource, idx: number): string | undefined {
     const bs = this.o.blockSize;
-    const span = Math.max(0, Math.min(bs, src.size - idx * bs));
-    if (this.buf.length < span) this.buf = Buffer.alloc(bs);
-    let got = 0;
-    while (got < span) {
-      const n = readSync(src.fd, this.buf, got, span - got, idx * bs + got);
-      if (n === 0) break;
-      got += n;
-    }
-    // Past the data file's end: zeros, as a short fetch leaves them and as the vault reads them.
-    if (got < span) this.buf.fill(0, got, span);
-    return blockSum(this.buf.subarray(0, span));
+    return blockSumsInFile(src.fd, idx, idx, bs, (b) => Math.min(bs, src.size - b * bs)).get(idx);
   }
 }
