@@ -8,9 +8,9 @@
  * inode is open for writing (a writer's dirty pages are written back before its release), and an open for
  * writing and a size change wait for stores in flight and hold new ones off. A store never reaches past the
  * file's size (the kernel would grow the file to cover it). The bytes are copied out of the vault first, so a
- * store needs no descriptor of the file. Stores run on libuv's thread
- * pool (the kernel takes each page's lock, which an unanswered read of that page holds), at most
- * MAX_IN_FLIGHT at once; a read that finds them busy just does without.
+ * store needs no descriptor of the file. Stores run on libuv's thread pool (the kernel takes each page's lock,
+ * which an unanswered read of that page holds), at most MAX_IN_FLIGHT at once; a read that finds them busy just
+ * does without.
  */
 import type { Logger } from '../../log.js';
 import type { FuseLib } from './native.js';
@@ -91,15 +91,20 @@ export class PageStore {
     if (s && !s.inFlight.size && !s.writers.size && !s.holds) this.inodes.delete(ino);
   }
 
+  /** A large read was answered (never stored: the kernel asks that much only of sequential readers). */
+  noteRead(fh: number, off: number, len: number): void {
+    this.readEnds.set(fh, off + len);
+  }
+
   /**
    * After a small read was answered: if it was a random one, store its window into the kernel's cache (once per
    * open of the inode).
    */
-  afterRead(ino: number, fh: number, off: number, len: number, read: WindowReader | undefined): void {
+  afterRead(ino: number, fh: number, off: number, len: number, read: WindowReader): void {
     // A handle's first read at 0 counts as the start of a sequential one (cat of a small file reads it whole).
     const sequential = (this.readEnds.get(fh) ?? 0) === off;
     this.readEnds.set(fh, off + len);
-    if (!read || sequential || len === 0 || this.inFlight >= MAX_IN_FLIGHT) return;
+    if (sequential || len === 0 || this.inFlight >= MAX_IN_FLIGHT) return;
     const s = this.state(ino);
     const w = Math.floor(off / this.window);
     if (s.writers.size || s.holds || s.stored.has(w)) return;

@@ -508,9 +508,12 @@ export class FuseSession {
           if (Number(size) >= FD_REPLY_MIN && fs.readFileInto) {
             // Exactly one reply: a request failed at its deadline must not be answered again by the tardy handler.
             let answered = false;
-            const send = (fd: number, pos: number, len: number) => (answered ? Promise.resolve() : ((answered = true), this.pageStore?.afterRead(Number(ino), handle, pos, len, undefined), this.replyFromFile(req, fd, pos, len)));
+            const send = (fd: number, pos: number, len: number) => (answered ? Promise.resolve() : ((answered = true), this.replyFromFile(req, fd, pos, len)));
             try {
-              if (await fs.readFileInto(handle, Number(off), Number(size), send)) return;
+              if (await fs.readFileInto(handle, Number(off), Number(size), send)) {
+                this.pageStore?.noteRead(handle, Number(off), Number(size));
+                return;
+              }
             } catch (err) {
               if (answered) return;
               answered = true;
