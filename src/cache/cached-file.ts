@@ -256,8 +256,12 @@ export class CachedFile {
    * reader consumes it; a jump resets it, so random reads fetch only what they touch.
    */
   private readAhead(start: number, end: number, last: number): void {
-    const sequential = start === this.lastReadEnd;
-    this.lastReadEnd = end;
+    // The kernel sends a sequential reader's requests a few at a time and they may arrive out of order (a block
+    // before the one ahead of it, seen twice per GiB of dd): a read that close to the end keeps a running window.
+    const slack = Math.max(this.ctx.blockSize, end - start);
+    const near = this.window > 0 && start >= this.lastReadEnd - 2 * slack && start <= this.lastReadEnd + slack;
+    const sequential = start === this.lastReadEnd || near;
+    this.lastReadEnd = near ? Math.max(this.lastReadEnd, end) : end;
     if (!sequential) {
       this.window = 0;
       this.aheadNext = 0;
