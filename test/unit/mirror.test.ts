@@ -248,6 +248,32 @@ describe('mirror: namespace', () => {
     expect((await fs.enumerateDirectory('/dst')).map((e) => e.name).sort()).toEqual(['a', 'b', 'c']);
   });
 
+  it('a directory moves with its copies in parallel (16 at most); a failed copy deletes nothing', async () => {
+    for (let i = 0; i < 40; i++) storage.putObject(`big/f${i}`, `x${i}`);
+    let running = 0;
+    let most = 0;
+    const copy = storage.copy.bind(storage);
+    storage.copy = async (...args: Parameters<MemoryStorage['copy']>) => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      return copy(...args);
+    };
+    await fs.renameOrMoveFile('/big', '/moved', 0);
+    expect(most).toBeGreaterThan(1);
+    expect(most).toBeLessThanOrEqual(16);
+    expect([...storage.objects.keys()].filter((k) => k.startsWith('big/'))).toEqual([]);
+    expect((await fs.enumerateDirectory('/moved')).length).toBe(40);
+    // One copy of forty fails: the rename fails and every source is still there.
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    faulty.failNext('copy', RWRESULT.FAILURE, 1);
+    await expect(fs.renameOrMoveFile('/moved', '/again', 0)).rejects.toMatchObject({ errno: 5 });
+    expect([...storage.objects.keys()].filter((k) => k.startsWith('moved/f')).length).toBe(40);
+  });
+
   it('names over 255 bytes are ENAMETOOLONG', async () => {
     await expect(fs.createFile(`/${'x'.repeat(256)}`, 0o644, 0, caller)).rejects.toMatchObject({ errno: 36 });
   });
