@@ -274,6 +274,29 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()].filter((k) => k.startsWith('moved/f')).length).toBe(40);
   });
 
+  it('a directory rename uploads the changes under it together first, and the copies carry them', async () => {
+    await fs.createDirectory('/fresh', 0o755, caller);
+    for (let i = 0; i < 40; i++) {
+      const { handle } = await fs.createFile(`/fresh/f${i}`, 0o644, 0o1, caller);
+      await fs.writeFile(handle, 0, Buffer.from(`v${i}`));
+      await fs.cleanupFile(handle);
+      await fs.closeFile(handle);
+    }
+    let running = 0;
+    let most = 0;
+    const write = storage.write.bind(storage);
+    storage.write = async (...args: Parameters<MemoryStorage['write']>) => {
+      most = Math.max(most, ++running);
+      await new Promise((r) => setTimeout(r, 5));
+      running--;
+      return write(...args);
+    };
+    await fs.renameOrMoveFile('/fresh', '/done', 0);
+    expect(most).toBeGreaterThan(1);
+    for (let i = 0; i < 40; i++) expect(storage.objects.get(`done/f${i}`)?.data.toString()).toBe(`v${i}`);
+    expect([...storage.objects.keys()].filter((k) => k.startsWith('fresh'))).toEqual([]);
+  });
+
   it('names over 255 bytes are ENAMETOOLONG', async () => {
     await expect(fs.createFile(`/${'x'.repeat(256)}`, 0o644, 0, caller)).rejects.toMatchObject({ errno: 36 });
   });

@@ -599,8 +599,10 @@ export class S3Mirror implements CbfsHandlers {
   private async renameDirectory(from: string, to: string): Promise<void> {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
-    // Pending changes under it go up first, so the server-side copies carry them.
-    for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.dirty && !rec.local) await this.vault.flushFile(rec.key);
+    // Pending changes under it go up first, so the server-side copies carry them: all queued at once, the
+    // write-back queue bounds how many run (one after another, `tar x` into a directory then `mv` paid a round
+    // trip per file).
+    await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
     await this.putMarker(to, (await this.getFileInfo(from))!);
     const id = this.vault.beginRename(fromPrefix, toPrefix);
