@@ -186,6 +186,28 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/f'))?.mode).toBe(0o700);
   });
 
+  it('chmod, chown and utimens that change nothing send nothing (tar x sets them on every directory it makes)', async () => {
+    await fs.createDirectory('/d', 0o755, caller);
+    await writeFile('/d/f', 'data');
+    const writes = storage.calls.write ?? 0;
+    const copies = storage.calls.copy ?? 0;
+    const dir = (await fs.getFileInfo('/d'))!;
+    const file = (await fs.getFileInfo('/d/f'))!;
+    await fs.setFileAttributes('/d', { uid: caller.uid, gid: caller.gid });
+    await fs.setFileAttributes('/d', { mode: 0o40755 });
+    await fs.setFileAttributes('/d', { mtimeMs: dir.mtimeMs });
+    await fs.setFileAttributes('/d/f', { mode: file.mode, uid: file.uid, gid: file.gid, mtimeMs: file.mtimeMs });
+    expect(storage.calls.write ?? 0).toBe(writes);
+    expect(storage.calls.copy ?? 0).toBe(copies);
+    // A real change still goes to storage, and only it.
+    await fs.setFileAttributes('/d', { mtimeMs: 1_500_000_000_000 });
+    expect(storage.calls.write).toBe(writes + 1);
+    expect(Number(storage.objects.get('d/')!.meta.mtime)).toBe(1_500_000_000);
+    await fs.setFileAttributes('/d/f', { mode: 0o600 });
+    expect(storage.calls.copy).toBe(copies + 1);
+    expect(Number(storage.objects.get('d/f')!.meta.mode) & 0o7777).toBe(0o600);
+  });
+
   it('truncate of a closed file rewrites the object', async () => {
     await writeFile('/t', 'abcdef');
     await fs.setFileAttributes('/t', { size: 2 });
