@@ -29,6 +29,20 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** Makes each call of `method` take 5 ms and records how many ran at once at most. */
+function overlapOf(target: MemoryStorage, method: 'copy' | 'write'): { most: number } {
+  const seen = { most: 0 };
+  let running = 0;
+  const inner = (target[method] as (...a: unknown[]) => Promise<unknown>).bind(target);
+  (target as unknown as Record<string, unknown>)[method] = async (...args: unknown[]) => {
+    seen.most = Math.max(seen.most, ++running);
+    await new Promise((r) => setTimeout(r, 5));
+    running--;
+    return inner(...args);
+  };
+  return seen;
+}
+
 async function writeFile(p: string, text: string): Promise<void> {
   const { handle } = await fs.createFile(p, 0o644, 0o1, caller);
   await fs.writeFile(handle, 0, Buffer.from(text));
@@ -272,18 +286,10 @@ describe('mirror: namespace', () => {
 
   it('a directory moves with its copies in parallel (16 at most); a failed copy deletes nothing', async () => {
     for (let i = 0; i < 40; i++) storage.putObject(`big/f${i}`, `x${i}`);
-    let running = 0;
-    let most = 0;
-    const copy = storage.copy.bind(storage);
-    storage.copy = async (...args: Parameters<MemoryStorage['copy']>) => {
-      most = Math.max(most, ++running);
-      await new Promise((r) => setTimeout(r, 5));
-      running--;
-      return copy(...args);
-    };
+    const copies = overlapOf(storage, 'copy');
     await fs.renameOrMoveFile('/big', '/moved', 0);
-    expect(most).toBeGreaterThan(1);
-    expect(most).toBeLessThanOrEqual(16);
+    expect(copies.most).toBeGreaterThan(1);
+    expect(copies.most).toBeLessThanOrEqual(16);
     expect([...storage.objects.keys()].filter((k) => k.startsWith('big/'))).toEqual([]);
     expect((await fs.enumerateDirectory('/moved')).length).toBe(40);
     // One copy of forty fails: the rename fails and every source is still there.
@@ -304,17 +310,9 @@ describe('mirror: namespace', () => {
       await fs.cleanupFile(handle);
       await fs.closeFile(handle);
     }
-    let running = 0;
-    let most = 0;
-    const write = storage.write.bind(storage);
-    storage.write = async (...args: Parameters<MemoryStorage['write']>) => {
-      most = Math.max(most, ++running);
-      await new Promise((r) => setTimeout(r, 5));
-      running--;
-      return write(...args);
-    };
+    const uploads = overlapOf(storage, 'write');
     await fs.renameOrMoveFile('/fresh', '/done', 0);
-    expect(most).toBeGreaterThan(1);
+    expect(uploads.most).toBeGreaterThan(1);
     for (let i = 0; i < 40; i++) expect(storage.objects.get(`done/f${i}`)?.data.toString()).toBe(`v${i}`);
     expect([...storage.objects.keys()].filter((k) => k.startsWith('fresh'))).toEqual([]);
   });
