@@ -55,9 +55,10 @@ const MAX_OBJECT = 5 * 1024 ** 4;
 function sameAttributes(info: FileInfo, next: FileInfo): boolean {
   return info.mode === next.mode && info.uid === next.uid && info.gid === next.gid && info.mtimeMs === next.mtimeMs && (info.xattrs ?? null) === (next.xattrs ?? null);
 }
+
 /**
  * Server-side copies of a directory move at once. One at a time, each waited its round trip and the server's file
- * I/O: `mv` of a 1000-file directory took 8.4 s against s3rver, one core never busy (5.3 s of its CPU).
+ * I/O: `mv` of a 1000-file directory took 5.4 s against s3rver (2.9-3.4 s with 16).
  */
 const MOVE_CONCURRENCY = 16;
 const ZEROS = Buffer.alloc(1024 * 1024);
