@@ -4,6 +4,7 @@
  * changes durable there, and the vault's write-back queue uploads them after FlushAfterCloseDelay. Rename is
  * server-side copy + delete. See docs/SEMANTICS.md for each operation.
  */
+import PQueue from 'p-queue';
 import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
 import { StorageError } from '../../storage/rwresult.js';
@@ -630,26 +631,25 @@ export class S3Mirror implements CbfsHandlers {
    */
   private async moveTree(fromPrefix: string, toPrefix: string, progress?: () => void): Promise<void> {
     const all = await this.storage.list(fromPrefix);
-    const keys = all.objects.map((o) => o.key).filter((k) => k !== fromPrefix);
-    // Copies run MOVE_CONCURRENCY at a time; after a failure no new one starts, those in flight end, and the
-    // first error stands (no source has been deleted yet).
-    let next = 0;
+    // Copies run MOVE_CONCURRENCY at a time; the first failure stops the queue (those in flight end) and stands:
+    // no source has been deleted yet.
+    const queue = new PQueue({ concurrency: MOVE_CONCURRENCY });
     let failure: { err: unknown } | undefined;
-    const worker = async (): Promise<void> => {
-      while (!failure && next < keys.length) {
-        const key = keys[next++]!;
-        const target = toPrefix + key.slice(fromPrefix.length);
-        try {
-          await this.storage.copy(key, target);
-        } catch (err) {
+    for (const o of all.objects) {
+      if (o.key === fromPrefix) continue;
+      const target = toPrefix + o.key.slice(fromPrefix.length);
+      queue
+        .add(async () => {
+          await this.storage.copy(o.key, target);
+          this.vault.renameFile(o.key, target);
+          progress?.();
+        })
+        .catch((err: unknown) => {
           failure ??= { err };
-          return;
-        }
-        this.vault.renameFile(key, target);
-        progress?.();
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(MOVE_CONCURRENCY, keys.length) }, worker));
+          queue.clear();
+        });
+    }
+    await queue.onIdle();
     if (failure) throw failure.err;
     // Local files have no object: only their records move.
     for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
