@@ -5,6 +5,9 @@
 //   npm run bench -- --quick           small sizes, 1 run (a few minutes)
 //   npm run bench -- --server rgw      on the Ceph RADOS Gateway instead of s3rver
 //   npm run bench -- --only read,ls    some workloads: write, read, fio, small, ls, rename, untar
+// Each workload runs rep by rep: the i-th run of s3vault, of each peer and of the local-disk and raw-SDK references
+// follow each other within minutes, in an order that turns each rep, so that a slow phase of the machine falls on
+// all of them alike.
 // Other figures: bench/dd.sh and bench/vault.sh (dd and fio against local disk), bench/big-tree.mjs (100 000-entry
 // directories and trees), bench/raw-sdk-get.mjs and bench/vault-read.mjs (cold-read references).
 import { spawnSync } from 'node:child_process';
