@@ -1,9 +1,9 @@
 /**
  * The FUSE adapter: a dispatch table from libfuse low-level operations to CBFS events (src/fs/cbfs).
- * libfuse's multi-threaded loop runs on a libuv worker thread (koffi async call); each operation callback is
- * relayed by koffi to the Node main thread, where it only decodes its arguments, starts the event and
- * returns. The reply (fuse_reply_*) is sent when the event settles — so a read waiting on S3 never blocks
- * other requests. Every request is answered exactly once (`answer`).
+ * Requests are read and handed to libfuse on the Node main thread (request-loop.ts); each operation callback
+ * only decodes its arguments, starts the event and returns. The reply (fuse_reply_*) is sent when the event
+ * settles — so a read waiting on S3 never blocks other requests. Every request is answered exactly once
+ * (`answer`).
  * Never touch the mountpoint from this process: the main thread would wait on the kernel, which waits on it.
  */
 import { spawn } from 'node:child_process';
@@ -15,6 +15,7 @@ import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { PageStore } from './page-store.js';
+import { serveOnMainThread } from './request-loop.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
 import { createOutBuffer, DirentReply, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, typeBits } from './structs.js';
@@ -157,9 +158,17 @@ export class FuseSession {
     }
   }
 
-  /** Run the request loop on a worker thread; resolves when the filesystem is unmounted. */
+  /** Serve requests until the filesystem is unmounted: on the main thread (request-loop.ts), else libfuse's threads. */
   run(): Promise<number> {
     if (!this.se) throw new Error('not mounted');
+    if (process.env.S3VAULT_FUSE_THREADS !== '1') {
+      const served = serveOnMainThread(this.lib, this.se, this.log);
+      if (served) {
+        this.loopDone = served;
+        return served;
+      }
+      this.log.warn('cannot poll /dev/fuse from the main thread: serving FUSE requests on libfuse threads');
+    }
     const cfg = this.lib.loopCfgCreate();
     this.lib.loopCfgSetMaxThreads(cfg, this.options.maxThreads ?? 16);
     this.loopDone = new Promise((resolve, reject) => {
