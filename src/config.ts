@@ -18,6 +18,11 @@ export const vaultConfigSchema = z.object({
   readAheadBlocks: z.number().int().min(0).max(256).default(64),
   /** FlushAfterCloseDelay: a changed file is uploaded this long after its last close. */
   flushAfterCloseMs: z.number().int().min(0).default(2000),
+  /**
+   * While changed files keep closing (a copy, an unpack), their uploads wait for the mount to go quiet (no close for
+   * flushAfterCloseMs), but no file waits longer than this after its close. At most flushAfterCloseMs: never wait.
+   */
+  flushMaxDelayMs: z.number().int().min(0).default(30_000),
   /** Files uploaded at once (at most; the queue's memory budget lets fewer large ones run together). */
   uploadConcurrency: z.number().int().min(1).max(64).default(32),
   /** What an upload does when the object changed in storage meanwhile. */

@@ -41,6 +41,8 @@ export interface VaultOptions {
   transfer?: TransferHandlers;
   /** FLUSH_DELAYED on close waits this long before uploading (FlushAfterCloseDelay). */
   flushAfterCloseMs?: number;
+  /** While changed files keep closing, uploads wait for a pause, but none longer than this after its close. */
+  flushMaxDelayMs?: number;
   /** Files uploaded at once by the write-back queue. */
   uploadConcurrency?: number;
   /** Retry delays of transient upload failures: doubled per attempt from base up to max, with jitter. */
@@ -688,6 +690,9 @@ export class Vault {
     this.writeback = new WriteBack({
       concurrency: options.uploadConcurrency ?? 32,
       delayMs: options.flushAfterCloseMs ?? 2000,
+      maxDelayMs: options.flushMaxDelayMs ?? 30_000,
+      // Past half the dirty budget, uploads go at once: writers would soon wait for room.
+      deferBytes: () => this.dirtyBudget / 2,
       retryBaseMs: options.retryBaseMs ?? 1000,
       retryMaxMs: options.retryMaxMs ?? 60_000,
       upload: (key) => this.uploadKey(key),

@@ -43,6 +43,7 @@ interface MountFlags {
   sync?: string;
   conflict?: string;
   flushDelay?: string;
+  flushMaxDelay?: string;
   eventTimeout?: string;
   capacity?: string;
   asOf?: string;
@@ -60,6 +61,7 @@ function mountFlagsConfig(flags: MountFlags) {
       sizeLimit: flags.cacheSize && parseSize(flags.cacheSize),
       conflictPolicy: flags.conflict,
       flushAfterCloseMs: flags.flushDelay === undefined ? undefined : Number(flags.flushDelay),
+      flushMaxDelayMs: flags.flushMaxDelay === undefined ? undefined : Number(flags.flushMaxDelay),
       streamUploads: flags.streamUploads,
     },
     fs: { readOnly: flags.readOnly, allowOther: flags.allowOther, sync: flags.sync, eventTimeoutMs: flags.eventTimeout === undefined ? undefined : Number(flags.eventTimeout), capacityBytes: flags.capacity === undefined ? undefined : parseSize(flags.capacity), asOf: flags.asOf, listingTtlMs: flags.listingTtl === undefined ? undefined : Number(flags.listingTtl) * 1000, listingAttributes: flags.listingAttributes, passthrough: flags.passthrough === false ? false : undefined },
@@ -96,6 +98,7 @@ function addMountOptions(cmd: Command): Command {
     .option('--sync <mode>', 'vault: fsync is durable in the vault (default); remote: fsync waits until the file is in S3')
     .option('--conflict <policy>', 'when the object changed in S3 since it was cached: keep-both (default), local-wins, remote-wins')
     .option('--flush-delay <ms>', 'upload a changed file this long after its last close (default 2000)')
+    .option('--flush-max-delay <ms>', 'while other changed files keep closing (a copy, an unpack), wait for them to stop, but no longer than this after the close (default 30000; at most --flush-delay: never wait)')
     .option('--read-only', 'mount read-only: every change fails with EROFS, and no request that changes the bucket is sent')
     .option('--as-of <time>', 'show a versioned bucket as it was at this instant (e.g. 2026-11-01T12:00:00Z); read-only')
     .option('--listing-ttl <seconds>', 'how long directory listings kept in the vault are used without asking S3 (default 60); longer makes walks of large trees free')

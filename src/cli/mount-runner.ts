@@ -116,6 +116,7 @@ export async function runMount(job: MountJob): Promise<number> {
       readAheadBlocks: config.vault.readAheadBlocks,
       sizeLimit: config.vault.sizeLimit,
       flushAfterCloseMs: config.vault.flushAfterCloseMs,
+      flushMaxDelayMs: config.vault.flushMaxDelayMs,
       uploadConcurrency: config.vault.uploadConcurrency,
       conflictPolicy: config.vault.conflictPolicy,
       dirtyBudget: config.vault.dirtyBudget,

@@ -198,6 +198,56 @@ describe('write-back queue', () => {
   });
 });
 
+describe('write-back while changed files keep closing', () => {
+  /** Close a changed file every `everyMs` for `forMs` (f0, f1, …), as a copy or an unpack does; resolves when done. */
+  async function keepClosing(forMs: number, everyMs: number, size = 1): Promise<number> {
+    const end = Date.now() + forMs;
+    let n = 0;
+    while (Date.now() < end) {
+      await change(`f${n++}`, 'x'.repeat(size));
+      await sleep(everyMs);
+    }
+    return n;
+  }
+
+  it('uploads wait until the closes stop, then all go', async () => {
+    await open({ flushAfterCloseMs: 100, flushMaxDelayMs: 10_000 });
+    const closing = keepClosing(700, 30);
+    // f0's delay ran out long ago, but files are still closing.
+    await sleep(450);
+    expect(text('f0')).toBeUndefined();
+    const n = await closing;
+    await until(() => Array.from({ length: n }, (_, i) => text(`f${i}`)).every((t) => t === 'x'));
+  });
+
+  it('no file waits longer than the max delay after its close', async () => {
+    await open({ flushAfterCloseMs: 50, flushMaxDelayMs: 300 });
+    const closing = keepClosing(1500, 20);
+    // Within 1 s, while files go on closing for 1.5 s.
+    await until(() => text('f0') === 'x', 1000);
+    await closing;
+  });
+
+  it('a flush (fsync, s3vault flush) does not wait for the closes to stop', async () => {
+    await open({ flushAfterCloseMs: 100, flushMaxDelayMs: 10_000 });
+    const closing = keepClosing(1500, 30);
+    await sleep(100);
+    await change('wanted', 'now');
+    const started = Date.now();
+    await vault.flushFile('wanted');
+    expect(Date.now() - started).toBeLessThan(1000);
+    expect(text('wanted')).toBe('now');
+    await closing;
+  });
+
+  it('past half the dirty budget, uploads go while files still close', async () => {
+    await open({ flushAfterCloseMs: 50, flushMaxDelayMs: 10_000, dirtyBudget: 1024 * 1024 });
+    const closing = keepClosing(1500, 30, 200 * 1024);
+    await until(() => text('f0') !== undefined, 1200);
+    await closing;
+  });
+});
+
 describe('write-back queue order', () => {
   it('uploads in due order, whatever order files were scheduled in, one slot at a time', async () => {
     const { WriteBack } = await import('../../src/cache/writeback.js');
