@@ -127,15 +127,42 @@ export function registerCallback(proto: string, fn: (...args: never[]) => void):
   return { ptr: cb, release: () => koffi.unregister(cb) };
 }
 
-let strlen: ((p: Ptr) => number | bigint) | undefined;
+/** The libc functions the binding calls itself (not through libfuse), loaded on first use. */
+export interface Libc {
+  strlen: (p: Ptr) => number | bigint;
+  dlsym: (handle: null, name: string) => Ptr;
+  writev: (fd: number, iov: Ptr, count: number) => number | bigint;
+  ioctl: (fd: number, request: number, ...args: unknown[]) => number;
+  free: (p: Ptr) => void;
+  dup: (fd: number) => number;
+  close: (fd: number) => number;
+  /** memmove(b, b, 0) returns b: the address of a Buffer's bytes. */
+  memmove: (dest: Buffer, src: Buffer, n: number) => Ptr;
+}
+
+let libcFns: Libc | undefined;
+export function libc(): Libc {
+  if (libcFns) return libcFns;
+  const lib = koffi.load('libc.so.6');
+  libcFns = {
+    strlen: lib.func('size_t strlen(void *s)') as Libc['strlen'],
+    dlsym: lib.func('void *dlsym(void *handle, const char *name)') as Libc['dlsym'],
+    writev: lib.func('int64_t writev(int fd, void *iov, int count)') as Libc['writev'],
+    ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)') as Libc['ioctl'],
+    free: lib.func('void free(void *p)') as Libc['free'],
+    dup: lib.func('int dup(int fd)') as Libc['dup'],
+    close: lib.func('int close(int fd)') as Libc['close'],
+    memmove: lib.func('void *memmove(void *dest, const void *src, size_t n)') as Libc['memmove'],
+  };
+  return libcFns;
+}
 
 /**
  * A name the kernel passed, as raw bytes decoded strictly: S3 keys are UTF-8, so a name that is not valid UTF-8
  * is refused (EILSEQ) rather than silently changed by a lossy decode.
  */
 export function decodeName(ptr: Ptr): string | null {
-  strlen ??= koffi.load('libc.so.6').func('size_t strlen(void *s)') as (p: Ptr) => number | bigint;
-  const n = Number(strlen(ptr));
+  const n = Number(libc().strlen(ptr));
   if (n === 0) return '';
   try {
     return strictUtf8.decode(new Uint8Array(koffi.view(ptr, n)));

@@ -11,7 +11,7 @@
  */
 import koffi from 'koffi';
 import type { Logger } from '../../log.js';
-import { registerCallback, type FuseLib, type Ptr } from './native.js';
+import { libc, registerCallback, type FuseLib, type Ptr } from './native.js';
 
 const FUSE_INIT = 26;
 const FUSE_INIT_EXT = 1 << 30;
@@ -30,26 +30,6 @@ const FUSE_DEV_IOC_BACKING_OPEN = 0x4010e501;
 const FUSE_DEV_IOC_BACKING_CLOSE = 0x4004e502;
 export const FOPEN_PASSTHROUGH = 1 << 7;
 
-type Libc = {
-  dlsym: (handle: null, name: string) => Ptr;
-  writev: (fd: number, iov: Ptr, count: number) => number | bigint;
-  ioctl: (fd: number, request: number, ...args: unknown[]) => number;
-  free: (p: Ptr) => void;
-};
-
-let libc: Libc | undefined;
-function loadLibc(): Libc {
-  if (libc) return libc;
-  const lib = koffi.load('libc.so.6');
-  libc = {
-    dlsym: lib.func('void *dlsym(void *handle, const char *name)') as Libc['dlsym'],
-    writev: lib.func('int64_t writev(int fd, void *iov, int count)') as Libc['writev'],
-    ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)') as Libc['ioctl'],
-    free: lib.func('void free(void *p)') as Libc['free'],
-  };
-  return libc;
-}
-
 /** fuse_custom_io: writev, read, splice_receive, splice_send. */
 function customIo(writev: Ptr, read: Ptr): Buffer {
   const io = Buffer.alloc(32);
@@ -64,7 +44,7 @@ function customIo(writev: Ptr, read: Ptr): Buffer {
  * (it may still refuse: the first backing open then fails and the caller stops trying).
  */
 export function negotiatePassthrough(lib: FuseLib, se: Ptr, log: Logger): boolean {
-  const c = loadLibc();
+  const c = libc();
   const fd = lib.sessionFd(se);
   const nativeWritev = c.dlsym(null, 'writev');
   const nativeRead = c.dlsym(null, 'read');
@@ -114,7 +94,7 @@ export function negotiatePassthrough(lib: FuseLib, se: Ptr, log: Logger): boolea
 
 /** Backing files registered with the kernel, one id per open data file descriptor. */
 export class BackingFiles {
-  private readonly c = loadLibc();
+  private readonly c = libc();
   private readonly fuseFd: number;
 
   constructor(lib: FuseLib, se: Ptr) {

@@ -16,25 +16,12 @@
 import net from 'node:net';
 import koffi from 'koffi';
 import type { Logger } from '../../log.js';
-import type { FuseLib, Ptr } from './native.js';
+import { libc, type FuseLib, type Ptr } from './native.js';
 
 /** libfuse's own receive buffer: the largest WRITE (256 pages) plus its headers. */
 const REQUEST_BUFFER = 256 * 4096 + 4096;
 /** struct fuse_buf: size @0, flags @8, mem @16, fd @24, pos @32. */
 const FUSE_BUF_SIZE = 40;
-
-type Libc = { dup: (fd: number) => number; close: (fd: number) => number; memmove: (d: Buffer, s: Buffer, n: number) => Ptr };
-let libc: Libc | undefined;
-function loadLibc(): Libc {
-  if (libc) return libc;
-  const lib = koffi.load('libc.so.6');
-  libc = {
-    dup: lib.func('int dup(int fd)') as Libc['dup'],
-    close: lib.func('int close(int fd)') as Libc['close'],
-    memmove: lib.func('void *memmove(void *dest, const void *src, size_t n)') as Libc['memmove'],
-  };
-  return libc;
-}
 
 interface PipeHandle {
   open(fd: number): number;
@@ -42,7 +29,7 @@ interface PipeHandle {
 }
 type PipeWrap = { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } };
 
-/** Node's pipe handle (libuv uv_pipe_t): the one public stream type that accepts any pollable descriptor. */
+/** Node's pipe handle (libuv uv_pipe_t): it takes any pollable descriptor; net.Socket({ fd }) refuses a character device. */
 function pipeWrap(): PipeWrap | null {
   try {
     return (process as unknown as { binding(name: string): PipeWrap }).binding('pipe_wrap');
@@ -59,7 +46,7 @@ function pipeWrap(): PipeWrap | null {
 export function serveOnMainThread(lib: FuseLib, se: Ptr, log: Logger): Promise<number> | null {
   const wrap = pipeWrap();
   if (!wrap) return null;
-  const c = loadLibc();
+  const c = libc();
   const buffer = Buffer.alloc(REQUEST_BUFFER);
   // A large Buffer's bytes live outside the JS heap and never move: their address is taken once.
   const fbuf = Buffer.alloc(FUSE_BUF_SIZE);
