@@ -184,7 +184,12 @@ describe('durability', () => {
       sh(`echo 'offline edit' >> ${m.mountpoint}/docs/a.txt`);
       sh(`echo 'written offline' > ${m.mountpoint}/docs/b.txt`);
       expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt']);
-      const status = shResult(`${process.execPath} ${BIN} status ${m.mountpoint}`).stdout;
+      // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
+      // mount has been quiet for the flush delay, and fails after the SDK's own retries.
+      let status = '';
+      for (const end = Date.now() + 15_000; Date.now() < end && !/OFFLINE/.test(status); await new Promise((r) => setTimeout(r, 250))) {
+        status = shResult(`${process.execPath} ${BIN} status ${m.mountpoint}`).stdout;
+      }
       expect(status).toMatch(/OFFLINE/);
       server = await startEmbeddedServer({ dataDir, port });
       // The probe finds the server again within its interval (at most 15 s), and the queue drains.
