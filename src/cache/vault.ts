@@ -18,6 +18,7 @@ import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type Upl
 import { initChecksums } from './checksum.js';
 import { ENUM_MODE, FLUSH, FLUSH_MODE, FLUSH_RESULT, OWN_TAG, PURGE, type FlushAction, type PurgeAction, type FlushMode, type FlushResult } from './constants.js';
 import { openDatabase, type Db } from './db.js';
+import { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 import { VaultError } from './errors.js';
 import { Evictor } from './eviction.js';
 import { ConflictResolver, type Conflict, type ConflictPolicy } from './conflicts.js';
@@ -36,6 +37,8 @@ const MiB = 1024 * 1024;
 
 export interface VaultOptions {
   dir: string;
+  /** The WAL checkpoint thread's pace and WAL bound (tests). */
+  checkpoints?: CheckpointerOptions;
   /** External storage: ReadData/WriteData come from it unless `transfer` is given. */
   storage: StorageDriver;
   transfer?: TransferHandlers;
@@ -109,6 +112,7 @@ export class Vault {
   /** Files closed without changes, and when: their use times, written for LRU every few seconds. */
   private readonly touched = new Map<number, number>();
   private touchTimer: NodeJS.Timeout | undefined;
+  private checkpointer: Checkpointer | undefined;
   private streamTimer: NodeJS.Timeout | undefined;
   /** Removed files still open: where their data files were moved (removeRecord), until their last close. */
   private readonly removedData = new Map<CachedFile, string>();
@@ -221,6 +225,7 @@ export class Vault {
       vault.resolver = new ConflictResolver(options.conflictPolicy ?? 'keep-both', vault, log);
       vault.dirtyBudget = options.dirtyBudget ?? Math.max(64 * MiB, (options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / 2);
       vault.startWriteBack(options);
+      vault.checkpointer = Checkpointer.start(db, path.join(dir, 'vault.db'), log, options.checkpoints);
       vault.touchTimer = setInterval(() => vault.saveTouched(), 10_000);
       vault.touchTimer.unref();
       if (ctx.stream) vault.startStreams(ctx.stream.ops);
@@ -793,6 +798,7 @@ export class Vault {
     this.ctx.pendingSums?.stop();
     this.writeback.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
+    await this.checkpointer?.stop();
     this.db.close();
   }
 
@@ -807,6 +813,9 @@ export class Vault {
     clearInterval(this.streamTimer);
     if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
     this.writeback.stop();
+    // An upload under way holds its file open and reads its data file: closing that under it closed the
+    // descriptor twice (EBADF at the upload's own close, or, had the number been reused, someone else's file).
+    await this.writeback.allSettled();
     this.closed = true;
     await Promise.allSettled([...this.opening.values(), ...this.closing.values()]);
     for (const f of [...this.open.values()]) {
@@ -823,6 +832,7 @@ export class Vault {
     this.saveTouched();
     this.listings.flush();
     this.statements.setInfo('clean_shutdown', '1');
+    await this.checkpointer?.stop();
     this.db.close();
     rmSync(this.lockFile, { force: true });
   }

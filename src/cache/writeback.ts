@@ -61,6 +61,8 @@ export class WriteBack {
   private head = 0;
   private running = 0;
   private runningBytes = 0;
+  /** Uploads under way, for `settled()`. */
+  private readonly runs = new Set<Promise<void>>();
   private paused = false;
   private stopped = false;
   /** When a changed file last closed (a schedule with a delay): the mount is quiet delayMs after it. */
@@ -183,6 +185,11 @@ export class WriteBack {
     this.notifyRoom();
   }
 
+  /** Once stopped: resolves when the uploads under way have ended (none starts after `stop`). */
+  async allSettled(): Promise<void> {
+    while (this.runs.size) await Promise.allSettled([...this.runs]);
+  }
+
   private pump(): void {
     if (this.stopped || this.paused) return;
     clearTimeout(this.timer);
@@ -209,7 +216,9 @@ export class WriteBack {
       if (deferred(item)) continue;
       // Many small files go up together; large ones (each holds its multipart window of memory) fewer at once.
       if (this.running > 0 && this.runningBytes + uploadCost(item.size) > UPLOAD_BYTES_BUDGET) break;
-      void this.run(item);
+      const run = this.run(item);
+      this.runs.add(run);
+      void run.finally(() => this.runs.delete(run));
     }
     while (this.head < order.length && !live(order[this.head])) this.head++;
     const next = order[this.head];
