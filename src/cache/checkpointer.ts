@@ -8,8 +8,8 @@
  * without taking the writer's lock, so the main thread never waits for them. A passive checkpoint cannot rewind
  * the WAL while commits keep coming, so when the WAL passes `maxWalBytes` the worker asks the main thread for one
  * checkpoint of its own (RESTART, between two requests): it has only the pages committed since the worker's last
- * pass left to copy, and the next commit starts the WAL over (its file cut back to `maxWalBytes`). Durability is unchanged: a commit is what makes a
- * change survive, in the WAL, whoever copies it later.
+ * pass left to copy, and the next commit starts the WAL over (its file cut back to `maxWalBytes`). Durability is
+ * unchanged: a commit is what makes a change survive, in the WAL, whoever copies it later.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
