@@ -6,6 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { ConfigError } from './config-error.js';
 import { DEFAULT_LOCAL_PATTERNS } from './fs/mirror/local-names.js';
 import { s3ConfigSchema } from './storage/config.js';
 
@@ -103,7 +104,7 @@ export const configSchema = z.object({
 
 export type Config = z.infer<typeof configSchema>;
 
-export class ConfigError extends Error {}
+export { ConfigError };
 
 type Json = Record<string, unknown>;
 

@@ -5,7 +5,6 @@
  */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { createLogger } from '../log.js';
 import { EXIT } from './exit-codes.js';
 import { checkMountpoint, MountpointError } from './mountpoint.js';
 
@@ -19,10 +18,11 @@ export function addFolderCommand(program: Command, setResult: (p: Promise<number
     .action((dir: string, mountpoint: string, flags: { verbose?: boolean }) => {
       setResult(
         (async () => {
-          // Loaded on use: the other commands need neither koffi nor libfuse.
+          // Loaded on use: the other commands need neither koffi, libfuse nor the logger.
           const { EventDispatcher } = await import('../fs/cbfs/dispatcher.js');
           const { FolderBackend } = await import('../fs/folder/folder.js');
           const { FuseSession } = await import('../fs/fuse/session.js');
+          const { createLogger } = await import('../log.js');
           const log = createLogger({ verbose: flags.verbose });
           let mp: string;
           try {

@@ -8,7 +8,9 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, envConfig, parseSize, readConfigFile, resolveConfig } from '../config.js';
+// Not config.js here (its schema library alone takes 0.15 s to load): `flush`, `status` and `unmount`, which
+// scripts run after every batch of work, start without it. The mount commands load it.
+import { ConfigError } from '../config-error.js';
 import { startEmbeddedServer } from '../storage/embedded-server.js';
 import { runInBackground, notifyParent } from './daemon.js';
 import { addFolderCommand } from './folder-command.js';
@@ -53,8 +55,10 @@ interface MountFlags {
   streamUploads?: boolean;
 }
 
+type ConfigModule = typeof import('../config.js');
+
 /** The config every mount flag contributes (validated by resolveConfig). */
-function mountFlagsConfig(flags: MountFlags) {
+function mountFlagsConfig({ parseSize }: ConfigModule, flags: MountFlags) {
   return {
     vault: {
       dir: flags.vault && path.resolve(flags.vault),
@@ -144,10 +148,12 @@ export async function main(argv: string[]): Promise<number> {
       .description('the embedded default: start a local S3-compatible server (s3rver), create bucket "s3vault", mount it')
       .option('--dir <dir>', 'state directory: server data, vault, log', '.s3vault')
       .option('--mountpoint <dir>', 'where to mount', 'mnt'),
-  ).action((flags: MountFlags & { dir: string; mountpoint: string }) => {
+  ).action(async (flags: MountFlags & { dir: string; mountpoint: string }) => {
+    const cfg = await import('../config.js');
+    const { resolveConfig, readConfigFile } = cfg;
     const dir = path.resolve(flags.dir);
     const build = () => {
-      const own = mountFlagsConfig(flags);
+      const own = mountFlagsConfig(cfg, flags);
       const config = resolveConfig({
         file: readConfigFile(flags.config),
         flags: { ...own, s3: { bucket: 's3vault' }, vault: { ...own.vault, dir: own.vault.dir ?? path.join(dir, 'vault') } },
@@ -171,14 +177,16 @@ export async function main(argv: string[]): Promise<number> {
       .option('--endpoint <url>', 'S3 endpoint URL (env AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)')
       .option('--region <region>', 'region (env AWS_REGION / AWS_DEFAULT_REGION)')
       .option('--profile <name>', 'AWS profile (env AWS_PROFILE)'),
-  ).action((bucketSpec: string, mountpoint: string, flags: MountFlags) => {
+  ).action(async (bucketSpec: string, mountpoint: string, flags: MountFlags) => {
+    const cfg = await import('../config.js');
+    const { resolveConfig, readConfigFile, envConfig } = cfg;
     const { bucket, prefix } = splitBucket(bucketSpec);
     // Validated here too, so a bad flag fails in the foreground, before anything runs in the background.
     const build = () => {
       const config = resolveConfig({
         file: readConfigFile(flags.config),
         env: envConfig(),
-        flags: { ...mountFlagsConfig(flags), s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile } },
+        flags: { ...mountFlagsConfig(cfg, flags), s3: { bucket, prefix, endpoint: flags.endpoint, region: flags.region, profile: flags.profile } },
       });
       return { config, mountpoint, verbose: flags.verbose };
     };

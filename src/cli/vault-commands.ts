@@ -1,7 +1,6 @@
 /** `s3vault fsck` and `s3vault vault compact`: maintenance of a vault no mount is using. */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { checkAndRepair, compactVault } from '../cache/check.js';
 import { CACHE_CHECK } from '../cache/constants.js';
 import { EXIT } from './exit-codes.js';
 
@@ -16,6 +15,7 @@ export function addVaultCommands(program: Command, setResult: (p: Promise<number
     .action((flags: { vault: string; recreate?: boolean }) => {
       setResult(
         (async () => {
+          const { checkAndRepair } = await import('../cache/check.js');
           const dir = path.resolve(flags.vault);
           const r = await checkAndRepair(dir, flags.recreate ? CACHE_CHECK.RECREATE_VAULT : CACHE_CHECK.NO_RECREATE);
           if (r.recreated) {
@@ -41,6 +41,7 @@ export function addVaultCommands(program: Command, setResult: (p: Promise<number
     .action((flags: { vault: string }) => {
       setResult(
         (async () => {
+          const { compactVault } = await import('../cache/check.js');
           const r = compactVault(path.resolve(flags.vault));
           process.stdout.write(`s3vault: data files use ${(r.bytesAfter / MiB).toFixed(1)} MiB (were ${(r.bytesBefore / MiB).toFixed(1)} MiB)\n`);
           return EXIT.OK;
