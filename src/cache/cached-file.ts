@@ -842,7 +842,7 @@ export class CachedFile {
       await this.waitInflight(0, this.blockCount());
       // A stream upload may be reading a part through this descriptor: that read ends first.
       await this.ctx.stream?.active.get(this.rec.id)?.readsDone();
-      await this.fd.close();
+      await this.fd.close(this.rec.size);
     });
   }
 }

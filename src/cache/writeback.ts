@@ -67,6 +67,10 @@ export class WriteBack {
   private stopped = false;
   /** When a changed file last closed (a schedule with a delay): the mount is quiet delayMs after it. */
   private lastChange = 0;
+  /** Bytes of the items not failed (pendingBytes), kept as they change: every pump asks, and a sum over thousands of waiting files each time made a large flush quadratic. */
+  private bytes = 0;
+  /** A pump is due at the end of this turn (flush of many files: one pump, not one per file). */
+  private pumpSoon = false;
 
   constructor(private readonly o: WriteBackOptions) {}
 
@@ -76,6 +80,7 @@ export class WriteBack {
     if (delayMs > 0) this.lastChange = Date.now();
     const item = this.items.get(key);
     if (item) {
+      if (item.state !== 'failed') this.bytes += size - item.size;
       item.size = size;
       // While uploading, nothing to do: a change after the upload read the file makes it come back 'changed'.
       if (item.state === 'waiting') item.due = Date.now() + delayMs;
@@ -83,6 +88,7 @@ export class WriteBack {
     } else {
       const added: Item = { key, size, state: 'waiting', due: Date.now() + delayMs, attempts: 0, waiters: [] };
       this.items.set(key, added);
+      this.bytes += size;
       // Files closed one after another come due in that order: they join the end without a re-sort.
       const order = this.order;
       if (order && (order.length === this.head || order[order.length - 1].due <= added.due)) order.push(added);
@@ -110,6 +116,7 @@ export class WriteBack {
     const item = this.items.get(key);
     if (!item || item.state === 'uploading') return;
     this.items.delete(key);
+    if (item.state !== 'failed') this.bytes -= item.size;
     for (const w of item.waiters) w.resolve();
     this.notifyRoom();
   }
@@ -122,7 +129,14 @@ export class WriteBack {
     this.order = undefined;
     if (item.state === 'failed') return Promise.reject(new Error(`${key}: uploads stopped after ${item.lastError}; run "s3vault reset-errors"`));
     const done = new Promise<void>((resolve, reject) => item.waiters.push({ resolve, reject }));
-    this.pump();
+    // `s3vault flush` asks for thousands of files in one turn: each asking re-sorted the queue in its own pump.
+    if (!this.pumpSoon) {
+      this.pumpSoon = true;
+      queueMicrotask(() => {
+        this.pumpSoon = false;
+        this.pump();
+      });
+    }
     return done;
   }
 
@@ -150,6 +164,7 @@ export class WriteBack {
     for (const item of this.items.values()) {
       if (item.state !== 'failed' || (key !== undefined && item.key !== key)) continue;
       item.state = 'waiting';
+      this.bytes += item.size;
       item.attempts = 0;
       item.due = Date.now();
       n++;
@@ -165,9 +180,7 @@ export class WriteBack {
 
   /** Bytes of files waiting or uploading (back-pressure counts these). */
   get pendingBytes(): number {
-    let n = 0;
-    for (const i of this.items.values()) if (i.state !== 'failed') n += i.size;
-    return n;
+    return this.bytes;
   }
 
   /** Resolve once pendingBytes is at most `budget` (or the queue stops). */
@@ -231,6 +244,7 @@ export class WriteBack {
 
   private finish(item: Item): void {
     this.items.delete(item.key);
+    this.bytes -= item.size;
     for (const w of item.waiters.splice(0)) w.resolve();
     this.notifyRoom();
   }
@@ -262,6 +276,7 @@ export class WriteBack {
     item.lastError = `${rwresultName(result)}: ${(err as Error).message}`;
     if (result === RWRESULT.FILE_FAILURE) {
       item.state = 'failed';
+      this.bytes -= item.size;
       this.o.log.error({ key: item.key, err: item.lastError }, 'upload failed for this file; it stays in the vault until "s3vault reset-errors"');
       for (const w of item.waiters.splice(0)) w.reject(new Error(`${item.key}: ${item.lastError}`));
       this.notifyRoom();

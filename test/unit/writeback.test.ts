@@ -278,3 +278,47 @@ describe('write-back queue order', () => {
     q.stop();
   });
 });
+
+describe('write-back queue bytes', () => {
+  it('pendingBytes stays the sum of the waiting and uploading files through every change, and a flush of many files runs them all', async () => {
+    const { WriteBack } = await import('../../src/cache/writeback.js');
+    const { silentLogger } = await import('../../src/log.js');
+    const { StorageError } = await import('../../src/storage/rwresult.js');
+    const failing = new Set(['bad']);
+    const q = new WriteBack({
+      concurrency: 4,
+      delayMs: 50,
+      retryBaseMs: 10,
+      retryMaxMs: 10,
+      log: silentLogger,
+      upload: async (key) => {
+        await sleep(5);
+        if (failing.has(key)) throw new StorageError(RWRESULT.FILE_FAILURE, 'write', key, 'refused');
+        return 'uploaded';
+      },
+    });
+    const sum = () => q.entries().reduce((n, e) => n + (e.state === 'failed' ? 0 : e.size), 0);
+    q.schedule('a', 100);
+    q.schedule('b', 200);
+    q.schedule('a', 150); // grew
+    q.schedule('c', 7);
+    q.move('c', 'b'); // replaces b
+    q.drop('a');
+    q.schedule('bad', 1000);
+    expect(q.pendingBytes).toBe(sum());
+    expect(q.pendingBytes).toBe(1007);
+    await q.flush('bad', 1000).catch(() => undefined); // FILE_FAILURE: no longer pending
+    expect(q.pendingBytes).toBe(sum());
+    expect(q.pendingBytes).toBe(7);
+    failing.clear();
+    expect(q.resetErrors('bad')).toBe(1);
+    expect(q.pendingBytes).toBe(1007);
+    // Many files flushed in one turn: all upload, and the count comes back to nothing.
+    const flushes = Array.from({ length: 200 }, (_, i) => q.flush(`f${i}`, 10));
+    expect(q.pendingBytes).toBe(sum());
+    await Promise.all(flushes);
+    await until(() => q.entries().length === 0);
+    expect(q.pendingBytes).toBe(0);
+    q.stop();
+  });
+});
