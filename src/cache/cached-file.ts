@@ -114,6 +114,11 @@ export class CachedFile {
   passthroughWriters = 0;
   /** While an upload runs it owns the file's stream: no new one may start (it would send every part again). */
   private uploading = false;
+
+  /** An upload of it is under way. */
+  get isUploading(): boolean {
+    return this.uploading;
+  }
   private externalStamp: string | undefined;
   private externalMtimeNs = 0n;
   /** When a time was last set explicitly (utimens): a passthrough write adopted later must not undo it. */

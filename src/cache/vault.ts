@@ -12,7 +12,7 @@ import { truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { MultipartStorage, StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
-import { StorageError } from '../storage/rwresult.js';
+import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import { silentLogger, type Logger } from '../log.js';
 import { CachedFile, type FileAttrs, type FileContext, type FileRecord, type UploadOutcome } from './cached-file.js';
 import { initChecksums } from './checksum.js';
@@ -34,6 +34,8 @@ import { StreamBudget } from './stream-upload.js';
 import { PendingSums, type SumSource } from './pending-sums.js';
 
 const MiB = 1024 * 1024;
+/** Errors opening a data file that no retry fixes (a full descriptor table, EMFILE, is not one of them). */
+const LASTING_OPEN_ERRORS = new Set(['ENOENT', 'EACCES', 'EPERM', 'EROFS', 'ENOTDIR', 'EISDIR']);
 
 export interface VaultOptions {
   dir: string;
@@ -733,7 +735,17 @@ export class Vault {
   private async uploadKey(key: string): Promise<UploadOutcome | 'gone'> {
     const rec = this.record(key);
     if (!rec || !rec.dirty || rec.local) return 'gone';
-    const file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+    let file: CachedFile;
+    try {
+      file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+    } catch (err) {
+      // Its data file is gone or cannot be opened (deleted under the mount, no permission, read-only disk): no
+      // retry will help, and retrying for ever kept an unmount waiting for ever. The file stops (FILE_FAILURE); its
+      // record stays, and "s3vault reset-errors" tries again once the cause is fixed.
+      const code = ((err as Error).cause as NodeJS.ErrnoException | undefined)?.code;
+      if (err instanceof VaultError && code && LASTING_OPEN_ERRORS.has(code)) throw new StorageError(RWRESULT.FILE_FAILURE, 'upload', key, `${err.message} (its changes cannot be read from the vault)`, { cause: err });
+      throw err;
+    }
     try {
       const outcome = await this.uploadFile(file);
       if (outcome !== 'nothing' && !file.unlinked) this.onUploaded(file.rec);
@@ -806,7 +818,12 @@ export class Vault {
    * CloseCache: open files are committed, the stop is recorded as clean, the lock released. FLUSH.IMMEDIATE
    * uploads every pending change first; DELAYED and NONE upload nothing (R49: a delayed flush at close is none).
    */
-  async close(actions: CloseActions = {}): Promise<void> {
+  /**
+   * `abandonUploads` (the process exits next: an unmount told not to wait): uploads under way are not waited
+   * for, and their files stay open under them. Their attempts are journaled, so the next start treats them as
+   * after a crash: whatever landed is recognised, the rest goes again.
+   */
+  async close(actions: CloseActions = {}, options: { abandonUploads?: boolean } = {}): Promise<void> {
     if (this.closed) return;
     for (const t of this.purgeTimers.values()) clearTimeout(t);
     clearInterval(this.touchTimer);
@@ -815,10 +832,11 @@ export class Vault {
     this.writeback.stop();
     // An upload under way holds its file open and reads its data file: closing that under it closed the
     // descriptor twice (EBADF at the upload's own close, or, had the number been reused, someone else's file).
-    await this.writeback.allSettled();
+    if (!options.abandonUploads) await this.writeback.allSettled();
     this.closed = true;
     await Promise.allSettled([...this.opening.values(), ...this.closing.values()]);
     for (const f of [...this.open.values()]) {
+      if (options.abandonUploads && f.isUploading) continue;
       await f.commit().catch((err) => this.ctx.log.error({ key: f.key, err }, 'commit at close failed'));
       f.openCount = 1;
       await this.closeFile(f);

@@ -74,6 +74,8 @@ export async function runMount(job: MountJob): Promise<number> {
   let session: FuseSession | undefined;
   let mountpoint: string | undefined;
   let control: Server | undefined;
+  /** A second signal: stop waiting for uploads, at the unmount and at the vault's close. */
+  let forced = false;
   let where = `s3://${config.s3.bucket}/${config.s3.prefix}`;
   const notify = (ok: boolean, message: string, exit: number): void => {
     job.notify?.({ ok, message, exit });
@@ -168,10 +170,25 @@ export async function runMount(job: MountJob): Promise<number> {
     session.mount();
     let stopping: Promise<void> | undefined;
     let flushOnStop = true;
-    /** Flush (FLUSH_IMMEDIATE) unless told not to, then unmount; the request loop then returns. */
-    const stop = (why: string): Promise<void> => {
-      log.info({ why, flush: flushOnStop }, 'stopping: flushing, then unmounting');
-      stopping ??= (flushOnStop ? mirror.unmount() : Promise.resolve()).catch(() => undefined).then(() => session!.unmount());
+    let loopEnded = false;
+    let giveUp: () => void = () => undefined;
+    const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));
+    /**
+     * Flush (FLUSH_IMMEDIATE) unless told not to, then unmount; the request loop then returns. A second signal
+     * while the flush runs (an upload retrying against a storage that keeps failing) unmounts at once: what is
+     * left stays in the vault's journal, as after a crash, and uploads at the next mount.
+     */
+    const stop = (why: string, signal = false): Promise<void> => {
+      if (stopping && signal && flushOnStop) {
+        log.warn({ why, pending: vault?.enumerateCachedFiles(ENUM_MODE.CHANGED).length }, 'second signal: unmounting without waiting for the uploads; changes left in the vault upload at the next mount');
+        flushOnStop = false;
+        forced = true;
+        giveUp();
+        return stopping;
+      }
+      if (!stopping) log.info({ why, flush: flushOnStop }, `stopping: ${flushOnStop ? 'flushing, then unmounting' : 'unmounting'}${signal && flushOnStop ? ' (signal again to unmount without waiting for the uploads)' : ''}`);
+      // Unmounted from outside already: the flush after the loop is the one running.
+      stopping ??= loopEnded ? Promise.resolve() : (flushOnStop ? Promise.race([mirror.unmount(), gaveUp]) : Promise.resolve()).catch(() => undefined).then(() => session!.unmount());
       return stopping;
     };
     const v = vault;
@@ -203,15 +220,17 @@ export async function runMount(job: MountJob): Promise<number> {
     };
     process.on('uncaughtException', fatal);
     process.on('unhandledRejection', fatal);
-    process.on('SIGINT', () => void stop('SIGINT'));
-    process.on('SIGTERM', () => void stop('SIGTERM'));
-    process.on('SIGHUP', () => void stop('SIGHUP'));
+    process.on('SIGINT', () => void stop('SIGINT', true));
+    process.on('SIGTERM', () => void stop('SIGTERM', true));
+    process.on('SIGHUP', () => void stop('SIGHUP', true));
     log.info({ mountpoint, storage: where, vault: vaultDir }, 'mounted');
     notify(true, `mounted ${where} at ${mountpoint}${server ? ` (embedded S3 server at ${server.endpoint})` : ''}`, EXIT.OK);
     await loop;
+    loopEnded = true;
     await stopping;
-    // Unmounted from outside (fusermount3 -u): flush what is pending before closing the vault.
-    if (flushOnStop) await mirror.unmount();
+    // Unmounted from outside (fusermount3 -u): flush what is pending before closing the vault (a signal meanwhile
+    // gives up waiting, as above).
+    if (flushOnStop) await Promise.race([mirror.unmount(), gaveUp]);
     log.info({ mountpoint }, 'unmounted');
     return EXIT.OK;
   } catch (err) {
@@ -223,7 +242,8 @@ export async function runMount(job: MountJob): Promise<number> {
   } finally {
     control?.close();
     session?.close();
-    await vault?.close().catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
+    // Told not to wait for the uploads (a second signal): those under way are abandoned, as by a crash.
+    await vault?.close({}, { abandonUploads: forced }).catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
     await (storage ?? s3)?.close();
     await server?.stop();
     if (mountpoint) unregisterMount(mountpoint);

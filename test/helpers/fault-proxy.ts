@@ -1,11 +1,12 @@
 /**
  * A loopback TCP proxy between s3vault and an S3 server that misbehaves on demand: it can delay traffic,
- * reset or drop connections, answer 503 SlowDown or 500 InternalError, or refuse everything (server gone).
+ * reset or drop connections, answer 503 SlowDown or 500 InternalError, refuse everything (server gone), or take
+ * requests in and never answer (a server hung: only the client's own timeouts end such a request).
  * Real sockets, real HTTP: what the SDK's retry logic and the vault's error states meet in the field.
  */
 import net from 'node:net';
 
-export type FaultMode = 'pass' | 'delay' | 'reset' | 'drop' | 'slowdown' | 'error500' | 'down';
+export type FaultMode = 'pass' | 'delay' | 'reset' | 'drop' | 'slowdown' | 'error500' | 'down' | 'stall';
 
 export interface FaultProxy {
   endpoint: string;
@@ -20,7 +21,7 @@ const reply = (status: string, code: string) =>
 
 export async function startFaultProxy(targetPort: number, port = 0): Promise<FaultProxy> {
   let mode: FaultMode = 'pass';
-  const stats = { pass: 0, delay: 0, reset: 0, drop: 0, slowdown: 0, error500: 0, down: 0 } as Record<FaultMode, number>;
+  const stats = { pass: 0, delay: 0, reset: 0, drop: 0, slowdown: 0, error500: 0, down: 0, stall: 0 } as Record<FaultMode, number>;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     sockets.add(client);
@@ -30,6 +31,7 @@ export async function startFaultProxy(targetPort: number, port = 0): Promise<Fau
     stats[m]++;
     if (m === 'down' || m === 'reset') return void client.resetAndDestroy();
     if (m === 'drop') return void setTimeout(() => client.destroy(), 200);
+    if (m === 'stall') return void client.resume(); // read and discard, never answer
     if (m === 'slowdown' || m === 'error500') {
       client.once('data', () => client.end(m === 'slowdown' ? reply('503 Slow Down', 'SlowDown') : reply('500 Internal Server Error', 'InternalError')));
       return;

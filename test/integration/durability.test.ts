@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, forceUnmount, mount, type TestMount } from '../helpers/mount.js';
+import { BIN, forceUnmount, isMounted, mount, type TestMount } from '../helpers/mount.js';
 import { startFaultProxy, type FaultMode } from '../helpers/fault-proxy.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shAsync, shResult } from '../helpers/sh.js';
@@ -166,6 +166,47 @@ describe('durability', () => {
     } finally {
       await m.stop();
       await proxy.close();
+    }
+  });
+
+  it('SIGTERM while the server hangs waits for the upload; a second SIGTERM unmounts at once, and the next mount uploads what was left', async () => {
+    const proxy = await startFaultProxy(s3.server.port);
+    const vault = path.join(work, 'vault-second-signal');
+    const m = await mount({ endpoint: proxy.endpoint, bucket: BUCKET, vault, extraArgs: ['--flush-delay', '60000'] });
+    mounts.push(m);
+    const exited = new Promise<void>((r) => m.child.once('exit', () => r()));
+    try {
+      await shAsync(`mkdir -p ${m.mountpoint}/stuck && head -c 300000 /dev/urandom > ${work}/stuck.bin && cp ${work}/stuck.bin ${m.mountpoint}/stuck/a.bin`);
+      // The server takes requests in and never answers: the upload the unmount starts waits for its request
+      // timeout (60 s), then retries. (A server that refuses outright sends the mount offline, and the unmount
+      // leaves the changes in the vault at once.)
+      proxy.setMode('stall');
+      m.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 4000));
+      expect(m.child.exitCode, 'the first SIGTERM waits for the uploads').toBeNull();
+      expect(m.output()).toMatch(/signal again to unmount without waiting/);
+      const t0 = Date.now();
+      m.child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 20_000))]);
+      expect(m.child.exitCode, `the second SIGTERM unmounts (log:\n${m.output().slice(-2000)})`).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      expect(isMounted(m.mountpoint)).toBe(false);
+      expect(m.output()).toMatch(/second signal: unmounting without waiting/);
+    } finally {
+      await m.stop();
+      proxy.setMode('pass');
+      await proxy.close();
+    }
+    // The next mount (straight to the server) finds the file as an orphan and uploads it.
+    const again = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault });
+    mounts.push(again);
+    try {
+      expect(again.output()).toMatch(/orphan/);
+      await flushMount(again.mountpoint);
+      const body = await s3.get(BUCKET, 'stuck/a.bin');
+      expect(body.equals(readFileSync(path.join(work, 'stuck.bin')))).toBe(true);
+    } finally {
+      await again.stop();
     }
   });
 

@@ -186,6 +186,16 @@ describe('write-back queue', () => {
     expect(text('f')).toBe('data');
   });
 
+  it('a file whose data cannot be opened any more stops with FILE_FAILURE instead of retrying for ever', async () => {
+    await open({ flushAfterCloseMs: 60_000 });
+    await change('a', 'kept in the vault');
+    rmSync(path.join(dir, 'data'), { recursive: true, force: true }); // the vault's data deleted under the mount
+    await expect(vault.flushFile('a')).rejects.toThrow(/FILE_FAILURE/);
+    expect(vault.queue().find((q) => q.key === 'a')?.state).toBe('failed');
+    expect(vault.record('a')?.dirty).toBe(true); // nothing dropped: the record waits for a repair and reset-errors
+    expect(memory.objects.has('a')).toBe(false);
+  });
+
   it('back-pressure: writers wait while closed changes waiting for upload pass the budget', async () => {
     await open({ dirtyBudget: 1024 * 1024, flushAfterCloseMs: 300 });
     await change('big', 'x'.repeat(2 * 1024 * 1024));
