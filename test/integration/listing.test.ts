@@ -19,6 +19,10 @@ const FILES = [
   { name: 'c.dat', mode: 0o640, uid: 42, gid: 43, mtime: 1_700_000_000, body: 'x'.repeat(3000) },
 ];
 
+/** A directory of many pages of READDIRPLUS, each file with attributes of its own. */
+const MANY = 400;
+const manyMeta = (i: number) => ({ mode: String(0o100000 | [0o644, 0o600, 0o755, 0o640][i % 4]!), uid: String(1000 + (i % 7)), gid: String(2000 + (i % 5)), mtime: String(1_600_000_000 + i * 1000) });
+
 const dropCaches = () => writeFileSync('/proc/sys/vm/drop_caches', '3');
 
 /** `ls -ln` lines as name → "mode uid gid size mtime" (mode as ls prints it). */
@@ -36,6 +40,7 @@ beforeAll(async () => {
   await s3.createBucket(BUCKET);
   for (const f of FILES) await s3.put(BUCKET, `d/${f.name}`, f.body, { mode: String(0o100000 | f.mode), uid: String(f.uid), gid: String(f.gid), mtime: String(f.mtime) });
   await s3.put(BUCKET, 'd/sub/inner.txt', 'inner\n');
+  for (let i = 0; i < MANY; i++) await s3.put(BUCKET, `many/f${String(i).padStart(4, '0')}`, 'x'.repeat(i % 50), manyMeta(i));
 });
 
 afterAll(async () => {
@@ -56,6 +61,25 @@ describe('listings handed to the kernel', () => {
     expect(warm.sub).toMatch(/^d/);
     // And what the kernel was given agrees with a look-up of each file.
     for (const f of FILES) expect(sh(`stat -c '%a %u %g %s %Y' ${m.mountpoint}/d/${f.name}`).trim()).toBe(`${f.mode.toString(8)} ${f.uid} ${f.gid} ${f.body.length} ${f.mtime}`);
+    await m.stop();
+    m = undefined;
+  });
+
+  it('a cold ls -l of a directory of many files (pages of the listing, windows of prefetched HEADs): every file shows its own stored attributes', async () => {
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
+    dropCaches();
+    const got = lsTable(`${m.mountpoint}/many`);
+    expect(Object.keys(got)).toHaveLength(MANY);
+    const perms = ['-rw-r--r--', '-rw-------', '-rwxr-xr-x', '-rw-r-----'];
+    for (let i = 0; i < MANY; i++) {
+      const meta = manyMeta(i);
+      expect(got[`f${String(i).padStart(4, '0')}`], `f${i}`).toBe(`${perms[i % 4]} ${meta.uid} ${meta.gid} ${i % 50} ${meta.mtime}`);
+    }
+    // The kernel forgets what it was handed (its references given back), then looks the files up again.
+    dropCaches();
+    const last = manyMeta(MANY - 1);
+    expect(sh(`stat -c '%a %u %g %s %Y' ${m.mountpoint}/many/f0399`).trim()).toBe(`640 ${last.uid} ${last.gid} 49 ${last.mtime}`);
+    expect(lsTable(`${m.mountpoint}/many`)).toEqual(got);
     await m.stop();
     m = undefined;
   });
