@@ -5,10 +5,12 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FLUSH } from '../../src/cache/constants.js';
 import { Vault, type VaultOptions } from '../../src/cache/vault.js';
+import { WriteBack, type WriteBackOptions } from '../../src/cache/writeback.js';
+import { silentLogger } from '../../src/log.js';
 import { FaultyStorage } from '../../src/storage/faulty.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { PoweredStorage } from '../../src/storage/power.js';
-import { RWRESULT } from '../../src/storage/rwresult.js';
+import { RWRESULT, StorageError } from '../../src/storage/rwresult.js';
 
 const attrs = { mode: 0o644, uid: 0, gid: 0, mtimeMs: 0 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -39,6 +41,9 @@ async function until(cond: () => boolean, ms = 3000): Promise<void> {
 }
 
 const text = (key: string) => memory.objects.get(key)?.data.toString();
+
+/** A write-back queue alone (no vault): quick retries, no log. */
+const bareQueue = (o: Pick<WriteBackOptions, 'concurrency' | 'delayMs' | 'upload'>) => new WriteBack({ retryBaseMs: 10, retryMaxMs: 10, log: silentLogger, ...o });
 
 beforeEach(() => {
   dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-wb-'));
@@ -260,15 +265,10 @@ describe('write-back while changed files keep closing', () => {
 
 describe('write-back queue order', () => {
   it('uploads in due order, whatever order files were scheduled in, one slot at a time', async () => {
-    const { WriteBack } = await import('../../src/cache/writeback.js');
-    const { silentLogger } = await import('../../src/log.js');
     const done: string[] = [];
-    const q = new WriteBack({
+    const q = bareQueue({
       concurrency: 1,
       delayMs: 0,
-      retryBaseMs: 10,
-      retryMaxMs: 10,
-      log: silentLogger,
       upload: async (key) => {
         await sleep(2);
         done.push(key);
@@ -291,16 +291,10 @@ describe('write-back queue order', () => {
 
 describe('write-back queue bytes', () => {
   it('pendingBytes stays the sum of the waiting and uploading files through every change, and a flush of many files runs them all', async () => {
-    const { WriteBack } = await import('../../src/cache/writeback.js');
-    const { silentLogger } = await import('../../src/log.js');
-    const { StorageError } = await import('../../src/storage/rwresult.js');
     const failing = new Set(['bad']);
-    const q = new WriteBack({
+    const q = bareQueue({
       concurrency: 4,
       delayMs: 50,
-      retryBaseMs: 10,
-      retryMaxMs: 10,
-      log: silentLogger,
       upload: async (key) => {
         await sleep(5);
         if (failing.has(key)) throw new StorageError(RWRESULT.FILE_FAILURE, 'write', key, 'refused');
