@@ -817,8 +817,6 @@ export class Vault {
   /**
    * CloseCache: open files are committed, the stop is recorded as clean, the lock released. FLUSH.IMMEDIATE
    * uploads every pending change first; DELAYED and NONE upload nothing (R49: a delayed flush at close is none).
-   */
-  /**
    * `abandonUploads` (the process exits next: an unmount told not to wait): uploads under way are not waited
    * for, and their files stay open under them. Their attempts are journaled, so the next start treats them as
    * after a crash: whatever landed is recognised, the rest goes again.

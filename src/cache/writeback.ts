@@ -67,7 +67,10 @@ export class WriteBack {
   private stopped = false;
   /** When a changed file last closed (a schedule with a delay): the mount is quiet delayMs after it. */
   private lastChange = 0;
-  /** Bytes of the items not failed (pendingBytes), kept as they change: every pump asks, and a sum over thousands of waiting files each time made a large flush quadratic. */
+  /**
+   * Bytes of the items not failed (pendingBytes), kept as they change: every pump asks, and a sum over thousands of
+   * waiting files each time made a large flush quadratic.
+   */
   private bytes = 0;
   /** A pump is due at the end of this turn (flush of many files: one pump, not one per file). */
   private pumpSoon = false;
