@@ -510,7 +510,7 @@ export class CachedFile {
     return this.lock.run(() => this.commitLocked(durable));
   }
 
-  private async commitLocked(durable: boolean, also?: () => void): Promise<void> {
+  private async commitLocked(durable: boolean, also?: () => void, batched = false): Promise<void> {
     if (this.unlinked) return;
     this.committedGen = this.gen;
     // Nothing new since the last commit (a release after its close's flush, an upload's first step): the
@@ -542,7 +542,14 @@ export class CachedFile {
       for (const b of changed) this.changed.add(b); // not committed: the next commit takes them again
       throw err;
     }
-    this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable, also);
+    // Removed meanwhile: its record is gone, and its id may already be another file's.
+    if (this.unlinked) return;
+    if (!batched) return this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable, also);
+    const rec = { ...this.rec };
+    const count = this.blockCount();
+    await this.ctx.statements.batched(() => {
+      if (!this.unlinked) this.ctx.statements.commitFile(rec, count, dirty, clean, false, also);
+    });
   }
 
   /**
@@ -610,7 +617,10 @@ export class CachedFile {
       // Journaled before a byte leaves: after a crash mid-upload, whatever storage kept of it (some servers keep
       // a cut-short PUT) is recognised on restart as this attempt's, not taken for another writer's object.
       if (!this.ctx.failedAttempts.has(this.rec.id) && !this.unlinked) {
-        this.ctx.statements.putTag(this.rec.id, OWN_TAG.ATTEMPT, Buffer.from(String(attemptAt)));
+        const { id } = this.rec;
+        await this.ctx.statements.batched(() => {
+          if (!this.unlinked) this.ctx.statements.putTag(id, OWN_TAG.ATTEMPT, Buffer.from(String(attemptAt)));
+        });
         journaled = true;
       }
       const writing = !(landed !== undefined && this.gen === prep.gen) && !prep.metaOnly;
@@ -672,7 +682,9 @@ export class CachedFile {
       } else {
         this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
       }
-      await this.commitLocked(false, tags); // S3 has it now: losing this commit only means uploading again
+      // S3 has it now: losing this commit only means uploading again. So it waits for the end of the turn, to share
+      // one transaction with the other uploads that ended in it.
+      await this.commitLocked(false, tags, true);
       return same ? 'uploaded' : 'changed';
     });
   }

@@ -26,6 +26,10 @@ export interface Row {
 
 /** Listings kept decoded in memory (see ListingStore.recent). */
 const RECENT_LISTINGS = 8;
+/** Prefixes whose listing time is kept in memory (see ListingStore.times). */
+const KNOWN_TIMES = 4096;
+/** Single names' entries kept in memory (see ListingStore.names). */
+const KNOWN_NAMES = 16384;
 
 const pendingKey = (prefix: string, name: string): string => `${prefix}\0${name}`;
 
@@ -61,6 +65,19 @@ export class ListingStore {
   /** Where each name sits in a recent listing. */
   private readonly indexes = new WeakMap<ListedEntry[], Map<string, number>>();
   private flushScheduled = false;
+  /**
+   * When each prefix was listed (null: never), as stored: every look-up of a name asks whether its directory's
+   * listing is fresh, several times per file a `cp -r` creates. Filled only outside transactions; every write of a
+   * listing's time forgets it first.
+   */
+  private readonly times = new Map<string, number | null>();
+  /**
+   * What the stored listings say of single names (null: not listed), by prefix, as read: a `cp -r` looks each new
+   * name up four times (LOOKUP, CREATE and the upload's entry). Filled only outside transactions; every write of a
+   * prefix's entries forgets what it touches first.
+   */
+  private readonly names = new Map<string, Map<string, Row | null>>();
+  private namesCount = 0;
 
   constructor(private readonly db: Db) {
     this.s = {
@@ -85,10 +102,11 @@ export class ListingStore {
     const batch = [...this.pending.values()];
     this.pending.clear();
     this.updateRecent(batch);
+    for (const { prefix, name } of batch) this.forgetName(prefix, name);
     this.db.transaction(() => {
       for (const { prefix, name, row } of batch) {
         // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
-        if (this.s.listedAt.get(prefix) === undefined) continue;
+        if (this.listedAt(prefix) === undefined) continue;
         if (row) this.s.putEntry.run(prefix, name, row.kind, row.size, row.etag, row.modified_ms, row.meta);
         else this.s.dropEntry.run(prefix, name);
       }
@@ -135,12 +153,49 @@ export class ListingStore {
   private currentRow(prefix: string, name: string): Row | undefined {
     const p = this.pending.get(pendingKey(prefix, name));
     if (p) return p.row ?? undefined;
-    return this.s.entry.get(prefix, name) as Row | undefined;
+    const known = this.names.get(prefix)?.get(name);
+    if (known !== undefined) return known ?? undefined;
+    const row = this.s.entry.get(prefix, name) as Row | undefined;
+    this.keepName(prefix, name, row ?? null);
+    return row;
+  }
+
+  private keepName(prefix: string, name: string, row: Row | null): void {
+    if (this.db.inTransaction) return;
+    let known = this.names.get(prefix);
+    if (!known) this.names.set(prefix, (known = new Map()));
+    if (!known.has(name)) this.namesCount++;
+    known.set(name, row);
+    // The directories looked up longest ago go first, whole.
+    while (this.namesCount > KNOWN_NAMES) this.forgetNames(this.names.keys().next().value!);
+  }
+
+  private forgetName(prefix: string, name: string): void {
+    if (this.names.get(prefix)?.delete(name)) this.namesCount--;
+  }
+
+  private forgetNames(prefix: string): void {
+    const known = this.names.get(prefix);
+    if (!known) return;
+    this.namesCount -= known.size;
+    this.names.delete(prefix);
+  }
+
+  /** When the prefix was listed, if it has a stored listing. */
+  private listedAt(prefix: string): number | undefined {
+    const known = this.times.get(prefix);
+    if (known !== undefined) return known ?? undefined;
+    const at = (this.s.listedAt.get(prefix) as { listed_ms: number } | undefined)?.listed_ms;
+    if (!this.db.inTransaction) {
+      if (this.times.size >= KNOWN_TIMES) this.times.delete(this.times.keys().next().value!);
+      this.times.set(prefix, at ?? null);
+    }
+    return at;
   }
 
   private fresh(prefix: string, maxAgeMs: number): boolean {
-    const row = this.s.listedAt.get(prefix) as { listed_ms: number } | undefined;
-    return row !== undefined && Date.now() - row.listed_ms <= maxAgeMs;
+    const at = this.listedAt(prefix);
+    return at !== undefined && Date.now() - at <= maxAgeMs;
   }
 
   /** The listing of a prefix if it is younger than maxAgeMs. Callers must not change the entries. */
@@ -173,6 +228,8 @@ export class ListingStore {
     this.flush();
     this.recent.delete(prefix);
     if (watch) this.unwatch(watch);
+    this.times.delete(prefix);
+    this.forgetNames(prefix);
     this.db.transaction(() => {
       const old = new Map((this.s.entries.all(prefix) as Row[]).map((r) => [r.name, r]));
       this.s.putListing.run(prefix, Date.now());
@@ -215,7 +272,7 @@ export class ListingStore {
       const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? null };
       for (const w of watching) w.changes.set(name, row);
     }
-    if (this.s.listedAt.get(prefix) === undefined) return;
+    if (this.listedAt(prefix) === undefined) return;
     const current = this.currentRow(prefix, name);
     if (!entry && !current) return;
     if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
@@ -228,6 +285,8 @@ export class ListingStore {
   drop(prefix: string): void {
     this.flush();
     this.recent.delete(prefix);
+    this.times.delete(prefix);
+    this.forgetNames(prefix);
     this.s.drop.run(prefix);
   }
 
@@ -235,12 +294,17 @@ export class ListingStore {
   dropUnder(prefix: string): void {
     this.flush();
     for (const p of [...this.recent.keys()]) if (p.startsWith(prefix)) this.recent.delete(p);
+    for (const p of [...this.times.keys()]) if (p.startsWith(prefix)) this.times.delete(p);
+    for (const p of [...this.names.keys()]) if (p.startsWith(prefix)) this.forgetNames(p);
     this.s.dropUnder.run({ p: prefix });
   }
 
   clear(): void {
     this.pending.clear();
     this.recent.clear();
+    this.times.clear();
+    this.names.clear();
+    this.namesCount = 0;
     this.s.clear.run();
   }
 }

@@ -846,6 +846,7 @@ export class Vault {
     this.ctx.pendingSums?.drain();
     this.ctx.pendingSums?.stop();
     this.saveTouched();
+    this.statements.runBatch();
     this.listings.flush();
     this.statements.setInfo('clean_shutdown', '1');
     await this.checkpointer?.stop();
