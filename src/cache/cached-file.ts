@@ -545,10 +545,10 @@ export class CachedFile {
     // Removed meanwhile: its record is gone, and its id may already be another file's.
     if (this.unlinked) return;
     if (!batched) return this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable, also);
-    const rec = { ...this.rec };
-    const count = this.blockCount();
+    // The record as it is when the batch commits, as the direct commit wrote it: a change that takes no lock (a
+    // pin) made meanwhile is kept, not overwritten by an older copy.
     await this.ctx.statements.batched(() => {
-      if (!this.unlinked) this.ctx.statements.commitFile(rec, count, dirty, clean, false, also);
+      if (!this.unlinked) this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, false, also);
     });
   }
 

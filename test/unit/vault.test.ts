@@ -189,6 +189,50 @@ describe('vault: journal and recovery', () => {
     await vault.close();
   });
 
+  it("an upload's end commits at the end of the turn: a pin made meanwhile stays, a crash before it adopts the object", async () => {
+    let vault = await openVault();
+    const f = await vault.openFile('p', null, attrs);
+    await f.write(0, Buffer.from('pinned while its upload ends'));
+    await f.commit();
+    await vault.closeFile(f);
+    // The second batched job of the upload is its end (the first, its attempt): pin the file just after it is asked for.
+    const statements = (vault as unknown as { statements: { batched(job: () => void): Promise<void> } }).statements;
+    const batched = statements.batched.bind(statements);
+    let jobs = 0;
+    statements.batched = (job) => {
+      const done = batched(job);
+      if (++jobs === 2) vault.setPinned('p', true);
+      return done;
+    };
+    await vault.flushFile('p');
+    expect(jobs).toBe(2);
+    expect(storage.objects.get('p')!.data.toString()).toBe('pinned while its upload ends');
+    await vault.close();
+    vault = await openVault();
+    expect(vault.record('p')).toMatchObject({ pinned: true, dirty: false });
+    // Killed after the object landed but before the end's commit: the next start finds it exactly the file's bytes.
+    const g = await vault.openFile('q', null, attrs);
+    await g.write(0, Buffer.from('landed, then the crash'));
+    await g.commit();
+    await vault.closeFile(g);
+    const st = (vault as unknown as { statements: { batched(job: () => void): Promise<void> } }).statements;
+    const real = st.batched.bind(st);
+    let n = 0;
+    st.batched = (job) => (++n === 2 ? Promise.resolve() : real(job)); // the end's commit never reaches the journal
+    await vault.flushFile('q');
+    expect(storage.objects.get('q')!.data.toString()).toBe('landed, then the crash');
+    await vault.simulateCrash();
+    writeFileSync(path.join(dir, 'vault.lock'), '999999');
+    vault = await openVault();
+    expect(vault.orphans.map((r) => r.key)).toEqual(['q']);
+    const puts = storage.calls.write ?? 0;
+    await vault.flushFile('q');
+    expect(vault.record('q')).toMatchObject({ dirty: false });
+    expect(storage.calls.write ?? 0).toBe(puts); // adopted: the object is exactly its bytes, nothing sent again
+    expect([...storage.objects.keys()].filter((k) => k.includes('conflict'))).toEqual([]);
+    await vault.close();
+  });
+
   it('a commit journals the checksum of every changed block, read back in runs, the last block short', async () => {
     await initChecksums();
     const bs = 64 * KiB;
