@@ -18,6 +18,15 @@ function openVault(): Promise<Vault> {
   return Vault.open({ dir, storage, blockSize: 64 * KiB, fetchBlocks: 4, readAheadBlocks: 8 });
 }
 
+type Batched = (job: () => void) => Promise<void>;
+/** Route the vault's batched journal writes through `each` (n counts them from 1; `real` is the vault's own). */
+function onBatched(vault: Vault, each: (n: number, job: () => void, real: Batched) => Promise<void>): void {
+  const statements = (vault as unknown as { statements: { batched: Batched } }).statements;
+  const real = statements.batched.bind(statements);
+  let n = 0;
+  statements.batched = (job) => each(++n, job, real);
+}
+
 function pattern(size: number): Buffer {
   const b = Buffer.alloc(size);
   for (let i = 0; i < size; i++) b[i] = (i * 7 + (i >> 10)) & 0xff;
@@ -196,14 +205,13 @@ describe('vault: journal and recovery', () => {
     await f.commit();
     await vault.closeFile(f);
     // The second batched job of the upload is its end (the first, its attempt): pin the file just after it is asked for.
-    const statements = (vault as unknown as { statements: { batched(job: () => void): Promise<void> } }).statements;
-    const batched = statements.batched.bind(statements);
     let jobs = 0;
-    statements.batched = (job) => {
-      const done = batched(job);
-      if (++jobs === 2) vault.setPinned('p', true);
+    onBatched(vault, (n, job, real) => {
+      const done = real(job);
+      jobs = n;
+      if (n === 2) vault.setPinned('p', true);
       return done;
-    };
+    });
     await vault.flushFile('p');
     expect(jobs).toBe(2);
     expect(storage.objects.get('p')!.data.toString()).toBe('pinned while its upload ends');
@@ -215,10 +223,7 @@ describe('vault: journal and recovery', () => {
     await g.write(0, Buffer.from('landed, then the crash'));
     await g.commit();
     await vault.closeFile(g);
-    const st = (vault as unknown as { statements: { batched(job: () => void): Promise<void> } }).statements;
-    const real = st.batched.bind(st);
-    let n = 0;
-    st.batched = (job) => (++n === 2 ? Promise.resolve() : real(job)); // the end's commit never reaches the journal
+    onBatched(vault, (n, job, real) => (n === 2 ? Promise.resolve() : real(job))); // the end's commit never reaches the journal
     await vault.flushFile('q');
     expect(storage.objects.get('q')!.data.toString()).toBe('landed, then the crash');
     await vault.simulateCrash();
