@@ -71,7 +71,11 @@ export interface FileContext {
   fetchBlocks: number;
   /** Largest read-ahead window, in blocks. */
   readAheadBlocks: number;
-  objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string };
+  /**
+   * The object's metadata for an upload. `replaces`: whatever object storage has under the key is overwritten,
+   * never adopted or kept as a conflict (a directory's marker: it holds attributes only).
+   */
+  objectMeta: (attrs: FileAttrs, key: string) => { meta: ObjectMeta; contentType?: string; replaces?: boolean };
   /** Bytes of present blocks came (+) or went (−): the vault keeps its size accounting and evicts past its limit. */
   accountBytes: (delta: number) => void;
   /** Per file id: when an upload attempt whose outcome is unknown (a transient failure) was sent. */
@@ -603,7 +607,7 @@ export class CachedFile {
       // A file just created where storage had nothing (the owner checked moments ago) needs no second look.
       const absentAt = this.ctx.absentAt.get(prep.key);
       const knownAbsent = prep.base === null && absentAt !== undefined && Date.now() - absentAt <= this.ctx.absentTrustMs && !this.ctx.failedAttempts.has(this.rec.id);
-      if (!options.force && !options.toKey && !knownAbsent) {
+      if (!options.force && !options.toKey && !knownAbsent && !prep.replaces) {
         const remote = await this.ctx.transfer.statData(prep.key);
         if (remote && remote.etag !== prep.base) {
           // An earlier attempt whose answer was lost may have landed: the object is then exactly our bytes.

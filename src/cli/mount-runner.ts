@@ -12,7 +12,7 @@ import { Vault } from '../cache/vault.js';
 import { ConfigError, type Config } from '../config.js';
 import { FuseSession } from '../fs/fuse/session.js';
 import { FuseUnavailableError, loadFuse } from '../fs/fuse/native.js';
-import { encodeMeta } from '../fs/mirror/meta.js';
+import { encodeMeta, objectMetaFor } from '../fs/mirror/meta.js';
 import { S3Mirror } from '../fs/mirror/mirror.js';
 import { AsOfStorage } from '../storage/as-of.js';
 import { ReadOnlyStorage } from '../storage/read-only.js';
@@ -123,7 +123,7 @@ export async function runMount(job: MountJob): Promise<number> {
       conflictPolicy: config.vault.conflictPolicy,
       dirtyBudget: config.vault.dirtyBudget,
       readOnly: config.fs.readOnly,
-      objectMeta: (attrs) => ({ meta: encodeMeta('file', attrs) }),
+      objectMeta: objectMetaFor,
       streamMeta: config.vault.streamUploads ? (attrs) => ({ meta: encodeMeta('file', attrs, false) }) : undefined,
       // The mirror's "no such object" answers (listings, the nonexistent-files cache) hold this long.
       absentTrustMs: config.fs.metadataTtlMs,

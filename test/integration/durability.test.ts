@@ -224,7 +224,8 @@ describe('durability', () => {
       expect(sh(`cat ${m.mountpoint}/docs/a.txt`)).toBe('first draft\n');
       sh(`echo 'offline edit' >> ${m.mountpoint}/docs/a.txt`);
       sh(`echo 'written offline' > ${m.mountpoint}/docs/b.txt`);
-      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt']);
+      sh(`mkdir -m 700 ${m.mountpoint}/docs/made-offline`);
+      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
       // mount has been quiet for the flush delay, and fails after the SDK's own retries.
       let status = '';
@@ -237,15 +238,19 @@ describe('durability', () => {
       const deadline = Date.now() + 40_000;
       let a = '';
       let b = '';
+      let made = '';
       while (Date.now() < deadline) {
         const get = (key: string) =>
           fetch(`${server.endpoint}/offline/${key}`).then(async (r) => (r.ok ? r.text() : ''), () => '');
-        [a, b] = await Promise.all([get('docs/a.txt'), get('docs/b.txt')]);
-        if (a === 'first draft\noffline edit\n' && b === 'written offline\n') break;
+        const mode = (key: string) =>
+          fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' }).then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''), () => '');
+        [a, b, made] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/')]);
+        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made) break;
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(a).toBe('first draft\noffline edit\n');
       expect(b).toBe('written offline\n');
+      expect(made).toBe(String(0o40700)); // the directory made offline, its marker uploaded once the server was back
     } finally {
       await m.stop();
       await server.stop();

@@ -64,9 +64,12 @@ describe('mount: ordinary tools on a mounted bucket', () => {
     expect(out).toMatch(/^d.* from-sdk$/m);
   });
 
-  it('mkdir -p creates directory markers; rmdir of a non-empty directory fails with ENOTEMPTY', async () => {
-    sh(`mkdir -p ${m.mountpoint}/a/b/c`);
-    expect(await s3.head(BUCKET, 'a/b/c/')).not.toBeNull();
+  it('mkdir -p creates directory markers (uploaded by the write-back, with their mode); rmdir of a non-empty directory fails with ENOTEMPTY', async () => {
+    sh(`mkdir -p ${m.mountpoint}/a/b/c && chmod 700 ${m.mountpoint}/a/b`);
+    expect(sh(`stat -c %A ${m.mountpoint}/a/b ${m.mountpoint}/a/b/c`).split('\n')).toEqual(['drwx------', 'drwxr-xr-x', '']);
+    flush();
+    expect((await s3.head(BUCKET, 'a/b/c/'))?.meta.mode).toBe(String(0o40755));
+    expect((await s3.head(BUCKET, 'a/b/'))?.meta.mode).toBe(String(0o40700));
     sh(`echo x > ${m.mountpoint}/a/b/c/f`);
     const r = shResult(`rmdir ${m.mountpoint}/a/b/c`);
     expect(r.code).not.toBe(0);

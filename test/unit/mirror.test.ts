@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Vault } from '../../src/cache/vault.js';
-import { encodeMeta } from '../../src/fs/mirror/meta.js';
+import { objectMetaFor } from '../../src/fs/mirror/meta.js';
 import { S3Mirror } from '../../src/fs/mirror/mirror.js';
 import { RENAME_NOREPLACE } from '../../src/fs/cbfs/events.js';
 import { silentLogger } from '../../src/log.js';
@@ -21,7 +21,7 @@ let fs: S3Mirror;
 beforeEach(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-mirror-'));
   storage = new MemoryStorage();
-  vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+  vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor });
   fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
 });
 afterEach(async () => {
@@ -41,6 +41,13 @@ function overlapOf(target: MemoryStorage, method: 'copy' | 'write'): { most: num
     return inner(...args);
   };
   return seen;
+}
+
+/** A promise and its resolve (Promise.withResolvers, Node 22). */
+function resolvable(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }
 
 async function writeFile(p: string, text: string): Promise<void> {
@@ -177,6 +184,71 @@ describe('mirror: namespace', () => {
     expect(storage.objects.size).toBe(0);
   });
 
+  it('mkdir journals its marker: nothing is sent until the write-back uploads it, with the attributes set meanwhile', async () => {
+    await fs.enumerateDirectory('/');
+    const writes = storage.calls.write ?? 0;
+    await fs.createDirectory('/made', 0o755, caller);
+    await fs.createDirectory('/made/deeper', 0o700, caller);
+    await fs.setFileAttributes('/made', { mode: 0o40750, mtimeMs: 1_577_836_800_000 });
+    expect([storage.calls.write ?? 0, storage.calls.copy ?? 0, storage.objects.size]).toEqual([writes, 0, 0]);
+    expect(await fs.getFileInfo('/made')).toMatchObject({ kind: 'dir', mode: 0o750, uid: caller.uid, mtimeMs: 1_577_836_800_000 });
+    expect(await fs.createDirectory('/made', 0o755, caller).catch((e: { errno: number }) => e.errno)).toBe(17);
+    // Once what the mount learnt is forgotten (storage has nothing there yet), the vault's markers still answer.
+    fs.refresh('/');
+    expect(await fs.getFileInfo('/made/deeper')).toMatchObject({ kind: 'dir', mode: 0o700 });
+    expect((await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}:${e.info.mode.toString(8)}`)).toEqual(['made:dir:750']);
+    expect((await fs.enumerateDirectory('/made')).map((e) => `${e.name}:${e.info.kind}`)).toEqual(['deeper:dir']);
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['made/', 'made/deeper/']);
+    expect(storage.calls.write! - writes).toBe(2);
+    const made = storage.objects.get('made/')!;
+    expect([made.meta.mode, made.meta.mtime, made.contentType, made.data.length]).toEqual([String(0o40750), '1577836800', 'application/x-directory', 0]);
+    expect(storage.objects.get('made/deeper/')!.meta.mode).toBe(String(0o40700));
+    // Uploaded: a change is written to the marker at once, as for any directory.
+    await fs.setFileAttributes('/made/deeper', { mode: 0o40755 });
+    expect(storage.objects.get('made/deeper/')!.meta.mode).toBe(String(0o40755));
+  });
+
+  it("a marker another client put meanwhile is overwritten with this mkdir's attributes: not adopted, no conflict copy", async () => {
+    await fs.createDirectory('/r', 0o750, caller);
+    storage.putObject('r/', '', { mode: String(0o40700), uid: '7' });
+    await vault.flushAll();
+    expect([...storage.objects.keys()]).toEqual(['r/']);
+    expect(storage.objects.get('r/')!.meta).toMatchObject({ mode: String(0o40750), uid: String(caller.uid) });
+  });
+
+  it('rmdir of a directory whose marker was never uploaded sends nothing; a removed file leaves its directory empty', async () => {
+    await fs.createDirectory('/tmp', 0o755, caller);
+    await fs.createDirectory('/tmp/sub', 0o755, caller);
+    await expect(fs.deleteDirectory('/tmp')).rejects.toMatchObject({ errno: 39 });
+    const deletes = storage.calls.delete ?? 0;
+    await fs.deleteDirectory('/tmp/sub');
+    await fs.deleteDirectory('/tmp');
+    expect(storage.calls.delete ?? 0).toBe(deletes);
+    await vault.flushAll();
+    expect(storage.objects.size).toBe(0);
+    expect(await fs.getFileInfo('/tmp')).toBeNull();
+    expect(await fs.enumerateDirectory('/')).toEqual([]);
+  });
+
+  it('a mkdir survives a crash before its upload, and one made while storage is unreachable goes up when it is back', async () => {
+    await fs.createDirectory('/kept', 0o711, caller);
+    await vault.close(); // the "crash": nothing uploaded
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    expect(vault.orphans.map((r) => r.key)).toEqual(['kept/']);
+    expect(await fs.getFileInfo('/kept')).toMatchObject({ kind: 'dir', mode: 0o711 });
+    faulty.reachable(false);
+    await fs.createDirectory('/kept/offline', 0o755, caller);
+    expect((await fs.getFileInfo('/kept/offline'))?.kind).toBe('dir');
+    expect(storage.objects.size).toBe(0);
+    faulty.reachable(true);
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['kept/', 'kept/offline/']);
+    expect(storage.objects.get('kept/')!.meta.mode).toBe(String(0o40711));
+  });
+
   it('rename is copy + delete; NOREPLACE refuses an existing target; a directory moves whole', async () => {
     await writeFile('/a', 'A');
     await writeFile('/b', 'B');
@@ -235,7 +307,7 @@ describe('mirror: namespace', () => {
     await f.commit();
     await vault.closeFile(f);
     await vault.close();
-    vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     expect(vault.orphans.map((r) => r.key)).toEqual(['orphan.txt']);
     await fs.mount();
@@ -270,13 +342,13 @@ describe('mirror: namespace', () => {
     for (const n of ['a', 'b', 'c']) await writeFile(`/src/${n}`, n);
     await vault.close();
     const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     faulty.failNext('delete', RWRESULT.FAILURE, 1); // the copies are made, the deletes are not: the "crash"
     await expect(fs.renameOrMoveFile('/src', '/dst', 0)).rejects.toMatchObject({ errno: 5 });
     expect(vault.pendingRenames()).toHaveLength(1);
     await vault.close();
-    vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     await fs.mount();
     expect(vault.pendingRenames()).toHaveLength(0);
@@ -295,7 +367,7 @@ describe('mirror: namespace', () => {
     // One copy of forty fails: the rename fails and every source is still there.
     await vault.close();
     const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
     faulty.failNext('copy', RWRESULT.FAILURE, 1);
     await expect(fs.renameOrMoveFile('/moved', '/again', 0)).rejects.toMatchObject({ errno: 5 });

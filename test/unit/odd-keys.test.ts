@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Vault } from '../../src/cache/vault.js';
-import { encodeMeta } from '../../src/fs/mirror/meta.js';
+import { objectMetaFor } from '../../src/fs/mirror/meta.js';
 import { forgetLongAliases } from '../../src/fs/mirror/keys.js';
 import { S3Mirror } from '../../src/fs/mirror/mirror.js';
 import { silentLogger } from '../../src/log.js';
@@ -35,7 +35,7 @@ const names = async (p: string) => (await fs.enumerateDirectory(p)).map((e) => `
 beforeEach(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-odd-'));
   storage = new MemoryStorage();
-  vault = await Vault.open({ dir, storage, objectMeta: (a) => ({ meta: encodeMeta('file', a) }) });
+  vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor });
   warnings = [];
   const log = { ...silentLogger, warn: (obj: unknown, msg?: string) => warnings.push(`${msg} ${JSON.stringify(obj)}`), child: () => log } as unknown as typeof silentLogger;
   fs = new S3Mirror({ vault, log, owner: { uid: 0, gid: 0 } });

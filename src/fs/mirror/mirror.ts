@@ -19,7 +19,7 @@ import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
-import { Namespace, recordInfo } from './namespace.js';
+import { markerInfo, Namespace, recordInfo } from './namespace.js';
 import { parseVersionsPath, VersionsView } from './versions-view.js';
 
 export interface MirrorOptions {
@@ -90,7 +90,11 @@ export class S3Mirror implements CbfsHandlers {
     this.ns = new Namespace(this.vault, this.cache, this.owner, this.mountedAt, (key, rule) => this.log.warn({ key }, `odd key: ${rule}`));
     this.ns.listingAttributes = options.listingAttributes ?? false;
     this.versions = new VersionsView(this.vault.storage, this.owner, this.mountedAt);
-    this.vault.onUploaded = (rec) => this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
+    this.vault.onUploaded = (rec) => {
+      // A directory's marker (`dir/`): the directory is what its parent's listing learns.
+      if (rec.key.endsWith('/')) this.cache.set(rec.key.slice(0, -1), { info: markerInfo(rec), complete: true });
+      else this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
+    };
     this.vault.onConflict = (c) => {
       // The name now shows the other writer's object, which no stored listing knows yet: list it again.
       this.cache.delete(c.key);
@@ -420,8 +424,19 @@ export class S3Mirror implements CbfsHandlers {
     return next;
   }
 
+  /** A directory's attributes go to its marker: with its upload if that is still to come, else rewritten now. */
   private async putMarker(path: string, info: FileInfo): Promise<void> {
-    await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+    const marker = this.ns.pendingMarker(pathToKey(path));
+    if (marker) {
+      const file = await this.vault.openFile(marker.key, marker.remoteEtag ? { etag: marker.remoteEtag, size: 0 } : null, marker);
+      try {
+        file.setAttrs({ mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
+      } finally {
+        await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
+      }
+    } else {
+      await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+    }
     this.cache.set(pathToKey(path), { info, complete: true });
   }
 
@@ -433,7 +448,11 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
-      await this.putMarker(path, info);
+      // Its marker is journaled in the vault and uploaded by the write-back queue, like a new empty file: mkdir
+      // waits for no request (tar x and git clone make a directory every few files), and works offline.
+      const marker = await this.vault.openFile(dirPrefix(path), null, { mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs });
+      await this.vault.closeFile(marker, { flush: FLUSH.DELAYED });
+      this.cache.set(pathToKey(path), { info, complete: true });
       // It did not exist, so nothing is under it: lookups inside the new directory need no request.
       this.cache.setListing(dirPrefix(path), []);
       return info;
@@ -489,7 +508,9 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('rmdir', path, async () => {
       const prefix = dirPrefix(path);
       if (!(await this.isDirectoryEmpty(prefix))) throw new FsError(E.ENOTEMPTY, 'rmdir', path);
-      await this.storage.delete(prefix);
+      // A marker never uploaded leaves the vault only: storage has nothing to delete.
+      const marker = await this.releaseName(prefix, path);
+      if (!marker || marker.remoteEtag !== null) await this.storage.delete(prefix);
       this.cache.set(pathToKey(path), { info: null, complete: true });
     });
   }
@@ -498,7 +519,7 @@ export class S3Mirror implements CbfsHandlers {
   private async isDirectoryEmpty(prefix: string): Promise<boolean> {
     const listing = await this.storage.list(prefix, { maxKeys: 2 });
     if (listing.objects.some((o) => o.key !== prefix)) return false;
-    return !this.vault.pendingUnder(prefix).some((r) => r.remoteEtag === null || this.vault.isOpen(r.key));
+    return !this.vault.pendingUnder(prefix).some((r) => r.key !== prefix && (r.remoteEtag === null || this.vault.isOpen(r.key)));
   }
 
   async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {

@@ -31,6 +31,11 @@ export function recordInfo(rec: FileRecord): FileInfo {
   return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
 }
 
+/** A directory from the record of its marker (key `dir/`) that the write-back queue has yet to upload. */
+export function markerInfo(rec: FileRecord): FileInfo {
+  return { kind: 'dir', size: 0, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
+}
+
 /** In a stored listing, the file that a same-named directory shadows (names never hold NUL). */
 const SHADOWED_ENTRY = '\0file';
 
@@ -90,7 +95,24 @@ export class Namespace {
     }
   }
 
+  /**
+   * The marker record of a directory made here (mkdir) that storage has not got yet: until it is uploaded, the
+   * directory exists only in the vault — and whatever storage or the caches say of the name, it is there.
+   */
+  pendingMarker(key: string): FileRecord | undefined {
+    const rec = this.vault.record(`${key}/`);
+    return rec && (rec.dirty || rec.remoteEtag === null) ? rec : undefined;
+  }
+
   private async infoOf(path: string): Promise<FileInfo | null> {
+    const info = await this.storedInfoOf(path);
+    if (info?.kind === 'file' || info?.kind === 'symlink') return info;
+    // A directory (or nothing): the marker's record, while its upload is to come, holds what storage does not yet.
+    const marker = this.pendingMarker(pathToKey(path));
+    return marker ? markerInfo(marker) : info;
+  }
+
+  private async storedInfoOf(path: string): Promise<FileInfo | null> {
     checkPath(path, 'getattr');
     const key = pathToKey(path);
     const rec = this.vault.record(key);
@@ -296,6 +318,16 @@ export class Namespace {
       dirs.add(segment);
       if (!cached) this.cache.remember(p.slice(0, -1), { info, complete: exact !== undefined });
     }
+    // Directories made here whose marker is not uploaded yet (before the files: one of the same name is then shown
+    // under an alias, as for a listed directory).
+    const pending = this.vault.pendingUnder(prefix);
+    for (const rec of pending) {
+      const segment = rec.key.slice(prefix.length, -1);
+      if (!rec.key.endsWith('/') || !segment || segment.includes('/')) continue;
+      const name = segmentName(segment);
+      entries.set(name, { name, info: markerInfo(rec), exact: true });
+      dirs.add(segment);
+    }
     const nameOfFile = (segment: string, key: string): string => {
       if (!dirs.has(segment)) {
         const name = segmentName(segment);
@@ -327,7 +359,7 @@ export class Namespace {
       entries.set(name, { name, info, exact });
     }
     // Open, changed and not-yet-uploaded files: what the vault has wins over what storage lists.
-    for (const rec of this.vault.pendingUnder(prefix)) {
+    for (const rec of pending) {
       const segment = rec.key.slice(prefix.length);
       if (!segment || segment.includes('/')) continue;
       const name = nameOfFile(segment, rec.key);
