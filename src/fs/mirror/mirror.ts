@@ -19,7 +19,7 @@ import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
-import { markerInfo, Namespace, recordInfo } from './namespace.js';
+import { Namespace, recordInfo } from './namespace.js';
 import { parseVersionsPath, VersionsView } from './versions-view.js';
 
 export interface MirrorOptions {
@@ -92,7 +92,7 @@ export class S3Mirror implements CbfsHandlers {
     this.versions = new VersionsView(this.vault.storage, this.owner, this.mountedAt);
     this.vault.onUploaded = (rec) => {
       // A directory's marker (`dir/`): the directory is what its parent's listing learns.
-      if (rec.key.endsWith('/')) this.cache.set(rec.key.slice(0, -1), { info: markerInfo(rec), complete: true });
+      if (rec.key.endsWith('/')) this.cache.set(rec.key.slice(0, -1), { info: recordInfo(rec, 'dir'), complete: true });
       else this.cache.set(rec.key, { info: recordInfo(rec), etag: rec.remoteEtag!, complete: true });
     };
     this.vault.onConflict = (c) => {

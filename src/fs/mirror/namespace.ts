@@ -27,13 +27,9 @@ const SIBLINGS_MS = 10_000;
 /** Listings this long load the vault's records of the directory at once instead of per entry. */
 const BULK_RECORDS = 256;
 
-export function recordInfo(rec: FileRecord): FileInfo {
-  return { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
-}
-
-/** A directory from the record of its marker (key `dir/`) that the write-back queue has yet to upload. */
-export function markerInfo(rec: FileRecord): FileInfo {
-  return { kind: 'dir', size: 0, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
+/** What a vault record shows: a file, or (`dir`) the directory of a marker record (key `dir/`). */
+export function recordInfo(rec: FileRecord, kind: 'file' | 'dir' = 'file'): FileInfo {
+  return { kind, size: kind === 'dir' ? 0 : rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
 }
 
 /** In a stored listing, the file that a same-named directory shadows (names never hold NUL). */
@@ -109,7 +105,7 @@ export class Namespace {
     if (info?.kind === 'file' || info?.kind === 'symlink') return info;
     // A directory (or nothing): the marker's record, while its upload is to come, holds what storage does not yet.
     const marker = this.pendingMarker(pathToKey(path));
-    return marker ? markerInfo(marker) : info;
+    return marker ? recordInfo(marker, 'dir') : info;
   }
 
   private async storedInfoOf(path: string): Promise<FileInfo | null> {
@@ -325,7 +321,7 @@ export class Namespace {
       const segment = rec.key.slice(prefix.length, -1);
       if (!rec.key.endsWith('/') || !segment || segment.includes('/')) continue;
       const name = segmentName(segment);
-      entries.set(name, { name, info: markerInfo(rec), exact: true });
+      entries.set(name, { name, info: recordInfo(rec, 'dir'), exact: true });
       dirs.add(segment);
     }
     const nameOfFile = (segment: string, key: string): string => {
