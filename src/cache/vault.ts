@@ -29,6 +29,7 @@ import { DataFile } from './data-file.js';
 import { accessClock, VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
+import { DeleteQueue } from './delete-queue.js';
 import { checkTag, checkTagCount } from './tags.js';
 import { StreamBudget } from './stream-upload.js';
 import { PendingSums, type SumSource } from './pending-sums.js';
@@ -48,6 +49,8 @@ export interface VaultOptions {
   flushAfterCloseMs?: number;
   /** While changed files keep closing, uploads wait for a pause, but none longer than this after its close. */
   flushMaxDelayMs?: number;
+  /** How long a journaled delete waits for others to join its batch (default: 200 ms, at most the flush delay). */
+  deleteDelayMs?: number;
   /** Files uploaded at once by the write-back queue. */
   uploadConcurrency?: number;
   /** Retry delays of transient upload failures: doubled per attempt from base up to max, with jitter. */
@@ -91,6 +94,8 @@ export interface RemoteVersion {
 
 export type { FileStatus } from './status.js';
 
+/** How long a journaled delete waits for others to join its batch (at most the flush delay). */
+const DELETE_DELAY_MS = 200;
 /** Stream uploads: parts in flight at once, all files together (each holds a part-sized buffer). */
 const STREAM_PARTS_IN_FLIGHT = 4;
 /** Stream uploads: how often open files are looked at for parts their writers have moved past. */
@@ -128,6 +133,7 @@ export class Vault {
   private closed = false;
   /** Directory listings kept in the vault (for the owner's namespace). */
   readonly listings: ListingStore;
+  private deletes!: DeleteQueue;
 
   private constructor(
     readonly dir: string,
@@ -502,8 +508,18 @@ export class Vault {
     }
   }
 
-  /** Forget a key's cached file; an open one lives on for its handles and is never uploaded. */
-  removeRecord(key: string): void {
+  /**
+   * Forget a key's cached file; an open one lives on for its handles and is never uploaded. `deleteObject`:
+   * journal the delete of its object in the same commit (sent later, batched; see DeleteQueue).
+   */
+  removeRecord(key: string, options: { deleteObject?: boolean } = {}): void {
+    if (options.deleteObject) {
+      this.db.transaction(() => {
+        this.removeRecord(key);
+        this.deletes.add(key);
+      })();
+      return;
+    }
     this.writeback.drop(key);
     this.ctx.absentAt.delete(key);
     const file = this.open.get(key);
@@ -580,6 +596,26 @@ export class Vault {
 
   pendingRenames(): { id: number; fromPrefix: string; toPrefix: string }[] {
     return this.db.prepare('SELECT id, from_prefix AS fromPrefix, to_prefix AS toPrefix FROM renames ORDER BY id').all() as { id: number; fromPrefix: string; toPrefix: string }[];
+  }
+
+  // ---- journaled deletes (unlink; sent later, batched) ----
+
+  /** Is the key's object to be deleted (journaled, not yet confirmed by storage)? */
+  deletePending(key: string): boolean {
+    return this.deletes.has(key);
+  }
+
+  /** Deletes journaled and not yet confirmed. */
+  get pendingDeletes(): number {
+    return this.deletes.size;
+  }
+
+  /**
+   * Send journaled deletes now and wait: all of them, or (with a key) until that key's has reached storage — before
+   * anything writes the key, so the late delete cannot remove what is written. Storage's failure is thrown.
+   */
+  sendDeletes(key?: string): Promise<void> {
+    return key === undefined ? this.deletes.flush() : this.deletes.settle(key);
   }
 
   // ---- pinning (never evicted, kept for offline use) ----
@@ -661,6 +697,11 @@ export class Vault {
     const keys = this.enumerateCachedFiles(ENUM_MODE.CHANGED);
     let done = 0;
     let left = 0;
+    try {
+      await this.deletes.flush();
+    } catch (err) {
+      this.ctx.log.error({ deletes: this.deletes.size, err: (err as Error).message }, 'deletes not sent; they stay journaled for the next start');
+    }
     // All queued at once: the write-back queue runs as many as its concurrency and memory budget allow.
     const offline = this.whenOffline();
     await Promise.all(
@@ -694,6 +735,18 @@ export class Vault {
 
   /** The write-back queue and everything that feeds it: orphans, power notifications, back-pressure. */
   private startWriteBack(options: VaultOptions): void {
+    this.deletes = new DeleteQueue(this.db, this.storage, {
+      // Short: there is no CPU to spare for, and another client should soon see the object gone.
+      delayMs: options.deleteDelayMs ?? Math.min(DELETE_DELAY_MS, options.flushAfterCloseMs ?? 2000),
+      retryBaseMs: options.retryBaseMs ?? 1000,
+      retryMaxMs: options.retryMaxMs ?? 60_000,
+      onDeleted: (keys) => this.deleted(keys),
+      onRefused: (keys) => {
+        // The objects are back in view: their directories are listed again.
+        for (const k of keys) this.listings.drop(k.slice(0, k.lastIndexOf('/') + 1));
+      },
+      log: this.ctx.log,
+    });
     this.writeback = new WriteBack({
       concurrency: options.uploadConcurrency ?? 32,
       delayMs: options.flushAfterCloseMs ?? 2000,
@@ -712,29 +765,41 @@ export class Vault {
       if (this.offline) {
         this.ctx.log.warn({ reason: reason?.message }, 'storage offline: uploads paused, the vault keeps serving what it holds');
         this.writeback.pause();
+        this.deletes.pause();
         for (const w of this.offlineWaiters.splice(0)) w();
       } else {
         this.ctx.log.info('storage back online: error states cleared, uploads resume');
         this.resetErrorState();
         this.writeback.resetErrors();
         this.writeback.resume();
+        this.deletes.resume();
       }
     });
     if (powered.power === 'offline') {
       this.offline = true;
       this.writeback.pause();
+      this.deletes.pause();
     }
     if (options.readOnly) {
       if (this.orphans.length) this.ctx.log.warn({ count: this.orphans.length }, 'read-only mount: changes an earlier mount left in the vault stay there, not uploaded');
       return;
     }
     for (const rec of this.orphans) this.writeback.schedule(rec.key, rec.size, 0);
+    // Deletes an earlier run journaled and never sent.
+    if (this.deletes.size) this.ctx.log.warn({ count: this.deletes.size }, 'sending deletes an earlier run left journaled');
+    this.deletes.start();
   }
 
   /** The queue's upload of one file: open it, upload with the conflict policy, close it. */
   private async uploadKey(key: string): Promise<UploadOutcome | 'gone'> {
-    const rec = this.record(key);
+    let rec = this.record(key);
     if (!rec || !rec.dirty || rec.local) return 'gone';
+    // A file made where an object was removed: the old object's delete goes first (it must not follow the upload).
+    if (this.deletes.has(key)) {
+      await this.deletes.settle(key);
+      rec = this.record(key);
+      if (!rec || !rec.dirty || rec.local) return 'gone';
+    }
     let file: CachedFile;
     try {
       file = await this.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
@@ -752,6 +817,18 @@ export class Vault {
       return outcome;
     } finally {
       await this.closeFile(file);
+    }
+  }
+
+  /**
+   * Deletes storage confirmed: their names leave the stored listings (a LIST in flight meanwhile may still have
+   * them; its watch replays this), unless a new file took the name meanwhile.
+   */
+  private deleted(keys: string[]): void {
+    for (const k of keys) {
+      if (this.record(k)) continue;
+      const cut = k.lastIndexOf('/') + 1;
+      this.listings.setEntry(k.slice(0, cut), k.slice(cut), null);
     }
   }
 
@@ -809,6 +886,7 @@ export class Vault {
     clearInterval(this.streamTimer);
     this.ctx.pendingSums?.stop();
     this.writeback.stop();
+    this.deletes.stop();
     for (const f of this.open.values()) await f.closeData().catch(() => undefined);
     await this.checkpointer?.stop();
     this.db.close();
@@ -828,6 +906,8 @@ export class Vault {
     clearInterval(this.streamTimer);
     if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
     this.writeback.stop();
+    this.deletes.stop();
+    await this.deletes.settled();
     // An upload under way holds its file open and reads its data file: closing that under it closed the
     // descriptor twice (EBADF at the upload's own close, or, had the number been reused, someone else's file).
     if (!options.abandonUploads) await this.writeback.allSettled();

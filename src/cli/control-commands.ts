@@ -66,6 +66,7 @@ export async function unmountThroughControl(mountpoint: string, flush: boolean):
 interface StatusReply {
   files: FileStatus[];
   pending: QueueEntry[];
+  deletes?: number;
   conflicts: Conflict[];
   offline: boolean;
 }
@@ -80,6 +81,7 @@ function formatQueue(r: StatusReply): string {
       out.push(`  ${q.key}  ${q.size} bytes  ${when}${q.attempts ? `  attempt ${q.attempts + 1}` : ''}${q.lastError ? `  last error: ${q.lastError}` : ''}`);
     }
   }
+  if (r.deletes) out.push(`pending deletes: ${r.deletes} (removed here, sent to storage batched)`);
   if (r.conflicts.length) {
     out.push('conflicts (the object changed in storage while it had local changes):');
     for (const c of r.conflicts) out.push(`  ${c.key}: ${c.conflictKey ? `local version saved as ${c.conflictKey}` : c.policy} (${new Date(c.atMs).toISOString()})`);
@@ -219,10 +221,24 @@ export function addControlCommands(program: Command, setResult: (p: Promise<numb
     .option('--wait', 'wait until they are in storage, with a progress bar')
     .action((p: string, flags: { wait?: boolean }) =>
       wrap(async () => {
-        const r = (await request('flush', p, flags.wait ? 'flush' : undefined, { wait: flags.wait === true })) as { files: number };
-        const what = flags.wait ? `uploaded ${r.files} files` : `${r.files} files queued for upload now`;
-        process.stdout.write(`s3vault: ${r.files ? what : 'nothing to upload'}\n`);
+        const r = (await request('flush', p, flags.wait ? 'flush' : undefined, { wait: flags.wait === true })) as { files: number; dirs?: number; deletes?: number };
+        process.stdout.write(`s3vault: ${flushSummary(r, flags.wait === true)}\n`);
         return EXIT.OK;
       }),
     );
+}
+
+const plural = (n: number, one: string, many: string): string => `${n} ${n === 1 ? one : many}`;
+
+/** "uploaded 1000 files and 1 directory, deleted 3 objects" (directories: their markers; deletes: journaled ones). */
+function flushSummary(r: { files: number; dirs?: number; deletes?: number }, wait: boolean): string {
+  const dirs = r.dirs ?? 0;
+  const deletes = r.deletes ?? 0;
+  const parts: string[] = [];
+  if (r.files || dirs) {
+    const what = [r.files ? plural(r.files, 'file', 'files') : '', dirs ? plural(dirs, 'directory', 'directories') : ''].filter(Boolean).join(' and ');
+    parts.push(wait ? `uploaded ${what}` : `${what} queued for upload now`);
+  }
+  if (deletes) parts.push(wait ? `deleted ${plural(deletes, 'object', 'objects')}` : `${plural(deletes, 'delete', 'deletes')} sent now`);
+  return parts.length ? parts.join(', ') : 'nothing to upload';
 }

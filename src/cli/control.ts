@@ -78,7 +78,7 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
           case 'unmount':
             return hooks.unmount(req.flush !== false, progress);
           case 'flush':
-            return { files: await maintenance.flush(req.path, req.wait === true, progress) };
+            return maintenance.flush(req.path, req.wait === true, progress);
           default:
             throw new Error(`unknown operation ${String((req as { op: unknown }).op)}`);
         }

@@ -167,6 +167,7 @@ describe('mirror: namespace', () => {
     await new Promise((r) => setImmediate(r));
     await vault.flushAll(); // d/new lands: its record is clean now, only the listing can show it
     await fs.deleteFile('/d/gone');
+    await vault.sendDeletes(); // its journaled delete lands too, while the LIST is still on its way
     expect(storage.objects.has('d/new') && !storage.objects.has('d/gone')).toBe(true);
     answer();
     expect((await listing).map((e) => e.name).sort()).toEqual(['new', 'old']);
@@ -247,6 +248,91 @@ describe('mirror: namespace', () => {
     await vault.flushAll();
     expect([...storage.objects.keys()].sort()).toEqual(['kept/', 'kept/offline/']);
     expect(storage.objects.get('kept/')!.meta.mode).toBe(String(0o40711));
+  });
+
+  it('unlink journals the delete: nothing is sent at once, the name is gone everywhere, and one DeleteObjects takes them all', async () => {
+    for (let i = 0; i < 5; i++) storage.putObject(`d/f${i}`, 'x');
+    storage.putObject('d/kept', 'x');
+    expect((await fs.enumerateDirectory('/d')).length).toBe(6);
+    const sent = { ...storage.calls };
+    for (let i = 0; i < 5; i++) await fs.deleteFile(`/d/f${i}`);
+    expect([storage.calls.delete, storage.calls.deleteMany, storage.objects.size]).toEqual([sent.delete, sent.deleteMany, 6]);
+    expect(vault.pendingDeletes).toBe(5);
+    expect(await fs.getFileInfo('/d/f0')).toBeNull();
+    expect((await fs.enumerateDirectory('/d')).map((e) => e.name)).toEqual(['kept']);
+    // Taken again from storage (which still has them): still hidden, in listings and look-ups.
+    fs.refresh('/d');
+    expect((await fs.enumerateDirectory('/d')).map((e) => e.name)).toEqual(['kept']);
+    fs.refresh('/d');
+    expect(await fs.getFileInfo('/d/f3')).toBeNull();
+    await expect(fs.deleteFile('/d/f3')).rejects.toMatchObject({ errno: 2 });
+    // rmdir (rm -r) sends them first, in one request, then finds the directory as it is.
+    await expect(fs.deleteDirectory('/d')).rejects.toMatchObject({ errno: 39 });
+    expect([storage.calls.deleteMany! - (sent.deleteMany ?? 0), vault.pendingDeletes, [...storage.objects.keys()]]).toEqual([1, 0, ['d/kept']]);
+    await fs.deleteFile('/d/kept');
+    await fs.deleteDirectory('/d');
+    expect([storage.objects.size, storage.calls.deleteMany! - (sent.deleteMany ?? 0)]).toEqual([0, 2]);
+  });
+
+  it('a name removed and written again: the late delete never removes the new object (new file, rename, symlink, mkdir), and no conflict', async () => {
+    await vault.close();
+    vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor, deleteDelayMs: 60_000 }); // nothing sent but by asking
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    for (const n of ['a', 'b', 'c', 'l', 'm']) await writeFile(`/${n}`, `old ${n}`);
+    await vault.flushAll();
+    await fs.deleteFile('/a');
+    const { handle } = await fs.createFile('/a', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('new a'));
+    await fs.closeFile(handle);
+    await vault.flushFile('a'); // its upload, before the batch went: it sends the delete first
+    expect([storage.objects.get('a')?.data.toString(), vault.pendingDeletes, vault.conflicts]).toEqual(['new a', 0, []]);
+    for (const n of ['b', 'l', 'm']) await fs.deleteFile(`/${n}`);
+    await fs.renameOrMoveFile('/c', '/b', 0); // a server-side copy now: the delete goes before it
+    await fs.createSymlink('/l', 'target', caller);
+    await fs.createDirectory('/m', 0o755, caller);
+    await vault.flushAll();
+    expect(vault.pendingDeletes).toBe(0);
+    expect([...storage.objects.keys()].sort()).toEqual(['a', 'b', 'l', 'm/']);
+    expect([storage.objects.get('a')!.data.toString(), storage.objects.get('b')!.data.toString()]).toEqual(['new a', 'old c']);
+    expect(vault.conflicts).toEqual([]);
+    expect((await fs.getFileInfo('/m'))?.kind).toBe('dir');
+    expect(await fs.readSymlink('/l')).toBe('target');
+  });
+
+  it('a directory moved after files under it were removed does not bring them back', async () => {
+    await writeFile('/m/x', 'X');
+    await writeFile('/m/y', 'Y');
+    await vault.flushAll();
+    await fs.deleteFile('/m/x');
+    await fs.renameOrMoveFile('/m', '/n', 0);
+    expect([...storage.objects.keys()].sort()).toEqual(['n/', 'n/y']);
+    expect((await fs.enumerateDirectory('/n')).map((e) => e.name)).toEqual(['y']);
+  });
+
+  it('journaled deletes survive a crash; unlink works offline; both go when storage is back; a refused delete shows the file again', async () => {
+    for (const n of ['k', 'off', 'deny']) await writeFile(`/${n}`, n);
+    await vault.flushAll();
+    await fs.deleteFile('/k');
+    await vault.close(); // the "crash": stopped before the delete went
+    const faulty = new FaultyStorage(storage);
+    faulty.reachable(false);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    expect(vault.pendingDeletes).toBe(1);
+    expect(await fs.getFileInfo('/k')).toBeNull();
+    await fs.deleteFile('/off');
+    expect(await fs.getFileInfo('/off')).toBeNull();
+    expect([...storage.objects.keys()].sort()).toEqual(['deny', 'k', 'off']);
+    faulty.reachable(true);
+    await vault.flushAll();
+    expect([...storage.objects.keys()]).toEqual(['deny']);
+    faulty.failNext('delete', RWRESULT.FILE_FAILURE);
+    await fs.deleteFile('/deny');
+    await vault.flushAll();
+    expect(vault.pendingDeletes).toBe(0);
+    expect([...storage.objects.keys()]).toEqual(['deny']);
+    fs.refresh('/');
+    expect((await fs.getFileInfo('/deny'))?.size).toBe(4);
   });
 
   it('rename is copy + delete; NOREPLACE refuses an existing target; a directory moves whole', async () => {

@@ -20,6 +20,13 @@ export interface Progress {
   current: string;
 }
 
+/** What a flush sent: changed files, directory markers, deletes. */
+export interface FlushCounts {
+  files: number;
+  dirs: number;
+  deletes: number;
+}
+
 export class Maintenance {
   constructor(
     private readonly vault: Vault,
@@ -82,10 +89,11 @@ export class Maintenance {
     return k === '' || key === k || key.startsWith(dirPrefix(path));
   }
 
-  /** Pending uploads, conflicts met, and files whose transfers stopped on an error, under a path. */
-  queue(path: string): { pending: QueueEntry[]; conflicts: Conflict[]; offline: boolean } {
+  /** Pending uploads, conflicts met, and files whose transfers stopped on an error, under a path; deletes not yet sent (all). */
+  queue(path: string): { pending: QueueEntry[]; deletes: number; conflicts: Conflict[]; offline: boolean } {
     return {
       pending: this.vault.queue().filter((q) => this.under(path, q.key)),
+      deletes: this.vault.pendingDeletes,
       conflicts: this.vault.conflicts.filter((c) => this.under(path, c.key)),
       offline: (this.vault.storage as Partial<PoweredStorage>).power === 'offline',
     };
@@ -99,12 +107,18 @@ export class Maintenance {
   }
 
   /** Upload the pending changes under a path now; with wait, resolve once they are in storage. */
-  async flush(path: string, wait: boolean, onProgress: (p: Progress) => void): Promise<number> {
+  async flush(path: string, wait: boolean, onProgress: (p: Progress) => void): Promise<FlushCounts> {
     const pending = this.status(path).filter((s) => s.status === FILE_STATUS.CHANGED || s.status === FILE_STATUS.ORPHAN);
+    // Journaled deletes go too (all of them: they are few requests, and a path's own are hard to tell apart).
+    const deletes = this.vault.pendingDeletes;
+    const dirs = pending.filter((s) => s.key.endsWith('/')).length;
+    const counts = { files: pending.length - dirs, dirs, deletes };
     if (!wait) {
+      this.vault.sendDeletes().catch(() => undefined); // a failure is retried by the delete queue, and logged
       for (const s of pending) await this.vault.flushFile(s.key, FLUSH_MODE.ASYNC);
-      return pending.length;
+      return counts;
     }
+    await this.vault.sendDeletes();
     const progress: Progress = { doneBytes: 0, totalBytes: pending.reduce((n, s) => n + s.size, 0), files: 0, totalFiles: pending.length, current: '' };
     // All queued at once (the write-back queue bounds how many run); the first failure is reported.
     const results = await Promise.allSettled(
@@ -118,7 +132,7 @@ export class Maintenance {
     );
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
-    return pending.length;
+    return counts;
   }
 
   // ---- versions (S3 versioning) ----

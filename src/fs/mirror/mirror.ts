@@ -447,6 +447,7 @@ export class S3Mirror implements CbfsHandlers {
     checkNewName(path, 'mkdir');
     return this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
+      await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its delete must not hide the directory
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       // Its marker is journaled in the vault and uploaded by the write-back queue, like a new empty file: mkdir
       // waits for no request (tar x and git clone make a directory every few files), and works offline.
@@ -466,8 +467,15 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'unlink', path);
       if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
       const key = pathToKey(path);
-      const rec = await this.releaseName(key, path);
-      if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
+      if (isShadowedPath(path)) {
+        // Its key is also the look-up key of the directory that shadows it: a journaled delete would hide that.
+        const rec = await this.releaseName(key, path);
+        if (!rec || rec.remoteEtag !== null) await this.storage.delete(key);
+      } else {
+        // The object's delete is journaled with the record's removal and sent later, batched (rm -r: one request
+        // per 1000 files, not one each); until then the namespace hides the name.
+        await this.releaseName(key, path, true);
+      }
       this.forgetName(path, key);
     });
   }
@@ -476,8 +484,9 @@ export class S3Mirror implements CbfsHandlers {
    * A file's name goes away (unlink, or replaced by a rename): an upload in flight finishes first (it must not
    * recreate the object after the delete), and a file still open keeps working for its handles — every byte it
    * still needs from storage comes into the vault before the object is deleted. Returns the record it had.
+   * `deleteObject`: the object (if storage has one of ours) is deleted too, journaled with the record's removal.
    */
-  private async releaseName(key: string, path: string) {
+  private async releaseName(key: string, path: string, deleteObject = false) {
     await this.vault.settled(key);
     const rec = this.vault.record(key);
     if (rec && this.vault.isOpen(key) && rec.remoteEtag !== null) {
@@ -488,7 +497,7 @@ export class S3Mirror implements CbfsHandlers {
         await this.vault.closeFile(file, { flush: FLUSH.NONE });
       }
     }
-    this.vault.removeRecord(key);
+    this.vault.removeRecord(key, { deleteObject: deleteObject && (!rec || rec.remoteEtag !== null) });
     this.links.delete(key);
     return rec;
   }
@@ -517,6 +526,9 @@ export class S3Mirror implements CbfsHandlers {
 
   /** IsDirectoryEmpty: nothing under the prefix but its own marker, in storage or in the vault. */
   private async isDirectoryEmpty(prefix: string): Promise<boolean> {
+    // Files removed here whose deletes are journaled are still in storage: they go first (rm -r: one batch per
+    // directory, at its rmdir).
+    if (this.vault.pendingDeletes) await this.vault.sendDeletes();
     const listing = await this.storage.list(prefix, { maxKeys: 2 });
     if (listing.objects.some((o) => o.key !== prefix)) return false;
     return !this.vault.pendingUnder(prefix).some((r) => r.key !== prefix && (r.remoteEtag === null || this.vault.isOpen(r.key)));
@@ -590,6 +602,7 @@ export class S3Mirror implements CbfsHandlers {
       this.forgetName(from, fromKey);
       this.cache.delete(toKey);
     } else {
+      await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
       const { etag } = await this.storage.copy(fromKey, toKey);
       await this.storage.delete(fromKey);
       this.vault.renameFile(fromKey, toKey);
@@ -630,6 +643,9 @@ export class S3Mirror implements CbfsHandlers {
   private async renameDirectory(from: string, to: string): Promise<void> {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
+    // Files removed under it are still in storage until their deletes go: the copies must not bring them back (nor
+    // a delete at the target's name hide the moved directory).
+    if (this.vault.pendingDeletes) await this.vault.sendDeletes();
     // Pending changes under it go up first, so the server-side copies carry them: all queued at once, the
     // write-back queue bounds how many run (one after another, `tar x` into a directory then `mv` paid a round
     // trip per file).
@@ -703,6 +719,7 @@ export class S3Mirror implements CbfsHandlers {
     checkNewName(path, 'symlink');
     return this.run('symlink', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
+      await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its late delete would remove the link
       const body = Buffer.from(target);
       const info: FileInfo = { kind: 'symlink', size: body.length, mode: 0o777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now(), xattrs: null };
       const key = pathToKey(path);

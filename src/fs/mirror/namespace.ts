@@ -114,6 +114,8 @@ export class Namespace {
     const rec = this.vault.record(key);
     // Local state wins while the file is open or has changes that storage does not have yet.
     if (rec && (rec.dirty || rec.remoteEtag === null || this.vault.isOpen(key))) return recordInfo(rec);
+    // Removed here, its delete journaled but not yet sent: gone, whatever storage and the listings still say.
+    if (this.vault.deletePending(key)) return null;
     // The file a same-named directory shadows: the caches speak of the directory, so ask storage.
     if (isShadowedPath(path)) {
       const object = await this.storage.head(key);
@@ -261,6 +263,8 @@ export class Namespace {
     const children = knownFile ? null : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
     children?.catch(() => undefined);
     const object = await head;
+    // Removed while the HEAD was on its way (a prefetch for `ls -l`): what it found is about to be deleted.
+    if (this.vault.deletePending(key)) return null;
     if (!object && knownFile) return this.lookupRemote(key, false);
     const listing = children ? await children : null;
     const isDir = listing !== null && (listing.objects.length > 0 || listing.prefixes.length > 0);
@@ -344,9 +348,11 @@ export class Namespace {
     }
     // A listing longer than the metadata cache would only churn it: its entries stay known through the listing.
     const remember = listing.objects.length <= this.cache.capacity;
+    const deleting = this.vault.pendingDeletes > 0;
     for (const o of listing.objects) {
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
+      if (deleting && this.vault.deletePending(o.key)) continue; // removed here, its delete not yet sent
       const stored = known.get(o.key);
       const { info, exact } = stored && stored.size === o.size ? { info: stored, exact: true } : this.listedFileInfo(o, records, remember);
       const name = nameOfFile(segment, o.key);
