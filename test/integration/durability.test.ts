@@ -217,7 +217,7 @@ describe('durability', () => {
     const m = await mount({ endpoint: server.endpoint, bucket: 'offline', extraArgs: ['--flush-delay', '100'] });
     mounts.push(m);
     try {
-      sh(`mkdir ${m.mountpoint}/docs && echo 'first draft' > ${m.mountpoint}/docs/a.txt && ls -l ${m.mountpoint}/docs`);
+      sh(`mkdir ${m.mountpoint}/docs && echo 'first draft' > ${m.mountpoint}/docs/a.txt && echo old > ${m.mountpoint}/docs/old.txt && ls -l ${m.mountpoint}/docs`);
       await flushMount(m.mountpoint);
       await server.stop();
       // Offline: the known file reads, changes and new files are accepted, listings come from the vault.
@@ -225,6 +225,7 @@ describe('durability', () => {
       sh(`echo 'offline edit' >> ${m.mountpoint}/docs/a.txt`);
       sh(`echo 'written offline' > ${m.mountpoint}/docs/b.txt`);
       sh(`mkdir -m 700 ${m.mountpoint}/docs/made-offline`);
+      sh(`rm ${m.mountpoint}/docs/old.txt`);
       expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
       // mount has been quiet for the flush delay, and fails after the SDK's own retries.
@@ -239,18 +240,20 @@ describe('durability', () => {
       let a = '';
       let b = '';
       let made = '';
+      let old = 'old\n';
       while (Date.now() < deadline) {
         const get = (key: string) =>
           fetch(`${server.endpoint}/offline/${key}`).then(async (r) => (r.ok ? r.text() : ''), () => '');
         const mode = (key: string) =>
           fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' }).then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''), () => '');
-        [a, b, made] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/')]);
-        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made) break;
+        [a, b, made, old] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt')]);
+        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old) break;
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(a).toBe('first draft\noffline edit\n');
       expect(b).toBe('written offline\n');
       expect(made).toBe(String(0o40700)); // the directory made offline, its marker uploaded once the server was back
+      expect(old).toBe(''); // removed offline: its journaled delete went once the server was back
     } finally {
       await m.stop();
       await server.stop();
