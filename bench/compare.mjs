@@ -12,7 +12,7 @@ import { rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CopyObjectCommand, CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CopyObjectCommand, CreateBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import PQueue from 'p-queue';
 import { startBenchServer } from './server.mjs';
@@ -544,6 +544,52 @@ try {
     record(`rename ${n} MB file, names looked up`, 'sdk', sdkLookedUp);
     for (const sys of systems) for (let i = 0; i < reps; i++) await putMany(Array.from({ length: SIZE.dirFiles }, (_, j) => `rdir-${sys}-${i}/f${j}`), 'z');
     await onMounts(`rename dir of ${SIZE.dirFiles} files`, async (m, i) => time(() => sh(`mv ${m.mp}/rdir-${m.name}-${i} ${m.mp}/rdir-${m.name}-${i}-moved`)));
+  }
+
+  // ---- rm -r of a directory of many files, until they are gone from S3 ----
+  if (want('rm')) {
+    const n = SIZE.dirFiles;
+    log(`rm -r of a directory of ${n} files`);
+    const gone = async (m, prefix) => {
+      if (m.name !== 's3vault') await waitUntil(async () => (await countUnder(prefix)) === 0);
+      // s3vault's rmdir sends the journaled deletes before it removes the directory: rm -r returns with all gone.
+      else if ((await countUnder(prefix)) !== 0) throw new Error(`${prefix}: objects left after rm -r`);
+    };
+    /** The raw SDK's removal of a directory: list it, then DeleteObjects (1000 keys a request). */
+    const sdkRemove = async (prefix, runs) => {
+      await putMany(Array.from({ length: n }, (_, j) => `${prefix}f${j}`), 'r');
+      runs.push(
+        await timeAsync(async () => {
+          let token;
+          do {
+            const r = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: prefix, ContinuationToken: token }));
+            const keys = (r.Contents ?? []).map((o) => ({ Key: o.Key }));
+            if (keys.length) await client.send(new DeleteObjectsCommand({ Bucket: BUCKET, Delete: { Objects: keys, Quiet: true } }));
+            token = r.NextContinuationToken;
+          } while (token);
+        }),
+      );
+    };
+    const sdk = [];
+    const sdkLookedUp = [];
+    for (const sys of systems) for (let i = 0; i < reps; i++) await putMany(Array.from({ length: n }, (_, j) => `rm-${sys}-${i}/f${j}`), 'r');
+    await onMounts(`rm -r dir of ${n} files`, async (m, i) => {
+      const t0 = now();
+      sh(`rm -r ${m.mp}/rm-${m.name}-${i}`, 3600);
+      await gone(m, `rm-${m.name}-${i}/`);
+      return now() - t0;
+    }, 's', (i) => sdkRemove(`rm-sdk-${i}/`, sdk));
+    record(`rm -r dir of ${n} files`, 'sdk', sdk);
+    // The same once the names are looked up (ls -l first): the deletes alone, what the raw SDK row does.
+    for (const sys of systems) for (let i = 0; i < reps; i++) await putMany(Array.from({ length: n }, (_, j) => `rmw-${sys}-${i}/f${j}`), 'r');
+    await onMounts(`rm -r dir of ${n} files, names looked up`, async (m, i) => {
+      sh(`ls -l ${m.mp}/rmw-${m.name}-${i} > /dev/null`, 3600);
+      const t0 = now();
+      sh(`rm -r ${m.mp}/rmw-${m.name}-${i}`, 3600);
+      await gone(m, `rmw-${m.name}-${i}/`);
+      return now() - t0;
+    }, 's', (i) => sdkRemove(`rmw-sdk-${i}/`, sdkLookedUp));
+    record(`rm -r dir of ${n} files, names looked up`, 'sdk', sdkLookedUp);
   }
 
   // ---- untar a source tree; git clone ----

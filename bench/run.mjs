@@ -4,7 +4,7 @@
 //   npm run bench                      full sizes (1 GiB, 10 000 entries, 5 000 files…), median of 3 runs
 //   npm run bench -- --quick           small sizes, 1 run (a few minutes)
 //   npm run bench -- --server rgw      on the Ceph RADOS Gateway instead of s3rver
-//   npm run bench -- --only read,ls    some workloads: write, read, fio, small, ls, rename, untar
+//   npm run bench -- --only read,ls    some workloads: write, read, fio, small, ls, rename, rm, untar
 // Each workload runs rep by rep: the i-th run of s3vault, of each peer and of the local-disk and raw-SDK references
 // follow each other within minutes, in an order that turns each rep, so that a slow phase of the machine falls on
 // all of them alike.
