@@ -516,7 +516,7 @@ export class Vault {
     if (options.deleteObject) {
       this.db.transaction(() => {
         this.removeRecord(key);
-        this.deletes.add(key);
+        this.deleteObject(key);
       })();
       return;
     }
@@ -599,6 +599,14 @@ export class Vault {
   }
 
   // ---- journaled deletes (unlink; sent later, batched) ----
+
+  /**
+   * Journal the delete of a key's object (its record, if any, stays: a file written there later is uploaded after
+   * the delete has gone). Sent batched by the delete queue.
+   */
+  deleteObject(key: string): void {
+    this.deletes.add(key);
+  }
 
   /** Is the key's object to be deleted (journaled, not yet confirmed by storage)? */
   deletePending(key: string): boolean {

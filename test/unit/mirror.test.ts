@@ -335,16 +335,32 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/deny'))?.size).toBe(4);
   });
 
-  it('rename is copy + delete; NOREPLACE refuses an existing target; a directory moves whole', async () => {
+  it('rename is a copy and a journaled delete; NOREPLACE refuses an existing target; a directory moves whole', async () => {
     await writeFile('/a', 'A');
     await writeFile('/b', 'B');
     await expect(fs.renameOrMoveFile('/a', '/b', RENAME_NOREPLACE)).rejects.toMatchObject({ errno: 17 });
+    const deletes = [storage.calls.delete ?? 0, storage.calls.deleteMany ?? 0];
     await fs.renameOrMoveFile('/a', '/c', 0);
+    // The rename waited for the copy alone; the old name is gone at once, its object once the delete is sent.
+    expect([storage.calls.delete ?? 0, storage.calls.deleteMany ?? 0, vault.pendingDeletes]).toEqual([...deletes, 1]);
+    expect([await fs.getFileInfo('/a'), (await fs.enumerateDirectory('/')).map((e) => e.name).sort()]).toEqual([null, ['b', 'c']]);
+    await vault.sendDeletes();
     expect([...storage.objects.keys()].sort()).toEqual(['b', 'c']);
+    // A file with changes not uploaded yet, renamed over another: both objects' deletes are journaled, and the
+    // upload to the new name sends them first (no conflict with the replaced object).
+    await writeFile('/p', 'P');
+    await writeFile('/q', 'Q');
+    const handle = await fs.openFile('/p', 2);
+    await fs.writeFile(handle, 0, Buffer.from('P2'));
+    await fs.closeFile(handle);
+    await fs.renameOrMoveFile('/p', '/q', 0);
+    expect(vault.pendingDeletes).toBe(2);
+    await vault.flushFile('q');
+    expect([storage.objects.has('p'), storage.objects.get('q')?.data.toString(), vault.pendingDeletes, vault.conflicts]).toEqual([false, 'P2', 0, []]);
     await fs.createDirectory('/dir', 0o755, caller);
     await writeFile('/dir/x', 'X');
     await fs.renameOrMoveFile('/dir', '/moved', 0);
-    expect([...storage.objects.keys()].sort()).toEqual(['b', 'c', 'moved/', 'moved/x']);
+    expect([...storage.objects.keys()].sort()).toEqual(['b', 'c', 'moved/', 'moved/x', 'q']);
     expect((await fs.getFileInfo('/moved/x'))?.size).toBe(1);
     await expect(fs.renameOrMoveFile('/moved', '/moved/inside', 0)).rejects.toMatchObject({ errno: 22 });
   });

@@ -593,10 +593,13 @@ export class S3Mirror implements CbfsHandlers {
         } finally {
           await this.vault.closeFile(file);
         }
-        await this.storage.delete(fromKey);
       }
-      if (dstExists) await this.storage.delete(toKey);
+      const hadObject = rec.remoteEtag !== null;
       this.vault.renameFile(fromKey, toKey);
+      // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends it
+      // before its PUT, so that object is no conflict).
+      if (hadObject) this.vault.deleteObject(fromKey);
+      if (dstExists) this.vault.deleteObject(toKey);
       this.vault.detachRemote(toKey);
       if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
       this.forgetName(from, fromKey);
@@ -604,8 +607,9 @@ export class S3Mirror implements CbfsHandlers {
     } else {
       await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
       const { etag } = await this.storage.copy(fromKey, toKey);
-      await this.storage.delete(fromKey);
       this.vault.renameFile(fromKey, toKey);
+      // The source's delete is journaled and sent batched: the rename waits for the copy alone.
+      this.vault.deleteObject(fromKey);
       this.vault.rebase(toKey, etag, {});
       const link = this.links.get(fromKey);
       this.links.delete(fromKey);
