@@ -72,9 +72,14 @@ export class DeleteQueue {
     this.arm(0);
   }
 
-  /** Send every journaled delete now and wait; a failure is thrown (the deletes stay journaled). */
+  /**
+   * Send every delete journaled so far now, and wait; a failure is thrown (the deletes stay journaled). Batches go
+   * oldest first, so once the newest of them has gone, all have (deletes journaled meanwhile do not hold it up).
+   */
   async flush(): Promise<void> {
-    while (this.keys.size && !this.stopped) await this.send();
+    let newest: string | undefined;
+    for (const k of this.keys) newest = k;
+    while (newest !== undefined && this.keys.has(newest) && !this.stopped) await this.send();
   }
 
   /** Wait until a key's delete has reached storage (before anything writes that key); sends it now if need be. */
