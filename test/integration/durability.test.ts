@@ -226,7 +226,9 @@ describe('durability', () => {
       sh(`echo 'written offline' > ${m.mountpoint}/docs/b.txt`);
       sh(`mkdir -m 700 ${m.mountpoint}/docs/made-offline`);
       sh(`rm ${m.mountpoint}/docs/old.txt`);
-      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'made-offline']);
+      sh(`ln -s a.txt ${m.mountpoint}/docs/link`);
+      expect(sh(`readlink ${m.mountpoint}/docs/link`).trim()).toBe('a.txt');
+      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'link', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
       // mount has been quiet for the flush delay, and fails after the SDK's own retries.
       let status = '';
@@ -241,19 +243,21 @@ describe('durability', () => {
       let b = '';
       let made = '';
       let old = 'old\n';
+      let link = '';
       while (Date.now() < deadline) {
         const get = (key: string) =>
           fetch(`${server.endpoint}/offline/${key}`).then(async (r) => (r.ok ? r.text() : ''), () => '');
         const mode = (key: string) =>
           fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' }).then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''), () => '');
-        [a, b, made, old] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt')]);
-        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old) break;
+        [a, b, made, old, link] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt'), mode('docs/link')]);
+        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link) break;
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(a).toBe('first draft\noffline edit\n');
       expect(b).toBe('written offline\n');
       expect(made).toBe(String(0o40700)); // the directory made offline, its marker uploaded once the server was back
       expect(old).toBe(''); // removed offline: its journaled delete went once the server was back
+      expect(link).toBe(String(0o120777)); // the symlink made offline, uploaded as s3fs's symlink object
     } finally {
       await m.stop();
       await server.stop();

@@ -64,6 +64,8 @@ describe('symbolic links are s3fs symlink objects', () => {
     expect(sh(`readlink ${mp}/link.txt`).trim()).toBe('real.txt');
     expect(sh(`cat ${mp}/link.txt`)).toBe('target\n');
     expect(sh(`stat -c %F ${mp}/link.txt`).trim()).toBe('symbolic link');
+    expect(await s3.head(BUCKET, 'link.txt')).toBeNull(); // journaled: uploaded by the write-back queue
+    flush();
     const head = await s3.head(BUCKET, 'link.txt');
     expect(Number(head?.meta.mode) & 0o170000).toBe(0o120000);
     expect((await s3.get(BUCKET, 'link.txt')).toString()).toBe('real.txt');

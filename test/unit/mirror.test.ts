@@ -250,6 +250,43 @@ describe('mirror: namespace', () => {
     expect(storage.objects.get('kept/')!.meta.mode).toBe(String(0o40711));
   });
 
+  it('symlink journals the link: nothing is sent, readlink and listings answer from the vault (offline and after a restart too); the upload is an s3fs symlink object', async () => {
+    await fs.enumerateDirectory('/');
+    const writes = storage.calls.write ?? 0;
+    const info = await fs.createSymlink('/l', '../target/file', caller);
+    expect(info).toMatchObject({ kind: 'symlink', size: 14, mode: 0o777, uid: caller.uid });
+    expect([storage.calls.write ?? 0, storage.objects.size]).toEqual([writes, 0]);
+    expect(await fs.readSymlink('/l')).toBe('../target/file');
+    expect((await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}`)).toEqual(['l:symlink']);
+    await fs.setFileAttributes('/l', { uid: 7, mtimeMs: 1_600_000_000_000 }); // lchown, touch -h: the record takes them
+    expect(storage.calls.copy ?? 0).toBe(0);
+    // Stopped before the upload, restarted with the storage unreachable: still a link, still readable, and more can be made.
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    faulty.reachable(false);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    expect(await fs.getFileInfo('/l')).toMatchObject({ kind: 'symlink', uid: 7, mtimeMs: 1_600_000_000_000 });
+    expect(await fs.readSymlink('/l')).toBe('../target/file');
+    await fs.createSymlink('/offline', 'l', caller);
+    faulty.reachable(true);
+    await vault.flushAll();
+    const o = storage.objects.get('l')!;
+    expect([o.data.toString(), Number(o.meta.mode), o.meta.uid, o.meta.mtime]).toEqual(['../target/file', 0o120777, '7', '1600000000']);
+    expect(storage.objects.get('offline')!.data.toString()).toBe('l');
+    // Uploaded: another mount sees an s3fs symlink; this one still answers from its vault.
+    const otherDir = mkdtempSync(path.join(os.tmpdir(), 's3vault-other-'));
+    const otherVault = await Vault.open({ dir: otherDir, storage, objectMeta: objectMetaFor });
+    const other = new S3Mirror({ vault: otherVault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    expect(await other.getFileInfo('/l')).toMatchObject({ kind: 'symlink', size: 14 });
+    expect(await other.readSymlink('/l')).toBe('../target/file');
+    await otherVault.close();
+    rmSync(otherDir, { recursive: true, force: true });
+    fs.refresh('/');
+    expect((await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}`).sort()).toEqual(['l:symlink', 'offline:symlink']);
+    expect(await fs.readSymlink('/offline')).toBe('l');
+  });
+
   it('unlink journals the delete: nothing is sent at once, the name is gone everywhere, and one DeleteObjects takes them all', async () => {
     for (let i = 0; i < 5; i++) storage.putObject(`d/f${i}`, 'x');
     storage.putObject('d/kept', 'x');

@@ -39,12 +39,14 @@ export function encodeMeta(kind: FileKind, attrs: FileAttrs, withMtime = true): 
 
 /**
  * What an object uploaded from the vault carries: a key ending in `/` is a directory's marker (mkdir journals it
- * and the write-back queue uploads it like a file), anything else a file. A marker holds attributes only: one
- * already in storage (another client's mkdir, or an earlier attempt of ours) is overwritten, never adopted for its
- * bytes (every marker has the same, none) nor kept as a conflict.
+ * and the write-back queue uploads it like a file), a record whose mode keeps S_IFLNK a symlink (symlink journals
+ * it; its data is the target), anything else a file. A marker holds attributes only: one already in storage
+ * (another client's mkdir, or an earlier attempt of ours) is overwritten, never adopted for its bytes (every marker
+ * has the same, none) nor kept as a conflict.
  */
 export function objectMetaFor(attrs: FileAttrs, key: string): { meta: ObjectMeta; contentType?: string; replaces?: boolean } {
-  return key.endsWith('/') ? { meta: encodeMeta('dir', attrs), contentType: DIR_CONTENT_TYPE, replaces: true } : { meta: encodeMeta('file', attrs) };
+  if (key.endsWith('/')) return { meta: encodeMeta('dir', attrs), contentType: DIR_CONTENT_TYPE, replaces: true };
+  return { meta: encodeMeta((attrs.mode & S_IFMT) === S_IFLNK ? 'symlink' : 'file', attrs) };
 }
 
 /** Bytes of user metadata S3 counts for these headers. */

@@ -14,7 +14,7 @@ import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RENAME
 import { resetTimeout } from '../cbfs/dispatcher.js';
 import { E, FsError, toFsError } from '../errors.js';
 import { checkNewName, dirPrefix, isShadowedPath, pathToKey } from './keys.js';
-import { decodeXattrs, DIR_CONTENT_TYPE, encodeMeta, encodeXattrs, metaBytes, USER_META_MAX, type Owner } from './meta.js';
+import { decodeXattrs, DIR_CONTENT_TYPE, encodeMeta, encodeXattrs, metaBytes, S_IFLNK, S_IFMT, USER_META_MAX, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
@@ -377,8 +377,10 @@ export class S3Mirror implements CbfsHandlers {
       if (change.mtimeMs !== undefined) attrs.mtimeMs = change.mtimeMs;
       if (change.xattrs !== undefined) attrs.xattrs = change.xattrs;
       if (info.kind === 'symlink' && change.size !== undefined) throw new FsError(E.EINVAL, 'setattr', path);
+      // A symlink's mode is always 0777 (Linux cannot change it); its record's mode keeps the S_IFLNK it carries.
+      if (info.kind === 'symlink') delete attrs.mode;
       const open = handle !== undefined ? this.handles.get(handle)?.file : undefined;
-      const file = open ?? (info.kind === 'symlink' ? undefined : this.vault.isOpen(key) || change.size !== undefined || this.vault.record(key)?.dirty ? await this.openForChange(path, key) : undefined);
+      const file = open ?? (info.kind === 'symlink' ? await this.openPendingLink(key) : this.vault.isOpen(key) || change.size !== undefined || this.vault.record(key)?.dirty ? await this.openForChange(path, key) : undefined);
       if (file) {
         try {
           if (change.size !== undefined) await file.setSize(change.size);
@@ -399,6 +401,13 @@ export class S3Mirror implements CbfsHandlers {
       this.cache.set(key, { info: next, etag, complete: true });
       return next;
     });
+  }
+
+  /** A symlink made here whose upload is still to come: its record takes attribute changes (lchown, touch -h). */
+  private async openPendingLink(key: string): Promise<CachedFile | undefined> {
+    const rec = this.vault.record(key);
+    if (!rec || !(rec.dirty || rec.remoteEtag === null)) return undefined;
+    return this.vault.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
   }
 
   private async openForChange(path: string, key: string): Promise<CachedFile> {
@@ -502,6 +511,15 @@ export class S3Mirror implements CbfsHandlers {
     return rec;
   }
 
+  /**
+   * Delete the object of a name that went away (rename): journaled and sent batched, but at once for a file that a
+   * directory of the same name shadows — its key is also the directory's look-up key, which a journaled delete hides.
+   */
+  private async deleteObjectOf(path: string, key: string): Promise<void> {
+    if (isShadowedPath(path)) await this.storage.delete(key);
+    else this.vault.deleteObject(key);
+  }
+
   /** After a name is gone: "does not exist" in the caches — except for a shadowed file, whose key the directory shares. */
   private forgetName(path: string, key: string): void {
     if (isShadowedPath(path)) {
@@ -598,8 +616,8 @@ export class S3Mirror implements CbfsHandlers {
       this.vault.renameFile(fromKey, toKey);
       // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends it
       // before its PUT, so that object is no conflict).
-      if (hadObject) this.vault.deleteObject(fromKey);
-      if (dstExists) this.vault.deleteObject(toKey);
+      if (hadObject) await this.deleteObjectOf(from, fromKey);
+      if (dstExists) await this.deleteObjectOf(to, toKey);
       this.vault.detachRemote(toKey);
       if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
       this.forgetName(from, fromKey);
@@ -609,7 +627,7 @@ export class S3Mirror implements CbfsHandlers {
       const { etag } = await this.storage.copy(fromKey, toKey);
       this.vault.renameFile(fromKey, toKey);
       // The source's delete is journaled and sent batched: the rename waits for the copy alone.
-      this.vault.deleteObject(fromKey);
+      await this.deleteObjectOf(from, fromKey);
       this.vault.rebase(toKey, etag, {});
       const link = this.links.get(fromKey);
       this.links.delete(fromKey);
@@ -723,13 +741,20 @@ export class S3Mirror implements CbfsHandlers {
     checkNewName(path, 'symlink');
     return this.run('symlink', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
-      await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its late delete would remove the link
       const body = Buffer.from(target);
-      const info: FileInfo = { kind: 'symlink', size: body.length, mode: 0o777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now(), xattrs: null };
       const key = pathToKey(path);
-      const { etag } = await this.storage.write(key, body.length, async (off, len) => body.subarray(off, off + len), { meta: encodeMeta('symlink', info) });
-      this.links.set(key, { etag, target });
-      this.cache.set(key, { info, etag, complete: true });
+      // Journaled like a new file's close, and uploaded by the write-back queue as s3fs's symlink object: the
+      // record's mode keeps S_IFLNK, its data is the target. `ln -s` waits for no request and works offline.
+      const file = await this.vault.openFile(key, null, { mode: S_IFLNK | 0o777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now(), xattrs: null });
+      let info: FileInfo;
+      try {
+        await file.write(0, body);
+        await file.commit(false);
+        info = this.fileInfoOf(file);
+      } finally {
+        await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
+      }
+      this.cache.set(key, { info, complete: true });
       return info;
     });
   }
@@ -740,6 +765,16 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'readlink', path);
       if (info.kind !== 'symlink') throw new FsError(E.EINVAL, 'readlink', path);
       const key = pathToKey(path);
+      // One made here (or read before): the vault holds its target, and fetches it if its block was evicted.
+      const rec = this.vault.record(key);
+      if (rec && (rec.mode & S_IFMT) === S_IFLNK) {
+        const file = await this.vault.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
+        try {
+          return (await file.read(0, rec.size)).toString('utf8');
+        } finally {
+          await this.vault.closeFile(file);
+        }
+      }
       const etag = this.cache.get(key)?.etag;
       const known = this.links.get(key);
       if (known && (etag === undefined || known.etag === etag)) return known.target;

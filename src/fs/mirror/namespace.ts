@@ -13,7 +13,7 @@ import { StorageError } from '../../storage/rwresult.js';
 import type { DirEntry, FileInfo } from '../cbfs/events.js';
 import { E, FsError } from '../errors.js';
 import { checkPath, dirPrefix, isShadowedPath, pathToKey, segmentName, shadowedName, UnresolvedAlias } from './keys.js';
-import { decodeMeta, type Owner } from './meta.js';
+import { decodeMeta, S_IFLNK, S_IFMT, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
 
 const PREFETCH_WINDOW = 128;
@@ -29,7 +29,9 @@ const BULK_RECORDS = 256;
 
 /** What a vault record shows: a file, or (`dir`) the directory of a marker record (key `dir/`). */
 export function recordInfo(rec: FileRecord, kind: 'file' | 'dir' = 'file'): FileInfo {
-  return { kind, size: kind === 'dir' ? 0 : rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
+  // A symlink made here is a record whose mode keeps S_IFLNK (its data is the target): see createSymlink.
+  const link = kind === 'file' && (rec.mode & S_IFMT) === S_IFLNK;
+  return { kind: link ? 'symlink' : kind, size: kind === 'dir' ? 0 : rec.size, mode: rec.mode & 0o7777, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs, xattrs: rec.xattrs ?? null };
 }
 
 /** In a stored listing, the file that a same-named directory shadows (names never hold NUL). */
