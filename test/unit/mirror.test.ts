@@ -285,6 +285,10 @@ describe('mirror: namespace', () => {
     fs.refresh('/');
     expect((await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}`).sort()).toEqual(['l:symlink', 'offline:symlink']);
     expect(await fs.readSymlink('/offline')).toBe('l');
+    // Replaced in storage by another client: its new target, not the vault's copy of the old one.
+    storage.putObject('l', 'elsewhere', { mode: String(0o120777) });
+    fs.refresh('/');
+    expect(await fs.readSymlink('/l')).toBe('elsewhere');
   });
 
   it('unlink journals the delete: nothing is sent at once, the name is gone everywhere, and one DeleteObjects takes them all', async () => {

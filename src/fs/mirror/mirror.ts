@@ -765,9 +765,10 @@ export class S3Mirror implements CbfsHandlers {
       if (!info) throw new FsError(E.ENOENT, 'readlink', path);
       if (info.kind !== 'symlink') throw new FsError(E.EINVAL, 'readlink', path);
       const key = pathToKey(path);
-      // One made here (or read before): the vault holds its target, and fetches it if its block was evicted.
+      // One made here, not replaced in storage since: the vault holds its target (fetched again if evicted).
+      const etag = this.cache.get(key)?.etag;
       const rec = this.vault.record(key);
-      if (rec && (rec.mode & S_IFMT) === S_IFLNK) {
+      if (rec && (rec.mode & S_IFMT) === S_IFLNK && (rec.dirty || rec.remoteEtag === null || etag === undefined || etag === rec.remoteEtag)) {
         const file = await this.vault.openFile(key, rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec);
         try {
           return (await file.read(0, rec.size)).toString('utf8');
@@ -775,7 +776,6 @@ export class S3Mirror implements CbfsHandlers {
           await this.vault.closeFile(file);
         }
       }
-      const etag = this.cache.get(key)?.etag;
       const known = this.links.get(key);
       if (known && (etag === undefined || known.etag === etag)) return known.target;
       const { data } = await this.storage.read(key, 0, Math.max(info.size, 1));
