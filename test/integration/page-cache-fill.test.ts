@@ -48,6 +48,39 @@ os._exit(0)  # the stuck reader thread, if any, has its answer by now
 `;
 
 /**
+ * The kernel drops a stored window (posix_fadvise DONTNEED, as fio does at each pass over a file): a read there
+ * reaches s3vault again (proven with s3vault stopped), and, over a second after the store, stores the window again,
+ * so a later read in it needs s3vault no more. Prints the md5 of each piece, or "failed".
+ */
+const DROP = `
+import hashlib, os, signal, sys, threading, time
+path, pid = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDONLY)
+os.pread(fd, 4096, 5 * 1048576 + 12345)
+time.sleep(0.3)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+def probe(off):
+    out = []
+    t = threading.Thread(target=lambda: out.append(os.pread(fd, 4096, off)), daemon=True)
+    t.start()
+    t.join(3)
+    return hashlib.md5(out[0]).hexdigest() if out else 'failed'
+def stopped(off):
+    os.fstat(fd)  # fresh attributes: a read after they expire (1 s) asks s3vault for them first
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        return probe(off)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+dropped = stopped(5 * 1048576 + 700000)
+time.sleep(1)  # the stuck read is answered once s3vault runs again, 3 s after the store: the window is stored again
+again = stopped(5 * 1048576 + 900000)
+time.sleep(1)
+print(dropped, again)
+os._exit(0)
+`;
+
+/**
  * A reader reads at random offsets (each a store) while, again and again, a writer opens the file, writes a
  * marker into a window the reader is storing, and closes it; the reader then reads the marker back. A store that
  * landed after the write would bring back the old bytes. Prints "ok" or the first mismatch.
@@ -85,12 +118,14 @@ print(bad or 'ok')
 
 const PROBE_SCRIPT = path.join(os.tmpdir(), `s3vault-fill-probe-${process.pid}.py`);
 const RACE_SCRIPT = path.join(os.tmpdir(), `s3vault-fill-race-${process.pid}.py`);
+const DROP_SCRIPT = path.join(os.tmpdir(), `s3vault-fill-drop-${process.pid}.py`);
 
 beforeAll(async () => {
   s3 = await startTestServer();
   await s3.createBucket(BUCKET);
   writeFileSync(PROBE_SCRIPT, PROBE);
   writeFileSync(RACE_SCRIPT, RACE);
+  writeFileSync(DROP_SCRIPT, DROP);
 });
 
 afterEach(async () => {
@@ -102,6 +137,7 @@ afterAll(async () => {
   await s3?.stop();
   rmSync(PROBE_SCRIPT, { force: true });
   rmSync(RACE_SCRIPT, { force: true });
+  rmSync(DROP_SCRIPT, { force: true });
 });
 
 const piece = (off: number) => md5(data.subarray(off, off + 4096));
@@ -112,6 +148,13 @@ describe('page cache fill on random reads', () => {
     m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
     const out = sh(`python3 ${PROBE_SCRIPT} ${m.mountpoint}/big.bin ${m.child.pid}`, 40).trim().split(' ');
     expect(out).toEqual([piece(5 * MiB + 12345), piece(5 * MiB + 700000), 'failed']);
+  });
+
+  it('a window the kernel dropped (fadvise DONTNEED, memory pressure) is stored again by the next read that reaches s3vault', async () => {
+    await s3.put(BUCKET, 'dropped.bin', data);
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
+    const out = sh(`python3 ${DROP_SCRIPT} ${m.mountpoint}/dropped.bin ${m.child.pid}`, 40).trim().split(' ');
+    expect(out).toEqual(['failed', piece(5 * MiB + 900000)]);
   });
 
   it('off (fs.pageCacheFill false), the same read needs s3vault', async () => {

@@ -7,7 +7,9 @@
  * Storing overwrites the cached pages, so it must never race a writer: it is only done while no handle of the
  * inode is open for writing (a writer's dirty pages are written back before its release), and an open for
  * writing and a size change wait for stores in flight and hold new ones off. A store never reaches past the
- * file's size (the kernel would grow the file to cover it). The bytes are copied out of the vault first, so a
+ * file's size (the kernel would grow the file to cover it). The kernel may drop stored pages again (memory
+ * pressure, posix_fadvise DONTNEED: fio does that at each pass over a file): a read that reaches s3vault in a
+ * window stored over a second ago stores it again. The bytes are copied out of the vault first, so a
  * store needs no descriptor of the file. Stores run on libuv's thread pool (the kernel takes each page's lock,
  * which an unanswered read of that page holds), at most MAX_IN_FLIGHT at once; a read that finds them busy just
  * does without.
@@ -21,13 +23,20 @@ const O_ACCMODE = 3;
 const O_RDONLY = 0;
 const FUSE_BUF_NO_SPLICE = 1 << 1;
 const MAX_IN_FLIGHT = 2;
+/**
+ * A window is stored again if a read in it still reaches s3vault this long after its last store: the kernel
+ * dropped its pages. Sooner, the read was most likely sent before the store landed.
+ */
+const RESTORE_AFTER_MS = 1000;
 
 /** The file's bytes [offset, offset + length), fewer at its end. */
 export type WindowReader = (offset: number, length: number) => Promise<Buffer>;
 
 interface InodeState {
-  /** Windows stored since the inode was last opened. */
-  stored: Set<number>;
+  /** Windows stored since the inode was last opened, and when their store started (ms). */
+  stored: Map<number, number>;
+  /** Windows being read or stored now. */
+  storing: Set<number>;
   writers: Set<number>;
   /** Opens for writing and size changes under way: no store may start. */
   holds: number;
@@ -50,7 +59,7 @@ export class PageStore {
 
   private state(ino: number): InodeState {
     let s = this.inodes.get(ino);
-    if (!s) this.inodes.set(ino, (s = { stored: new Set(), writers: new Set(), holds: 0, inFlight: new Set() }));
+    if (!s) this.inodes.set(ino, (s = { stored: new Map(), storing: new Set(), writers: new Set(), holds: 0, inFlight: new Set() }));
     return s;
   }
 
@@ -98,7 +107,7 @@ export class PageStore {
 
   /**
    * After a small read was answered: if it was a random one, store its window into the kernel's cache (once per
-   * open of the inode).
+   * open of the inode, unless the kernel dropped the window's pages since: RESTORE_AFTER_MS).
    */
   afterRead(ino: number, fh: number, off: number, len: number, read: WindowReader): void {
     // A handle's first read at 0 counts as the start of a sequential one (cat of a small file reads it whole).
@@ -107,8 +116,12 @@ export class PageStore {
     if (sequential || len === 0 || this.inFlight >= MAX_IN_FLIGHT) return;
     const s = this.state(ino);
     const w = Math.floor(off / this.window);
-    if (s.writers.size || s.holds || s.stored.has(w)) return;
-    s.stored.add(w);
+    if (s.writers.size || s.holds || s.storing.has(w)) return;
+    const now = Date.now();
+    const last = s.stored.get(w);
+    if (last !== undefined && now - last < RESTORE_AFTER_MS) return;
+    s.stored.set(w, now);
+    s.storing.add(w);
     this.inFlight++;
     // The bytes are read first, as an event of their own: the store must not run inside one, since it may wait for
     // a page that another read of this file (queued behind that event) holds.
@@ -120,6 +133,7 @@ export class PageStore {
       })
       .finally(() => {
         this.inFlight--;
+        s.storing.delete(w);
         s.inFlight.delete(p);
       });
     s.inFlight.add(p);
