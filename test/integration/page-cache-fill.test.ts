@@ -20,22 +20,28 @@ const data = randomBytes(8 * MiB + 1000);
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
 
 /**
- * Cold, open the file, read 4 KiB at 5 MiB + 12 345 (a random read: its window [5, 6) MiB is stored), then stop
- * s3vault and read, each with 3 s to answer: another page of that window, and a page of the untouched window at
- * 2 MiB. Prints the md5 of each piece, or "failed".
+ * The scripts' start: the file opened, and probe(off), one 4 KiB read at off given 3 s to answer (its md5, or
+ * "failed"; a read that needs a stopped s3vault waits).
  */
-const PROBE = `
+const PROBE_START = `
 import hashlib, os, signal, sys, threading, time
 path, pid = sys.argv[1], int(sys.argv[2])
 fd = os.open(path, os.O_RDONLY)
-first = os.pread(fd, 4096, 5 * 1048576 + 12345)
-time.sleep(0.3)  # the store runs after the read is answered
 def probe(off):
     out = []
     t = threading.Thread(target=lambda: out.append(os.pread(fd, 4096, off)), daemon=True)
     t.start()
     t.join(3)
     return hashlib.md5(out[0]).hexdigest() if out else 'failed'
+`;
+
+/**
+ * Cold, open the file, read 4 KiB at 5 MiB + 12 345 (a random read: its window [5, 6) MiB is stored), then stop
+ * s3vault and read, each with 3 s to answer: another page of that window, and a page of the untouched window at
+ * 2 MiB. Prints the md5 of each piece, or "failed".
+ */
+const PROBE = `${PROBE_START}first = os.pread(fd, 4096, 5 * 1048576 + 12345)
+time.sleep(0.3)  # the store runs after the read is answered
 os.kill(pid, signal.SIGSTOP)
 try:
     inside = probe(5 * 1048576 + 700000)
@@ -52,19 +58,9 @@ os._exit(0)  # the stuck reader thread, if any, has its answer by now
  * reaches s3vault again (proven with s3vault stopped), and, over a second after the store, stores the window again,
  * so a later read in it needs s3vault no more. Prints the md5 of each piece, or "failed".
  */
-const DROP = `
-import hashlib, os, signal, sys, threading, time
-path, pid = sys.argv[1], int(sys.argv[2])
-fd = os.open(path, os.O_RDONLY)
-os.pread(fd, 4096, 5 * 1048576 + 12345)
+const DROP = `${PROBE_START}os.pread(fd, 4096, 5 * 1048576 + 12345)
 time.sleep(0.3)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-def probe(off):
-    out = []
-    t = threading.Thread(target=lambda: out.append(os.pread(fd, 4096, off)), daemon=True)
-    t.start()
-    t.join(3)
-    return hashlib.md5(out[0]).hexdigest() if out else 'failed'
 def stopped(off):
     os.fstat(fd)  # fresh attributes: a read after they expire (1 s) asks s3vault for them first
     os.kill(pid, signal.SIGSTOP)
