@@ -97,6 +97,9 @@ describe('fuse: readdir replies are encoded as libfuse encodes them', () => {
   for (const plus of [false, true]) {
     it(plus ? 'READDIRPLUS' : 'READDIR', () => {
       const lib = loadFuse();
+      // Replies share one buffer: a full one made before must leave no byte of its own in the next.
+      const before = new DirentReply(8192, true);
+      for (let i = 0, bytes = 0; (bytes = before.room(`earlier-${i}`)) >= 0; i++) before.add(`earlier-${i}`, bytes, 0xffffffff, 0o100777, 0xffffffff, { info: entries[2]!.info!, timeout: 1e9 });
       const reply = new DirentReply(8192, plus);
       const theirs = Buffer.alloc(8192);
       let used = 0;

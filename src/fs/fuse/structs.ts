@@ -174,13 +174,25 @@ export class DirentReply {
   private readonly u32: Uint32Array;
   used = 0;
 
+  /**
+   * Every reply is written into one buffer, kept zeroed but for what the last reply used: a reply is filled and sent
+   * at once (readdir is synchronous), so its buffer is valid until the next reply is made. A fresh zero-filled
+   * buffer of the kernel's size per request (1 MiB for READDIRPLUS here) cost `rm -r` of 331 directories 1.4 s of
+   * allocation and garbage collection.
+   */
+  private static scratch = new ArrayBuffer(0);
+  private static dirty = 0;
+
   constructor(
     size: number,
     private readonly plus: boolean,
   ) {
-    const ab = new ArrayBuffer((size + 7) & ~7); // zero-filled, 8-aligned: padding and unset fields are zeros
-    this.buf = Buffer.from(ab, 0, size);
-    this.u32 = new Uint32Array(ab);
+    const bytes = (size + 7) & ~7; // 8-aligned; padding and unset fields must be zeros
+    if (DirentReply.scratch.byteLength < bytes) DirentReply.scratch = new ArrayBuffer(bytes);
+    else new Uint8Array(DirentReply.scratch, 0, DirentReply.dirty).fill(0);
+    DirentReply.dirty = 0;
+    this.buf = Buffer.from(DirentReply.scratch, 0, size);
+    this.u32 = new Uint32Array(DirentReply.scratch, 0, bytes >>> 2);
   }
 
   /** The byte length of `name` when its entry fits in what is left of the reply, else -1. */
@@ -209,5 +221,6 @@ export class DirentReply {
     this.u32[d + 5] = (mode & 0o170000) >>> 12;
     this.buf.write(name, d * 4 + DIRENT, bytes, 'utf8');
     this.used += direntSize(bytes, this.plus);
+    DirentReply.dirty = this.used;
   }
 }
