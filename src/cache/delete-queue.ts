@@ -59,6 +59,13 @@ export class DeleteQueue {
     return this.keys.has(key);
   }
 
+  /** The journaled keys under a prefix. */
+  under(prefix: string): string[] {
+    const found: string[] = [];
+    for (const k of this.keys) if (k.startsWith(prefix)) found.push(k);
+    return found;
+  }
+
   /** Journal a delete (committed with the caller's transaction, if any); it goes with the next batch. */
   add(key: string): void {
     this.s.add.run(key, Date.now());

@@ -615,6 +615,11 @@ export class Vault {
     return this.deletes.has(key);
   }
 
+  /** The keys under a prefix whose deletes are journaled and not yet confirmed. */
+  deletesUnder(prefix: string): string[] {
+    return this.deletes.under(prefix);
+  }
+
   /** Deletes journaled and not yet confirmed. */
   get pendingDeletes(): number {
     return this.deletes.size;
@@ -837,8 +842,10 @@ export class Vault {
   private deleted(keys: string[]): void {
     for (const k of keys) {
       if (this.record(k)) continue;
-      const cut = k.lastIndexOf('/') + 1;
-      this.listings.setEntry(k.slice(0, cut), k.slice(cut), null);
+      // A directory's marker (rmdir): the directory leaves its parent's listing, as a file does.
+      const name = k.endsWith('/') ? k.slice(0, -1) : k;
+      const cut = name.lastIndexOf('/') + 1;
+      this.listings.setEntry(name.slice(0, cut), name.slice(cut), null);
     }
   }
 

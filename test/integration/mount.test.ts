@@ -95,6 +95,7 @@ describe('mount: ordinary tools on a mounted bucket', () => {
   it('rm -r removes a tree and its objects', async () => {
     sh(`rm -r ${m.mountpoint}/z`);
     expect(shResult(`ls ${m.mountpoint}/z`).code).not.toBe(0);
+    flush(); // the deletes (files' and markers') are journaled and batched: flush sends them now
     expect(await s3.head(BUCKET, 'z/b/c/f')).toBeNull();
     expect(await s3.head(BUCKET, 'z/')).toBeNull();
   });

@@ -182,6 +182,7 @@ describe('mirror: namespace', () => {
     await fs.deleteFile('/d/f');
     await fs.deleteDirectory('/d');
     expect(await fs.getFileInfo('/d')).toBeNull();
+    await vault.sendDeletes(); // the file's and the marker's deletes, journaled
     expect(storage.objects.size).toBe(0);
   });
 
@@ -307,12 +308,52 @@ describe('mirror: namespace', () => {
     fs.refresh('/d');
     expect(await fs.getFileInfo('/d/f3')).toBeNull();
     await expect(fs.deleteFile('/d/f3')).rejects.toMatchObject({ errno: 2 });
-    // rmdir (rm -r) sends them first, in one request, then finds the directory as it is.
+    // rmdir (rm -r) sends nothing: its listing passes over the journaled keys and finds the one still there.
     await expect(fs.deleteDirectory('/d')).rejects.toMatchObject({ errno: 39 });
-    expect([storage.calls.deleteMany! - (sent.deleteMany ?? 0), vault.pendingDeletes, [...storage.objects.keys()]]).toEqual([1, 0, ['d/kept']]);
+    expect([storage.calls.deleteMany, vault.pendingDeletes, storage.objects.size]).toEqual([sent.deleteMany, 5, 6]);
     await fs.deleteFile('/d/kept');
     await fs.deleteDirectory('/d');
-    expect([storage.objects.size, storage.calls.deleteMany! - (sent.deleteMany ?? 0)]).toEqual([0, 2]);
+    expect([storage.calls.deleteMany, storage.calls.delete, vault.pendingDeletes, storage.objects.size]).toEqual([sent.deleteMany, sent.delete, 7, 6]);
+    await vault.sendDeletes();
+    expect([storage.objects.size, storage.calls.deleteMany! - (sent.deleteMany ?? 0)]).toEqual([0, 1]);
+  });
+
+  it('rm -r of a tree: no request per directory but its listing; the removed directories stay hidden until their batch has gone', async () => {
+    await vault.close();
+    vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor, deleteDelayMs: 60_000 }); // nothing sent but by asking
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    for (const d of ['t/', 't/a/', 't/a/x/', 't/b/']) storage.putObject(d, '', { mode: String(0o40755) });
+    for (const f of ['t/a/1', 't/a/2', 't/a/x/3', 't/b/4']) storage.putObject(f, f);
+    storage.putObject('u', 'other');
+    const sent = { ...storage.calls };
+    // What rm -r does: depth first, each directory's files, then the directory.
+    for (const f of ['/t/a/x/3']) await fs.deleteFile(f);
+    await fs.deleteDirectory('/t/a/x');
+    await expect(fs.deleteDirectory('/t/a')).rejects.toMatchObject({ errno: 39 }); // 1 and 2 are still there
+    for (const f of ['/t/a/1', '/t/a/2']) await fs.deleteFile(f);
+    await fs.deleteDirectory('/t/a');
+    await fs.deleteFile('/t/b/4');
+    await fs.deleteDirectory('/t/b');
+    // Everything journaled, nothing deleted yet; storage still lists the whole tree.
+    expect([storage.calls.delete, storage.calls.deleteMany, storage.objects.size, vault.pendingDeletes]).toEqual([sent.delete, sent.deleteMany, 9, 7]);
+    // Listed again from storage and looked up after the caches forgot them: still gone.
+    fs.refresh('/');
+    expect((await fs.enumerateDirectory('/t')).map((e) => e.name)).toEqual([]);
+    fs.refresh('/');
+    expect([await fs.getFileInfo('/t/a'), await fs.getFileInfo('/t/a/x'), await fs.getFileInfo('/t/b')]).toEqual([null, null, null]);
+    expect(await fs.getFileInfo('/t')).toMatchObject({ kind: 'dir' });
+    // A directory made again where one was removed is there at once, and its marker goes after the delete.
+    await fs.createDirectory('/t/b', 0o700, caller);
+    expect((await fs.enumerateDirectory('/t')).map((e) => `${e.name}:${e.info.kind}`)).toEqual(['b:dir']);
+    await fs.deleteDirectory('/t/b');
+    // The batch gone, the listing kept from when storage still had the markers no longer shows them.
+    await vault.sendDeletes();
+    expect([storage.objects.has('t/a/'), (await fs.enumerateDirectory('/t')).map((e) => e.name)]).toEqual([false, []]);
+    await fs.deleteDirectory('/t');
+    await vault.sendDeletes();
+    expect([[...storage.objects.keys()], storage.calls.delete, storage.calls.deleteMany! - (sent.deleteMany ?? 0)]).toEqual([['u'], sent.delete, 2]);
+    fs.refresh('/');
+    expect((await fs.enumerateDirectory('/')).map((e) => e.name)).toEqual(['u']);
   });
 
   it('a name removed and written again: the late delete never removes the new object (new file, rename, symlink, mkdir), and no conflict', async () => {

@@ -19,6 +19,7 @@ import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
 import { MetadataCache } from './metadata-cache.js';
 import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
+import { DELETE_BATCH } from '../../cache/delete-queue.js';
 import { Namespace, recordInfo } from './namespace.js';
 import { parseVersionsPath, VersionsView } from './versions-view.js';
 
@@ -535,20 +536,21 @@ export class S3Mirror implements CbfsHandlers {
     return this.run('rmdir', path, async () => {
       const prefix = dirPrefix(path);
       if (!(await this.isDirectoryEmpty(prefix))) throw new FsError(E.ENOTEMPTY, 'rmdir', path);
-      // A marker never uploaded leaves the vault only: storage has nothing to delete.
-      const marker = await this.releaseName(prefix, path);
-      if (!marker || marker.remoteEtag !== null) await this.storage.delete(prefix);
+      // The marker's delete is journaled like a file's and goes in the same batches (rm -r of a tree: no request per
+      // directory for it); until then the namespace hides the directory. A marker never uploaded leaves the vault
+      // only: storage has nothing to delete.
+      await this.releaseName(prefix, path, true);
       this.cache.set(pathToKey(path), { info: null, complete: true });
     });
   }
 
   /** IsDirectoryEmpty: nothing under the prefix but its own marker, in storage or in the vault. */
   private async isDirectoryEmpty(prefix: string): Promise<boolean> {
-    // Files removed here whose deletes are journaled are still in storage: they go first (rm -r: one batch per
-    // directory, at its rmdir).
-    if (this.vault.pendingDeletes) await this.vault.sendDeletes();
-    const listing = await this.storage.list(prefix, { maxKeys: 2 });
-    if (listing.objects.some((o) => o.key !== prefix)) return false;
+    // Files and directories removed here whose deletes are journaled are still in storage: the listing passes over
+    // them (rm -r sends no batch per directory). Past a batch of them under it, they go first: a shorter listing.
+    if (this.vault.deletesUnder(prefix).length > DELETE_BATCH) await this.vault.sendDeletes();
+    // Two keys: its marker and one other, if there is one.
+    if ((await this.ns.liveKeys(prefix, 2)).some((o) => o.key !== prefix)) return false;
     return !this.vault.pendingUnder(prefix).some((r) => r.key !== prefix && (r.remoteEtag === null || this.vault.isOpen(r.key)));
   }
 

@@ -126,6 +126,8 @@ export class Namespace {
     const cached = this.cache.get(key);
     // A directory known only from a listing lacks its marker's attributes (mode, owner, time): look it up.
     if (cached && (cached.complete || cached.info === null)) return cached.info;
+    // Removed here (rmdir), its marker's delete not yet sent: storage still lists it, so ask it past the journal.
+    if (this.vault.pendingDeletes && key && this.vault.deletePending(`${key}/`)) return this.lookupRemote(key);
     let listed = this.cache.lastListed(key, true);
     if (listed === undefined && this.listsParentFor(key) && (await this.listParent(key))) listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
@@ -262,7 +264,12 @@ export class Namespace {
   /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
   async lookupRemote(key: string, knownFile = false): Promise<FileInfo | null> {
     const head = this.storage.head(key);
-    const children = knownFile ? null : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
+    // While deletes are journaled, those under the prefix must not make a directory of it (rmdir, rm -r).
+    const children = knownFile
+      ? null
+      : this.vault.pendingDeletes
+        ? this.liveKeys(`${key}/`, 1).then((objects): Listing => ({ objects, prefixes: [] }))
+        : this.storage.list(`${key}/`, { delimiter: '/', maxKeys: 1 });
     children?.catch(() => undefined);
     const object = await head;
     // Removed while the HEAD was on its way (a prefetch for `ls -l`): what it found is about to be deleted.
@@ -287,6 +294,18 @@ export class Namespace {
     return null;
   }
 
+  /**
+   * The first keys under a prefix that storage has and that are not being deleted (journaled deletes are still in
+   * storage until their batch goes): one LIST of `want` keys more than the journal holds under the prefix, so it
+   * returns `want` live keys if there are that many. Those journaled when it starts are skipped: one confirmed
+   * while it is on its way is gone all the same.
+   */
+  async liveKeys(prefix: string, want: number): Promise<ObjectInfo[]> {
+    const gone = new Set(this.vault.deletesUnder(prefix));
+    const listing = await this.storage.list(prefix, { maxKeys: gone.size + want });
+    return gone.size ? listing.objects.filter((o) => !gone.has(o.key)) : listing.objects;
+  }
+
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
     // What look-ups taught about entries (kept with the stored listing): those are exact, the rest defaults.
@@ -309,7 +328,9 @@ export class Namespace {
     }
     const entries = new Map<string, DirEntry>();
     const dirs = new Set<string>();
+    const deleting = this.vault.pendingDeletes > 0;
     for (const p of listing.prefixes) {
+      if (deleting && this.vault.deletePending(p)) continue; // removed here (rmdir), its marker's delete not yet sent
       const segment = p.slice(prefix.length, -1);
       const name = segmentName(segment);
       if (name !== segment) this.oddKey(p, `not a valid file name: shown as ${name}`);
@@ -350,7 +371,6 @@ export class Namespace {
     }
     // A listing longer than the metadata cache would only churn it: its entries stay known through the listing.
     const remember = listing.objects.length <= this.cache.capacity;
-    const deleting = this.vault.pendingDeletes > 0;
     for (const o of listing.objects) {
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
