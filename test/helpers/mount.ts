@@ -27,6 +27,8 @@ export interface MountOptions {
   vault?: string;
   extraArgs?: string[];
   env?: NodeJS.ProcessEnv;
+  /** Options for node itself (e.g. --cpu-prof, which NODE_OPTIONS does not take). */
+  nodeArgs?: string[];
 }
 
 export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -47,7 +49,7 @@ export async function mount(options: MountOptions): Promise<TestMount> {
   const mountpoint = options.mountpoint ?? path.join(base, 'mnt');
   const vault = options.vault ?? path.join(base, 'vault');
   mkdirSync(mountpoint, { recursive: true });
-  const args = [BIN, 'mount', options.bucket, mountpoint, '--endpoint', options.endpoint, '--vault', vault, '--foreground', ...(options.extraArgs ?? [])];
+  const args = [...(options.nodeArgs ?? []), BIN, 'mount', options.bucket, mountpoint, '--endpoint', options.endpoint, '--vault', vault, '--foreground', ...(options.extraArgs ?? [])];
   const child = spawn(process.execPath, args, { env: cliEnv(options.env), stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));

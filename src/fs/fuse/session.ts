@@ -17,7 +17,7 @@ import { InodeTable, ROOT_INO } from './inodes.js';
 import { PageStore } from './page-store.js';
 import { serveOnMainThread } from './request-loop.js';
 import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
-import { copyIn, decodeName, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
+import { copyIn, decodeName, fixMallocThresholds, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
 import { createOutBuffer, DirentReply, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, typeBits } from './structs.js';
 
 export interface FuseOptions {
@@ -88,6 +88,7 @@ export class FuseSession {
 
   /** Create the session and mount it. Throws FsError-free plain Errors with a clear message. */
   mount(): void {
+    fixMallocThresholds();
     const ops = Buffer.alloc(OPS_SIZE);
     const impl = this.operations();
     OP_NAMES.forEach((name, i) => {
