@@ -32,12 +32,19 @@ export function s3rverBin(): string {
   return path.join(path.dirname(require.resolve('s3rver/package.json')), 'bin', 's3rver.js');
 }
 
+/**
+ * Preloaded into the server: it exits when its stdin ends, which is when the process that started it is gone, even
+ * by `kill -9` (the pipe's other end closes with it). Before, a killed mount left its server running for good, and
+ * the next start began another one beside it.
+ */
+const EXIT_WITH_PARENT = 'data:text/javascript,process.stdin.on("end",()=>process.exit(0)).resume()';
+
 export async function startEmbeddedServer(options: EmbeddedServerOptions): Promise<EmbeddedServer> {
   mkdirSync(options.dataDir, { recursive: true });
-  const args = ['--openssl-legacy-provider', s3rverBin(), '-d', options.dataDir, '-a', '127.0.0.1', '-p', String(options.port ?? 0), '--no-vhost-buckets'];
+  const args = ['--openssl-legacy-provider', '--import', EXIT_WITH_PARENT, s3rverBin(), '-d', options.dataDir, '-a', '127.0.0.1', '-p', String(options.port ?? 0), '--no-vhost-buckets'];
   for (const b of options.buckets ?? []) args.push('--configure-bucket', b);
   // --openssl-legacy-provider: s3rver's continuation tokens use DES (spec/test-servers.md).
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const port = await waitForListening(child, options.startTimeoutMs ?? 15_000);
   // After start-up s3rver logs every request: keep reading so its pipe never fills and blocks it.
   child.stdout!.resume();

@@ -3,7 +3,7 @@
  * ordinary shell tools from child processes.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import os from 'node:os';
 import path from 'node:path';
@@ -154,6 +154,44 @@ describe('mount: ordinary tools on a mounted bucket', () => {
 });
 
 describe('the quick start (embedded server)', () => {
+  it('a mount killed with kill -9 takes its embedded server with it', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-up-'));
+    const state = path.join(dir, 'state');
+    const mp = path.join(dir, 'mnt');
+    /** Processes whose arguments include every one of `args`. */
+    const processes = (...args: string[]): number[] =>
+      readdirSync('/proc')
+        .filter((d) => /^\d+$/.test(d))
+        .filter((d) => {
+          try {
+            const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+            return args.every((a) => argv.includes(a));
+          } catch {
+            return false; // gone meanwhile
+          }
+        })
+        .map(Number);
+    try {
+      sh(`cd ${dir} && ${process.execPath} ${BIN} up --dir ${state} --mountpoint ${mp}`, 120);
+      const [daemon] = processes(BIN, 'up', state, '--foreground');
+      const [server] = processes('-d', path.join(state, 's3'));
+      expect(daemon).toBeGreaterThan(0);
+      expect(server).toBeGreaterThan(0);
+      process.kill(daemon!, 'SIGKILL');
+      // Gone, or a zombie waiting for init to reap it (its parent is dead).
+      const exited = (pid: number) => !existsSync(`/proc/${pid}`) || readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+      const gone = async (pid: number) => {
+        for (let i = 0; i < 50; i++, await new Promise((r) => setTimeout(r, 100))) if (exited(pid)) return true;
+        return false;
+      };
+      expect(await gone(server!)).toBe(true);
+    } finally {
+      forceUnmount(mp);
+      for (const pid of processes('-d', path.join(state, 's3'))) process.kill(pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('keeps its stored listings across a restart, though the server comes back on another port', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-up-'));
     const state = path.join(dir, 'state');
