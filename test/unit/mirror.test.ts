@@ -318,6 +318,21 @@ describe('mirror: namespace', () => {
     expect([storage.objects.size, storage.calls.deleteMany! - (sent.deleteMany ?? 0)]).toEqual([0, 1]);
   });
 
+  it('a directory removed here whose marker delete is still journaled is gone to a look-up while storage is unreachable too', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, deleteDelayMs: 60_000 });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    storage.putObject('gone/', '', { mode: String(0o40755) });
+    expect(await fs.getFileInfo('/gone')).toMatchObject({ kind: 'dir' });
+    await fs.deleteDirectory('/gone');
+    faulty.reachable(false);
+    fs.refresh('/');
+    expect(await fs.getFileInfo('/gone')).toBeNull();
+    faulty.reachable(true);
+    expect(await fs.getFileInfo('/gone')).toBeNull();
+  });
+
   it('rm -r of a tree: no request per directory but its listing; the removed directories stay hidden until their batch has gone', async () => {
     await vault.close();
     vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor, deleteDelayMs: 60_000 }); // nothing sent but by asking

@@ -126,10 +126,11 @@ export class Namespace {
     const cached = this.cache.get(key);
     // A directory known only from a listing lacks its marker's attributes (mode, owner, time): look it up.
     if (cached && (cached.complete || cached.info === null)) return cached.info;
-    // Removed here (rmdir), its marker's delete not yet sent: storage still lists it, so ask it past the journal.
-    if (this.vault.pendingDeletes && key && this.vault.deletePending(`${key}/`)) return this.lookupRemote(key);
-    let listed = this.cache.lastListed(key, true);
-    if (listed === undefined && this.listsParentFor(key) && (await this.listParent(key))) listed = this.cache.lastListed(key, true);
+    // Removed here (rmdir), its marker's delete not yet sent: storage and its listings still show it, so storage is
+    // asked past the journal (lookupRemote, below).
+    const removedDir = this.vault.pendingDeletes > 0 && key !== '' && this.vault.deletePending(`${key}/`);
+    let listed = removedDir ? undefined : this.cache.lastListed(key, true);
+    if (listed === undefined && !removedDir && this.listsParentFor(key) && (await this.listParent(key))) listed = this.cache.lastListed(key, true);
     if (listed === 'absent') return null;
     // A fresh listing entry that a lookup completed: everything is known, no request.
     if (listed?.meta) {
