@@ -254,27 +254,28 @@ try {
   if (want('write')) {
     const n = SIZE.bigMiB;
     log(`sequential write ${n} MiB (dd bs=1M conv=fsync)`);
-    // sync before each timed run: the disk must not still be writing back the previous run's gigabyte (or the
-    // server's copy of it) while the next one waits for its fsync.
-    // Each local run writes a new file and keeps the earlier ones, as each s3vault run writes a new data file in
-    // the vault beside the earlier ones. Overwriting one file let the local run reuse the memory its previous
-    // gigabyte just freed: this VM (Firecracker, free page reporting) hands memory that stayed free back to the
-    // host and faults it in again at about 2.5 ms per MiB, so a new file wrote at 2.2-3.1 s and an overwrite at
-    // 0.2 s (measured with the same 1 MiB writes).
+    // Every timed write (local disk, each mount, the SDK's upload, which the server writes to the same disk) starts
+    // with the page cache dropped. This VM (Firecracker, free page reporting) gives memory that stayed free back to
+    // the host and faults it in again at about 2.5 ms per MiB: a gigabyte written into page cache that needs such
+    // memory took 2.8-3.3 s, the same dd into memory just freed (a file removed, the cache dropped) 0.73-0.92 s
+    // (measured here, 4 runs each). With only a sync before each run, which case a writer met depended on what the
+    // run before it had freed: local disk's figure for one dd swung 0.81-3.29 s within one reference run. Dropping
+    // the cache frees the earlier runs' pages for every writer alike. Each local run still writes a new file beside
+    // the earlier ones, as each s3vault run writes a new data file in the vault.
     let localRuns = 0;
-    const localWrite = () => (sh('sync'), time(() => sh(`dd if=/dev/zero of=${local}/w-${localRuns++} bs=1M count=${n} conv=fsync status=none`)));
+    const localWrite = () => (drop(), time(() => sh(`dd if=/dev/zero of=${local}/w-${localRuns++} bs=1M count=${n} conv=fsync status=none`)));
     // Local disk and the SDK's upload run in each rep beside the mounts, with the disk and the server in the same
     // state: measured all first, local disk had a quiet disk the others (after gigabytes the server wrote) did not
     // and came out 1-3.6 s for the same dd, and the SDK met a server holding nothing yet.
     const localBeside = [];
     const buf = Buffer.alloc(n * MiB);
     let sdkRuns = 0;
-    const sdkUpload = () => (sh('sync'), timeAsync(() => new Upload({ client, params: { Bucket: BUCKET, Key: `w/sdk-${sdkRuns++}`, Body: buf }, partSize: 8 * MiB, queueSize: 4 }).done()));
+    const sdkUpload = () => (drop(), timeAsync(() => new Upload({ client, params: { Bucket: BUCKET, Key: `w/sdk-${sdkRuns++}`, Body: buf }, partSize: 8 * MiB, queueSize: 4 }).done()));
     const sdk = [];
     const untilS3 = {};
     await onMounts('seq write: until close', async (m, i) => {
       const key = `w/${m.name}-${i}`;
-      sh('sync');
+      drop();
       const t = time(() => sh(`dd if=/dev/zero of=${m.mp}/${key.replace('w/', 'w-')} bs=1M count=${n} conv=fsync status=none`));
       const t0 = now() - t;
       m.flush();
@@ -302,7 +303,7 @@ try {
         st.resetUsage();
         try {
           const key = `w-stream-${i}`;
-          sh('sync');
+          drop();
           const t0 = now();
           close.push(time(() => sh(`dd if=/dev/zero of=${st.mp}/${key} bs=1M count=${n} conv=fsync status=none`)));
           st.flush();
