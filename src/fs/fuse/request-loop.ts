@@ -29,6 +29,11 @@ interface PipeHandle {
 }
 type PipeWrap = { Pipe: new (type: number) => PipeHandle; constants: { SOCKET: number } };
 
+/** Whether requests can be served on the main thread here (serveOnMainThread returns null otherwise). */
+export function canServeOnMainThread(): boolean {
+  return pipeWrap() !== null;
+}
+
 /** Node's pipe handle (libuv uv_pipe_t): it takes any pollable descriptor; net.Socket({ fd }) refuses a character device. */
 function pipeWrap(): PipeWrap | null {
   try {
@@ -43,7 +48,7 @@ function pipeWrap(): PipeWrap | null {
  * ends the connection: ENODEV), rejects on any other read error. null: this Node cannot poll the descriptor (the
  * caller runs libfuse's threaded loop instead).
  */
-export function serveOnMainThread(lib: FuseLib, se: Ptr, log: Logger): Promise<number> | null {
+export function serveOnMainThread(lib: FuseLib, se: Ptr, log: Logger, onRequest?: (request: Buffer, length: number) => void): Promise<number> | null {
   const wrap = pipeWrap();
   if (!wrap) return null;
   const c = libc();
@@ -71,6 +76,7 @@ export function serveOnMainThread(lib: FuseLib, se: Ptr, log: Logger): Promise<n
         buffer,
         callback: (n: number) => {
           fbuf.writeBigUInt64LE(BigInt(n), 0);
+          onRequest?.(buffer, n);
           try {
             lib.processBuf(se, fbuf);
           } catch (err) {

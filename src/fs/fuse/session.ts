@@ -15,8 +15,9 @@ import { E, FsError, toFsError } from '../errors.js';
 import { joinPath } from '../mirror/keys.js';
 import { InodeTable, ROOT_INO } from './inodes.js';
 import { PageStore } from './page-store.js';
-import { serveOnMainThread } from './request-loop.js';
-import { BackingFiles, FOPEN_PASSTHROUGH, negotiatePassthrough, openOutBuffer } from './passthrough.js';
+import { canServeOnMainThread, serveOnMainThread } from './request-loop.js';
+import { clearedMode, killRequest, negotiateInit, type KillRequest } from './init.js';
+import { BackingFiles, FOPEN_PASSTHROUGH, openOutBuffer } from './passthrough.js';
 import { copyIn, decodeName, fixMallocThresholds, loadFuse, OP_NAMES, OP_PROTOS, OPS_SIZE, readI32, readI64, readU32, registerCallback, writeU32, type FuseLib, type OpName, type Ptr } from './native.js';
 import { createOutBuffer, DirentReply, entryBuffer, FI_BITS, FILE_INFO, fileInfoBuffer, negativeEntryBuffer, statBuffer, statvfsBuffer, STAT, typeBits } from './structs.js';
 
@@ -33,6 +34,8 @@ export interface FuseOptions {
   passthrough?: boolean;
   /** Random reads store their 1 MiB window into the kernel's page cache (PageStore; default on). */
   pageCacheFill?: boolean;
+  /** FUSE_HANDLE_KILLPRIV_V2: this process clears set-user-ID/set-group-ID bits (init.ts; default on). */
+  killPriv?: boolean;
   log: Logger;
 }
 
@@ -72,6 +75,10 @@ export class FuseSession {
   /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
   private readonly passthroughInodes = new Map<number, { id: number; handles: Set<number>; writers: Set<number> }>();
   private pageStore: PageStore | undefined;
+  /** Set when the kernel agreed to FUSE_HANDLE_KILLPRIV_V2: writes and chowns leave the bits to us. */
+  private killPriv = false;
+  /** Whether the request being dispatched asks for them to be cleared (read from it before libfuse parses it). */
+  private killRequested: KillRequest | null = null;
 
   constructor(
     private readonly fs: CbfsHandlers,
@@ -110,9 +117,16 @@ export class FuseSession {
     }
     this.se = se;
     if (this.options.pageCacheFill !== false) this.pageStore = new PageStore(this.lib, () => this.se, this.log);
-    if (this.options.passthrough !== false) {
+    // Both need the INIT reply amended; the kill flags need the raw requests, which only the main-thread loop sees.
+    const want = {
+      passthrough: this.options.passthrough !== false,
+      killPrivV2: this.options.killPriv !== false && this.mainThreadLoop(),
+    };
+    if (want.passthrough || want.killPrivV2) {
       try {
-        if (negotiatePassthrough(this.lib, se, this.log)) this.backing = new BackingFiles(this.lib, se);
+        const told = negotiateInit(this.lib, se, want, this.log);
+        if (told.passthrough) this.backing = new BackingFiles(this.lib, se);
+        this.killPriv = told.killPrivV2;
       } catch (err) {
         this.lib.sessionUnmount(se);
         this.lib.sessionDestroy(se);
@@ -162,8 +176,8 @@ export class FuseSession {
   /** Serve requests until the filesystem is unmounted: on the main thread (request-loop.ts), else libfuse's threads. */
   run(): Promise<number> {
     if (!this.se) throw new Error('not mounted');
-    if (process.env.S3VAULT_FUSE_THREADS !== '1') {
-      const served = serveOnMainThread(this.lib, this.se, this.log);
+    if (this.mainThreadLoop()) {
+      const served = serveOnMainThread(this.lib, this.se, this.log, this.killPriv ? (buf, n) => void (this.killRequested = killRequest(buf, n)) : undefined);
       if (served) {
         this.loopDone = served;
         return served;
@@ -176,6 +190,33 @@ export class FuseSession {
       this.lib.loopMt.async(this.se, cfg, (err: unknown, res: number) => (err ? reject(err) : resolve(res)));
     });
     return this.loopDone;
+  }
+
+  private mainThreadLoop(): boolean {
+    return process.env.S3VAULT_FUSE_THREADS !== '1' && canServeOnMainThread();
+  }
+
+  /** Whether the request now being dispatched asks for set-user-ID/set-group-ID to be cleared: read at once. */
+  private takeKill(): KillRequest | null {
+    const kill = this.killRequested;
+    this.killRequested = null;
+    return kill;
+  }
+
+  /**
+   * Clear set-user-ID (and set-group-ID, by the kernel's rules) of a regular file that has them. `ino`: the
+   * request's reply carries no attributes (OPEN, WRITE), so the kernel is told its cached mode is stale — before
+   * the reply, on a worker thread (a notification can wait on the kernel's inode locks). `handle`: an open file's
+   * (a WRITE is flagged whenever its caller lacks CAP_FSETID, whatever the mode: its handle answers cheapest).
+   */
+  private async killSuidGid(path: string, kill: KillRequest, ino?: number, handle?: number): Promise<void> {
+    const info = handle !== undefined ? await this.fs.getHandleInfo(handle) : await this.fs.getFileInfo(path);
+    if (!info || info.kind !== 'file' || !(info.mode & 0o6000)) return;
+    const mode = clearedMode(info.mode, info.gid, kill, (gid) => gid === kill.gid || supplementaryGroups(kill.pid).includes(gid));
+    if (mode === info.mode) return;
+    await this.fs.setFileAttributes(path, { mode });
+    const se = this.se;
+    if (ino !== undefined && se) await new Promise<void>((resolve) => this.lib.invalInode.async(se, ino, -1, 0, () => resolve()));
   }
 
   /** Unmount (from a signal or the CLI): the loop returns, then `close()` frees the session. */
@@ -414,10 +455,12 @@ export class FuseSession {
         if (toSet & SET.MTIME_NOW) change.mtimeMs = Date.now();
         else if (toSet & SET.MTIME) change.mtimeMs = readI64(attr, STAT.mtim) * 1000 + Math.floor(readI64(attr, STAT.mtim + 8) / 1e6);
         const handle = fi ? this.fh(fi) : this.orphanHandle(Number(ino));
+        const kill = this.takeKill();
         this.answer(req, 'setattr', `inode ${ino}`, async () => {
           // A size change: no page of the old size may be stored after it.
           const stored = change.size !== undefined ? await this.pageStore?.hold(Number(ino), undefined) : undefined;
           try {
+            if (kill && change.mode === undefined && this.orphanHandle(Number(ino)) === undefined) await this.killSuidGid(this.pathOf(ino, 'setattr'), kill);
             await this.setAttributes(req, ino, change, handle);
           } finally {
             stored?.();
@@ -482,7 +525,9 @@ export class FuseSession {
       },
       open: (req: Ptr, ino: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
+        const kill = this.takeKill();
         this.answer(req, 'open', `inode ${ino}`, async () => {
+          if (kill) await this.killSuidGid(this.pathOf(ino, 'open'), kill, Number(ino));
           const stored = await this.pageStore?.hold(Number(ino), flags);
           let handle: number | undefined;
           try {
@@ -499,8 +544,10 @@ export class FuseSession {
       create: (req: Ptr, parent: number, name: Ptr, mode: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
         const caller = this.caller(req);
+        const kill = this.takeKill();
         this.answer(req, 'create', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'create');
+          if (kill) await this.killSuidGid(path, kill).catch(() => undefined); // a new file has nothing to clear
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           this.opened(ino, handle);
@@ -539,7 +586,9 @@ export class FuseSession {
         // The buffer belongs to libfuse and is reused once this callback returns: copy it now.
         const data = copyIn(buf, Number(size));
         const handle = this.fh(fi);
+        const kill = this.takeKill();
         this.answer(req, 'write', `inode ${ino}`, async () => {
+          if (kill && this.orphanHandle(Number(ino)) === undefined) await this.killSuidGid(this.pathOf(ino, 'write'), kill, Number(ino), handle);
           lib.replyWrite(req, await fs.writeFile(handle, Number(off), data));
         });
       },
@@ -672,6 +721,16 @@ export class FuseSession {
         lib.replyStatfs(req, statvfsBuffer(total, free));
       },
     };
+  }
+}
+
+/** A process's supplementary groups (/proc/PID/status), none if it is gone. */
+function supplementaryGroups(pid: number): number[] {
+  try {
+    const line = /^Groups:(.*)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? '';
+    return line.trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
   }
 }
 
