@@ -50,8 +50,11 @@ const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW:
 
 interface DirHandle {
   path: string;
-  /** info: set when the backend knows every attribute (DirEntry.exact), so READDIRPLUS can hand it over. */
-  entries: { name: string; ino: number; mode: number; info?: FileInfo; path?: string }[];
+  /** After "." and "..": what the backend listed (DirEntry.exact: READDIRPLUS hands the attributes over). */
+  listed: DirEntry[];
+  /** Node ids of "." and "..". */
+  self: number;
+  parent: number;
 }
 
 export class FuseSession {
@@ -625,29 +628,27 @@ export class FuseSession {
           const path = this.pathOf(ino, 'opendir');
           const listed: DirEntry[] = await fs.enumerateDirectory(path);
           const parent = path === '/' ? ROOT_INO : this.inodes.peek(path.slice(0, path.lastIndexOf('/')) || '/');
-          const entries = [
-            { name: '.', ino: Number(ino), mode: 0o040000 },
-            { name: '..', ino: parent, mode: 0o040000 },
-            ...listed.map((e) => {
-              // The path string is kept: its hash, computed once here, serves readdirplus's look-up again.
-              const p = joinPath(path, e.name);
-              return { name: e.name, ino: this.inodes.peek(p), mode: typeBits(e.info), info: e.exact ? e.info : undefined, path: p };
-            }),
-          ];
           const dh = this.nextDir++;
-          this.dirs.set(dh, { path, entries });
+          this.dirs.set(dh, { path, listed, self: Number(ino), parent });
           lib.replyOpen(req, fileInfoBuffer(flags, dh));
         });
       },
+      // Entries are numbered 1 (".") and 2 (".."), then the listed ones; a reply resumes after the offset the
+      // kernel had. Each entry's path and node id are worked out here, for the entries a reply holds: at opendir
+      // that was 10 000 path joins and look-ups again for every `ls -l` of a 10 000-entry directory.
       readdir: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => {
         const dir = this.openDir(req, fi);
         if (!dir) return;
         const reply = new DirentReply(Number(size), false);
-        for (let i = Number(off); i < dir.entries.length; i++) {
-          const e = dir.entries[i]!;
-          const bytes = reply.room(e.name);
+        for (let i = Number(off); i < dir.listed.length + 2; i++) {
+          const name = i === 0 ? '.' : i === 1 ? '..' : dir.listed[i - 2]!.name;
+          const bytes = reply.room(name);
           if (bytes < 0) break;
-          reply.add(e.name, bytes, e.ino, e.mode, i + 1);
+          if (i < 2) reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
+          else {
+            const e = dir.listed[i - 2]!;
+            reply.add(name, bytes, this.inodes.peek(joinPath(dir.path, name)), typeBits(e.info), i + 1);
+          }
         }
         lib.replyBuf(req, reply.buf, reply.used);
       },
@@ -658,17 +659,20 @@ export class FuseSession {
         const dir = this.openDir(req, fi);
         if (!dir) return;
         const reply = new DirentReply(Number(size), true);
-        for (let i = Number(off); i < dir.entries.length; i++) {
-          const e = dir.entries[i]!;
-          const bytes = reply.room(e.name);
+        for (let i = Number(off); i < dir.listed.length + 2; i++) {
+          const name = i === 0 ? '.' : i === 1 ? '..' : dir.listed[i - 2]!.name;
+          const bytes = reply.room(name);
           if (bytes < 0) break;
           // "." and ".." go without attributes: the kernel takes no reference on them.
-          if (e.info && i >= 2) {
-            // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has
-            // now: a rename since opendir moved it.
-            const nodeId = this.inodes.lookup(e.path ?? joinPath(dir.path, e.name));
-            reply.add(e.name, bytes, nodeId, e.mode, i + 1, { info: e.info, timeout: this.attrTimeout });
-          } else reply.add(e.name, bytes, e.ino, e.mode, i + 1);
+          if (i < 2) {
+            reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
+            continue;
+          }
+          const e = dir.listed[i - 2]!;
+          const path = joinPath(dir.path, name);
+          // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has now.
+          if (e.exact) reply.add(name, bytes, this.inodes.lookup(path), typeBits(e.info), i + 1, { info: e.info, timeout: this.attrTimeout });
+          else reply.add(name, bytes, this.inodes.peek(path), typeBits(e.info), i + 1);
         }
         lib.replyBuf(req, reply.buf, reply.used);
       },

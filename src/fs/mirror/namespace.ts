@@ -309,23 +309,23 @@ export class Namespace {
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
-    // What look-ups taught about entries (kept with the stored listing): those are exact, the rest defaults.
-    const known = new Map<string, FileInfo>();
-    const knownDirs = new Map<string, FileInfo>();
-    const learn = (stored: ListedEntry[]) => {
-      for (const e of stored) {
-        if (e.meta && e.kind === 'file') known.set(prefix + e.name, this.metaOf(e));
-        else if (e.meta && e.kind === 'dir') knownDirs.set(prefix + e.name, this.metaOf(e));
-      }
+    // What look-ups taught about entries (kept with the stored listing), by name: those are exact, the rest
+    // defaults. Decoded when used. From a fresh stored listing, files' entries come aligned with its objects.
+    const known = new Map<string, ListedEntry>();
+    const knownDirs = new Map<string, ListedEntry>();
+    const learn = (stored: ListedEntry[], files: boolean) => {
+      for (const e of stored) if (e.meta && (files || e.kind === 'dir')) (e.kind === 'file' ? known : knownDirs).set(e.name, e);
     };
     const fresh = this.cache.listing(prefix);
     let listing: Listing;
+    let storedFiles: ListedEntry[] | undefined;
     if (fresh) {
-      learn(fresh);
-      listing = this.toListing(prefix, fresh);
+      learn(fresh, false);
+      storedFiles = [];
+      listing = this.toListing(prefix, fresh, storedFiles);
     } else {
       listing = await this.listRemote(prefix);
-      learn(this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? []);
+      learn(this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? [], true);
     }
     const entries = new Map<string, DirEntry>();
     const dirs = new Set<string>();
@@ -336,7 +336,8 @@ export class Namespace {
       const name = segmentName(segment);
       if (name !== segment) this.oddKey(p, `not a valid file name: shown as ${name}`);
       const cached = this.cache.get(p.slice(0, -1));
-      const exact = (cached?.complete && cached.info?.kind === 'dir' ? cached.info : undefined) ?? knownDirs.get(p.slice(0, -1));
+      const stored = knownDirs.get(segment);
+      const exact = (cached?.complete && cached.info?.kind === 'dir' ? cached.info : undefined) ?? (stored && this.metaOf(stored));
       const info = exact ?? decodeMeta('dir', 0, new Date(this.mountedAt), undefined, this.owner);
       entries.set(name, { name, info, exact: exact !== undefined || this.listingAttributes });
       dirs.add(segment);
@@ -372,11 +373,14 @@ export class Namespace {
     }
     // A listing longer than the metadata cache would only churn it: its entries stay known through the listing.
     const remember = listing.objects.length <= this.cache.capacity;
-    for (const o of listing.objects) {
+    for (let i = 0; i < listing.objects.length; i++) {
+      const o = listing.objects[i]!;
       const segment = o.key.slice(prefix.length);
       if (!segment) continue; // the directory's own marker
       if (deleting && this.vault.deletePending(o.key)) continue; // removed here, its delete not yet sent
-      const stored = known.get(o.key);
+      // (A name shown under an alias, its stored name unlike its key's, is not taken as known.)
+      const entry = storedFiles ? storedFiles[i] : known.get(segment);
+      const stored = entry?.meta && entry.name === segment ? this.metaOf(entry) : undefined;
       const { info, exact } = stored && stored.size === o.size ? { info: stored, exact: true } : this.listedFileInfo(o, records, remember);
       const name = nameOfFile(segment, o.key);
       // A listing does not say which objects are symlinks; those never looked up show as regular files to readdir
@@ -406,11 +410,15 @@ export class Namespace {
     return stored && this.toListing(prefix, stored);
   }
 
-  private toListing(prefix: string, stored: ListedEntry[]): Listing {
+  /** `files`: filled with the stored entry of each object, in the same order. */
+  private toListing(prefix: string, stored: ListedEntry[], files?: ListedEntry[]): Listing {
     const listing: Listing = { objects: [], prefixes: [] };
     for (const e of stored) {
       if (e.kind === 'dir') listing.prefixes.push(`${prefix}${e.name}/`);
-      else listing.objects.push({ key: prefix + (e.name.endsWith(SHADOWED_ENTRY) ? e.name.slice(0, -SHADOWED_ENTRY.length) : e.name), size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
+      else {
+        files?.push(e);
+        listing.objects.push({ key: prefix + (e.name.endsWith(SHADOWED_ENTRY) ? e.name.slice(0, -SHADOWED_ENTRY.length) : e.name), size: e.size, etag: e.etag, lastModified: new Date(e.modifiedMs) });
+      }
     }
     return listing;
   }
