@@ -13,6 +13,8 @@ export interface ListedEntry {
   modifiedMs: number;
   /** The owner's full description of the entry (JSON), when it has looked the name up; absent: only the listing's facts. */
   meta?: string | null;
+  /** The same, decoded, as the owner handed it over with setEntry (never stored: entries read back lack it). */
+  decoded?: unknown;
 }
 
 export interface Row {
@@ -22,6 +24,8 @@ export interface Row {
   etag: string;
   modified_ms: number;
   meta: string | null;
+  /** ListedEntry.decoded, carried from setEntry to the decoded copies of recent listings. */
+  decoded?: unknown;
 }
 
 /** Listings kept decoded in memory (see ListingStore.recent). */
@@ -33,7 +37,7 @@ const KNOWN_NAMES = 16384;
 
 const pendingKey = (prefix: string, name: string): string => `${prefix}\0${name}`;
 
-const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta });
+const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta, decoded: r.decoded });
 
 interface PendingEntry {
   prefix: string;
@@ -277,7 +281,7 @@ export class ListingStore {
     if (!entry && !current) return;
     if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
     const sameObject = current !== undefined && entry !== null && (current.kind === 1) === (entry.kind === 'dir') && current.etag === entry.etag;
-    const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? (sameObject ? current.meta : null) };
+    const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? (sameObject ? current.meta : null), decoded: entry.meta ? entry.decoded : undefined };
     this.pending.set(pendingKey(prefix, name), { prefix, name, row });
     this.schedule();
   }

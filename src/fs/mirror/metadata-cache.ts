@@ -54,7 +54,9 @@ export class MetadataCache {
     const [prefix, name] = splitKey(key);
     const info = value.info;
     // A complete answer (HEAD) is kept with the listing entry: the next walk needs no request for it.
-    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs, meta: value.complete ? JSON.stringify(info) : null });
+    // Its decoded form goes along: the first listing after a cold `ls -l` would otherwise parse every entry again.
+    const meta = value.complete ? JSON.stringify(info) : null;
+    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs, meta, decoded: meta ? { ...info } : undefined });
     this.remember(key, value);
   }
 

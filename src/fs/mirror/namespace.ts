@@ -399,6 +399,7 @@ export class Namespace {
 
   /** A listed entry's stored attributes, decoded once per entry the listing store hands out. */
   private metaOf(e: ListedEntry): FileInfo {
+    if (e.decoded) return e.decoded as FileInfo;
     let info = this.decodedMeta.get(e);
     if (!info) this.decodedMeta.set(e, (info = JSON.parse(e.meta!) as FileInfo));
     return info;
