@@ -207,19 +207,27 @@ export class FuseSession {
   }
 
   /**
-   * Clear set-user-ID (and set-group-ID, by the kernel's rules) of a regular file that has them. `ino`: the
-   * request's reply carries no attributes (OPEN, WRITE), so the kernel is told its cached mode is stale — before
-   * the reply, on a worker thread (a notification can wait on the kernel's inode locks). `handle`: an open file's
-   * (a WRITE is flagged whenever its caller lacks CAP_FSETID, whatever the mode: its handle answers cheapest).
+   * The mode a regular file keeps once set-user-ID (and set-group-ID, by the kernel's rules) are cleared for a
+   * request; undefined when it has none to clear. `handle`: an open file's (a WRITE is flagged whenever its caller
+   * lacks CAP_FSETID, whatever the mode: its handle answers cheapest).
    */
-  private async killSuidGid(path: string, kill: KillRequest, ino?: number, handle?: number): Promise<void> {
+  private async clearedModeFor(path: string, kill: KillRequest, handle?: number): Promise<number | undefined> {
     const info = handle !== undefined ? await this.fs.getHandleInfo(handle) : await this.fs.getFileInfo(path);
-    if (!info || info.kind !== 'file' || !(info.mode & 0o6000)) return;
+    if (!info || info.kind !== 'file' || !(info.mode & 0o6000)) return undefined;
     const mode = clearedMode(info.mode, info.gid, kill, (gid) => gid === kill.gid || supplementaryGroups(kill.pid).includes(gid));
-    if (mode === info.mode) return;
+    return mode === info.mode ? undefined : mode;
+  }
+
+  /**
+   * Clear them for a request whose reply carries no attributes (OPEN, WRITE): the kernel is then told its cached
+   * mode is stale, before the reply, on a worker thread (a notification can wait on the kernel's inode locks).
+   */
+  private async killSuidGid(path: string, kill: KillRequest, ino: number, handle?: number): Promise<void> {
+    const mode = await this.clearedModeFor(path, kill, handle);
+    if (mode === undefined) return;
     await this.fs.setFileAttributes(path, { mode });
     const se = this.se;
-    if (ino !== undefined && se) await new Promise<void>((resolve) => this.lib.invalInode.async(se, ino, -1, 0, () => resolve()));
+    if (se) await new Promise<void>((resolve) => this.lib.invalInode.async(se, ino, -1, 0, () => resolve()));
   }
 
   /** Unmount (from a signal or the CLI): the loop returns, then `close()` frees the session. */
@@ -463,7 +471,9 @@ export class FuseSession {
           // A size change: no page of the old size may be stored after it.
           const stored = change.size !== undefined ? await this.pageStore?.hold(Number(ino), undefined) : undefined;
           try {
-            if (kill && change.mode === undefined && this.orphanHandle(Number(ino)) === undefined) await this.killSuidGid(this.pathOf(ino, 'setattr'), kill);
+            // Cleared in the same change (one attribute update: a chown of an uploaded file is one copy, not two).
+            if (kill && change.mode === undefined && this.orphanHandle(Number(ino)) === undefined) change.mode = await this.clearedModeFor(this.pathOf(ino, 'setattr'), kill);
+            if (change.mode === undefined) delete change.mode;
             await this.setAttributes(req, ino, change, handle);
           } finally {
             stored?.();
@@ -550,7 +560,9 @@ export class FuseSession {
         const kill = this.takeKill();
         this.answer(req, 'create', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'create');
-          if (kill) await this.killSuidGid(path, kill).catch(() => undefined); // a new file has nothing to clear
+          // CREATE of a name that exists (O_TRUNC, the kernel's look-up having missed it): cleared as by OPEN.
+          const existing = kill ? await this.clearedModeFor(path, kill).catch(() => undefined) : undefined;
+          if (existing !== undefined) await fs.setFileAttributes(path, { mode: existing });
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
           const ino = this.inodes.lookup(path);
           this.opened(ino, handle);
