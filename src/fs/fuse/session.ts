@@ -34,8 +34,6 @@ export interface FuseOptions {
   passthrough?: boolean;
   /** Random reads store their 1 MiB window into the kernel's page cache (PageStore; default on). */
   pageCacheFill?: boolean;
-  /** FUSE_HANDLE_KILLPRIV_V2: this process clears set-user-ID/set-group-ID bits (init.ts; default on). */
-  killPriv?: boolean;
   log: Logger;
 }
 
@@ -123,7 +121,7 @@ export class FuseSession {
     // Both need the INIT reply amended; the kill flags need the raw requests, which only the main-thread loop sees.
     const want = {
       passthrough: this.options.passthrough !== false,
-      killPrivV2: this.options.killPriv !== false && this.mainThreadLoop(),
+      killPrivV2: this.mainThreadLoop(),
     };
     if (want.passthrough || want.killPrivV2) {
       try {
