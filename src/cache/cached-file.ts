@@ -9,7 +9,7 @@
  */
 import { createHash } from 'node:crypto';
 import { release } from 'node:os';
-import { fstatSync, ftruncateSync, readSync } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, type BigIntStats } from 'node:fs';
 import type { MultipartStorage, ObjectMeta } from '../storage/driver.js';
 import { RWRESULT, StorageError } from '../storage/rwresult.js';
 import type { Logger } from '../log.js';
@@ -125,6 +125,8 @@ export class CachedFile {
   }
   private externalStamp: string | undefined;
   private externalMtimeNs = 0n;
+  /** The data file's stat taken by completeDataFd, good until the end of that synchronous turn. */
+  private openStat: BigIntStats | undefined;
   /** When a time was last set explicitly (utimens): a passthrough write adopted later must not undo it. */
   private timesSetAt = 0;
   private readonly lock = new Mutex();
@@ -757,7 +759,13 @@ export class CachedFile {
     for (let b = 0; b < this.blockCount(); b++) if (this.needsFetch(b)) return undefined;
     // The kernel reads the data file up to its own end, not the file's size: make them one. Growth is zeros,
     // which is what the vault reads there too; a longer data file would show stale bytes.
-    if (fstatSync(this.fd.fd).size !== this.rec.size) ftruncateSync(this.fd.fd, this.rec.size);
+    const st = fstatSync(this.fd.fd, { bigint: true });
+    if (Number(st.size) !== this.rec.size) ftruncateSync(this.fd.fd, this.rec.size);
+    else {
+      // A writable passthrough open asks for the same facts next, in this same turn (watchExternalWrites).
+      this.openStat = st;
+      queueMicrotask(() => (this.openStat = undefined));
+    }
     return this.fd.fd;
   }
 
@@ -805,7 +813,8 @@ export class CachedFile {
   /** Before the first passthrough writer: the data file as the vault left it (what later writes are told from). */
   watchExternalWrites(): void {
     if (this.passthroughWriters > 0) return;
-    const st = fstatSync(this.fd.fd, { bigint: true });
+    const st = this.openStat ?? fstatSync(this.fd.fd, { bigint: true });
+    this.openStat = undefined;
     this.externalStamp = `${st.ctimeNs}:${st.size}`;
     this.externalMtimeNs = st.mtimeNs;
   }

@@ -25,6 +25,11 @@ export class DataFile {
 
   private constructor(readonly fd: number) {}
 
+  /** A descriptor opened elsewhere (DataFilePool's spare: a new empty file). */
+  static adopt(fd: number): DataFile {
+    return new DataFile(fd);
+  }
+
   static open(path: string, flags: number, mode: number): DataFile {
     // O_CREAT | O_TRUNC: a new file is not truncated by its creation, only one that was there already.
     if (flags & fsc.O_CREAT && flags & fsc.O_TRUNC) {

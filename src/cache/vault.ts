@@ -26,6 +26,7 @@ import { ListingStore } from './listings.js';
 import { fileStatuses, matchesEnumMode, type FileStatus } from './status.js';
 import { takeLock } from './lock.js';
 import { DataFile } from './data-file.js';
+import { DataFilePool } from './data-file-pool.js';
 import { accessClock, VaultStatements } from './statements.js';
 import { transferHandlers, type TransferHandlers } from './transfer.js';
 import { WriteBack, type QueueEntry } from './writeback.js';
@@ -133,6 +134,8 @@ export class Vault {
   private closed = false;
   /** Directory listings kept in the vault (for the owner's namespace). */
   readonly listings: ListingStore;
+  /** Empty data files made ahead for the next new records (off the main thread). */
+  private readonly spares: DataFilePool;
   private deletes!: DeleteQueue;
 
   private constructor(
@@ -160,6 +163,7 @@ export class Vault {
     ctx.accountBytes = (delta) => this.evictor.account(delta);
     ctx.pendingSums = new PendingSums({ blockSize: ctx.blockSize, source: (id) => this.sumSource(id), save: (id, sums) => statements.setSums(id, sums) });
     this.listings = new ListingStore(db);
+    this.spares = new DataFilePool(path.join(dir, 'data'), (id) => statements.isKnown(id));
   }
 
   /**
@@ -359,7 +363,8 @@ export class Vault {
     let fd;
     try {
       // A new record starts from an empty data file, whatever a crash left under its id.
-      fd = DataFile.open(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT | (created ? fsc.O_TRUNC : 0), 0o600);
+      const spare = created ? this.spares.take(rec.id) : undefined;
+      fd = spare !== undefined ? DataFile.adopt(spare) : DataFile.open(this.dataPath(rec.id), fsc.O_RDWR | fsc.O_CREAT | (created ? fsc.O_TRUNC : 0), 0o600);
     } catch (err) {
       throw new VaultError('IO', `cannot open vault data file for ${JSON.stringify(key)}: ${(err as Error).message}`, { cause: err });
     }
@@ -945,6 +950,7 @@ export class Vault {
     this.saveTouched();
     this.statements.runBatch();
     this.listings.flush();
+    await this.spares.stop();
     this.statements.setInfo('clean_shutdown', '1');
     await this.checkpointer?.stop();
     this.db.close();

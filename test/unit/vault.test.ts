@@ -1,5 +1,5 @@
 /** The vault on in-memory storage: lazy block fetches, coalescing, read-modify-write, sizes, journal, recovery. */
-import { mkdtempSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -316,6 +316,30 @@ describe('vault: journal and recovery', () => {
     expect((await b2.read(100 * KiB, 3)).toString()).toBe('bee');
     await vault.closeFile(b2);
     await vault.close();
+  });
+
+  it('new files get the data files made ahead for them; a clean close leaves only the records\' files', async () => {
+    const vault = await openVault();
+    const ids: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const f = await vault.openFile(`f${i}`, null, attrs);
+      await f.write(0, Buffer.from(`file ${i}`));
+      await f.commit();
+      ids.push(f.rec.id);
+      await vault.closeFile(f);
+      await new Promise((resolve) => setTimeout(resolve, 5)); // the spares are made meanwhile, as between requests
+    }
+    // Some were made ahead, and none is anyone's yet: more data files than records while the vault is open.
+    expect(readdirSync(path.join(dir, 'data')).length).toBeGreaterThan(20);
+    await vault.close();
+    expect(readdirSync(path.join(dir, 'data')).map(Number).sort((a, b) => a - b)).toEqual([...ids].sort((a, b) => a - b));
+    const again = await openVault();
+    for (let i = 0; i < 20; i++) {
+      const f = await again.openFile(`f${i}`, null, attrs);
+      expect((await f.read(0, 64)).toString()).toBe(`file ${i}`);
+      await again.closeFile(f);
+    }
+    await again.close();
   });
 
   it('rename and remove move or drop a record; a removed open file is never uploaded', async () => {
