@@ -49,6 +49,8 @@ interface PendingEntry {
 export interface ListingWatch {
   prefix: string;
   changes: Map<string, Row | null>;
+  /** Names whose last change is only what storage said of them (a look-up), not a change made through the mount. */
+  lookedUp: Set<string>;
 }
 
 export class ListingStore {
@@ -256,7 +258,7 @@ export class ListingStore {
    * this watch) is replayed on that answer, which may be older than them. unwatch when the LIST fails.
    */
   watch(prefix: string): ListingWatch {
-    const w: ListingWatch = { prefix, changes: new Map() };
+    const w: ListingWatch = { prefix, changes: new Map(), lookedUp: new Set() };
     let set = this.watches.get(prefix);
     if (!set) this.watches.set(prefix, (set = new Set()));
     set.add(w);
@@ -269,12 +271,19 @@ export class ListingStore {
     if (!set.size) this.watches.delete(w.prefix);
   }
 
-  /** Keep a stored listing true after a change made through the mount (no-op if the prefix was never listed). */
-  setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null): void {
+  /**
+   * Keep a stored listing true after a change made through the mount, or (`lookedUp`) a look-up's answer (no-op if
+   * the prefix was never listed).
+   */
+  setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null, lookedUp = false): void {
     const watching = this.watches.get(prefix);
     if (watching) {
       const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? null };
-      for (const w of watching) w.changes.set(name, row);
+      for (const w of watching) {
+        w.changes.set(name, row);
+        if (lookedUp) w.lookedUp.add(name);
+        else w.lookedUp.delete(name);
+      }
     }
     if (this.listedAt(prefix) === undefined) return;
     const current = this.currentRow(prefix, name);

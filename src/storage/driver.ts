@@ -76,6 +76,8 @@ export interface ListOptions {
   delimiter?: string;
   /** Stop after this many entries (objects + prefixes); default: all pages. */
   maxKeys?: number;
+  /** Each page as it arrives, before the next is asked for (drivers that list in one go may never call it). */
+  onPage?: (page: Listing) => void;
 }
 
 /** One stored version of an object (S3 versioning). */

@@ -364,10 +364,14 @@ export class S3Storage implements StorageDriver {
         const r = await this.client.send(
           new ListObjectsV2Command({ Bucket: this.config.bucket, Prefix: this.full(prefix), Delimiter: options.delimiter, MaxKeys: want, ContinuationToken: token }),
         );
+        const page: Listing = { objects: [], prefixes: [] };
         for (const o of r.Contents ?? []) {
-          listing.objects.push({ key: o.Key!.slice(this.prefix.length), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) });
+          page.objects.push({ key: o.Key!.slice(this.prefix.length), size: o.Size ?? 0, etag: stripQuotes(o.ETag), lastModified: o.LastModified ?? new Date(0) });
         }
-        for (const p of r.CommonPrefixes ?? []) listing.prefixes.push(p.Prefix!.slice(this.prefix.length));
+        for (const p of r.CommonPrefixes ?? []) page.prefixes.push(p.Prefix!.slice(this.prefix.length));
+        for (const o of page.objects) listing.objects.push(o);
+        for (const p of page.prefixes) listing.prefixes.push(p);
+        options.onPage?.(page);
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
         if (options.maxKeys !== undefined && listing.objects.length + listing.prefixes.length >= options.maxKeys) break;
       } while (token);

@@ -149,9 +149,14 @@ describe('S3 driver on s3rver', () => {
     const keys = Array.from({ length: 1205 }, (_, i) => `many/k${String(i).padStart(5, '0')}`);
     for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => drv.write(k, 1, async () => Buffer.from('x'))));
     await drv.write('many/sub/inner', 1, async () => Buffer.from('y'));
-    const listing = await drv.list('many/', { delimiter: '/' });
+    const pages: { objects: string[]; prefixes: string[] }[] = [];
+    const listing = await drv.list('many/', { delimiter: '/', onPage: (p) => pages.push({ objects: p.objects.map((o) => o.key), prefixes: p.prefixes }) });
     expect(listing.objects.map((o) => o.key)).toEqual(keys);
     expect(listing.prefixes).toEqual(['many/sub/']);
+    // Each page as it came (look-ups waiting on a listing are answered from the pages so far): together, the listing.
+    expect(pages.length).toBe(2);
+    expect(pages.flatMap((p) => p.objects)).toEqual(keys);
+    expect(pages.flatMap((p) => p.prefixes)).toEqual(['many/sub/']);
     expect((await drv.list('many/', { delimiter: '/', maxKeys: 3 })).objects).toHaveLength(3);
     await drv.copy('many/sub/inner', 'copied');
     await drv.copy('copied', 'copied', { mode: '33261' });

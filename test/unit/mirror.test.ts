@@ -111,6 +111,39 @@ describe('mirror: namespace', () => {
     expect(storage.calls.head ?? 0).toBeLessThanOrEqual(heads + 7);
   });
 
+  it('a walk meets the listing page by page: a name the pages have passed is answered before the rest of the directory comes', async () => {
+    const names = Array.from({ length: 2500 }, (_, i) => `f${String(i).padStart(4, '0')}`);
+    for (const n of names) storage.putObject(`big/${n}`, 'x');
+    // Pages of 1000 keys; the second waits until the test lets it go.
+    const second = resolvable();
+    const list = storage.list.bind(storage);
+    storage.list = async (prefix, options) => {
+      const all = await list(prefix, options);
+      if (!options?.onPage) return all;
+      for (let i = 0; i < all.objects.length; i += 1000) {
+        if (i === 1000) await second.promise;
+        options.onPage({ objects: all.objects.slice(i, i + 1000), prefixes: [] });
+      }
+      return all;
+    };
+    expect((await fs.getFileInfo('/big/f0000'))?.size).toBe(1);
+    expect((await fs.getFileInfo('/big/f0001'))?.size).toBe(1);
+    // The third look-up starts the listing; the first page decides it, and every name up to f0999.
+    const third = await Promise.race([fs.getFileInfo('/big/f0002'), new Promise((r) => setTimeout(() => r('still waiting for the whole listing'), 2000))]);
+    expect((third as { size: number } | null)?.size).toBe(1);
+    expect((await fs.getFileInfo('/big/f0500'))?.size).toBe(1);
+    expect(await fs.getFileInfo('/big/f0500.old')).toBeNull(); // passed by the page, not in it: absent, no request
+    // Past the first page: it waits for the rest of the listing.
+    let late: unknown = 'pending';
+    const past = fs.getFileInfo('/big/f2400').then((i) => (late = i));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(late).toBe('pending');
+    second.resolve();
+    await past;
+    expect((late as { size: number } | null)?.size).toBe(1);
+    expect(await fs.getFileInfo('/big/f9999')).toBeNull();
+  });
+
   it('listings are kept in the vault: a warm listing, even after a remount, needs no request until it ages out', async () => {
     for (let i = 0; i < 50; i++) storage.putObject(`dir/f${i}`, 'x');
     expect((await fs.enumerateDirectory('/dir')).length).toBe(50);

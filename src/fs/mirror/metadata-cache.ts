@@ -49,14 +49,17 @@ export class MetadataCache {
     return e;
   }
 
-  /** Record what a key now is after a change or a lookup; the stored listing of its directory follows. */
-  set(key: string, value: CachedInfo): void {
+  /**
+   * Record what a key now is after a change or (`lookedUp`) what storage said of it; the stored listing of its
+   * directory follows.
+   */
+  set(key: string, value: CachedInfo, lookedUp = false): void {
     const [prefix, name] = splitKey(key);
     const info = value.info;
     // A complete answer (HEAD) is kept with the listing entry: the next walk needs no request for it.
     // Its decoded form goes along: the first listing after a cold `ls -l` would otherwise parse every entry again.
     const meta = value.complete ? JSON.stringify(info) : null;
-    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs, meta, decoded: meta ? { ...info } : undefined });
+    this.listings.setEntry(prefix, name, info && { kind: info.kind === 'dir' ? 'dir' : 'file', size: info.size, etag: value.etag ?? '', modifiedMs: info.mtimeMs, meta, decoded: meta ? { ...info } : undefined }, lookedUp);
     this.remember(key, value);
   }
 

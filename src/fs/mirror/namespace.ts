@@ -6,7 +6,7 @@
  */
 import PQueue from 'p-queue';
 import type { Vault } from '../../cache/vault.js';
-import type { ListedEntry } from '../../cache/listings.js';
+import type { ListedEntry, ListingWatch } from '../../cache/listings.js';
 import type { FileRecord } from '../../cache/cached-file.js';
 import type { Listing, ObjectInfo } from '../../storage/driver.js';
 import { StorageError } from '../../storage/rwresult.js';
@@ -15,6 +15,7 @@ import { E, FsError } from '../errors.js';
 import { checkPath, dirPrefix, isShadowedPath, pathToKey, segmentName, shadowedName, UnresolvedAlias } from './keys.js';
 import { decodeMeta, S_IFLNK, S_IFMT, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
+import { PagedListing } from './paged-listing.js';
 
 const PREFETCH_WINDOW = 128;
 const PREFETCH_CONCURRENCY = 16;
@@ -42,12 +43,14 @@ export class Namespace {
   private readonly reported = new Set<string>();
   /** Sibling HEADs started by prefetchSiblings, by key; per directory, its files to prefetch and how far. */
   private readonly heads = new Map<string, Promise<FileInfo | null>>();
-  private readonly ahead = new Map<string, { names: string[]; index: Map<string, number>; started: number; at: number }>();
+  private readonly ahead = new Map<string, { names: string[]; index: Map<string, number>; started: number; at: number; paged: boolean }>();
   /** Decoded attributes of listed entries (the listing store hands out the same entry objects while unchanged). */
   private readonly decodedMeta = new WeakMap<ListedEntry, FileInfo>();
   private readonly headQueue = new PQueue({ concurrency: PREFETCH_CONCURRENCY });
   /** Parent listings started by look-ups, by prefix; directories found too large to list for a look-up. */
   private readonly parentListings = new Map<string, Promise<boolean>>();
+  /** Those listings' pages so far, by prefix, for the look-ups waiting on them (see PagedListing). */
+  private readonly pages = new Map<string, PagedListing>();
   private readonly tooBig = new Set<string>();
   /** Directories not listed yet: look-ups in each so far, since when (see listsParentFor). */
   private readonly recentLookups = new Map<string, { count: number; at: number }>();
@@ -130,7 +133,7 @@ export class Namespace {
     // asked past the journal (lookupRemote, below).
     const removedDir = this.vault.pendingDeletes > 0 && key !== '' && this.vault.deletePending(`${key}/`);
     let listed = removedDir ? undefined : this.cache.lastListed(key, true);
-    if (listed === undefined && !removedDir && this.listsParentFor(key) && (await this.listParent(key))) listed = this.cache.lastListed(key, true);
+    if (listed === undefined && !removedDir && this.listsParentFor(key)) listed = await this.listedByParent(key);
     if (listed === 'absent') return null;
     // A fresh listing entry that a lookup completed: everything is known, no request.
     if (listed?.meta) {
@@ -158,7 +161,7 @@ export class Namespace {
         // an alias): only its attributes are missing — on its marker, or the defaults if it has none.
         const marker = await this.storage.head(`${key}/`);
         const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
-        this.cache.set(key, { info, complete: true });
+        this.cache.set(key, { info, complete: true }, true);
         return info;
       }
       // `ls -l`, `stat *`: the first look-up of a listed file starts HEADs for its listed siblings, in parallel.
@@ -199,9 +202,13 @@ export class Namespace {
     const cut = key.lastIndexOf('/') + 1;
     const prefix = key.slice(0, cut);
     let run = this.ahead.get(prefix);
-    if (!run || Date.now() - run.at > 60_000) {
-      const names = (this.cache.listing(prefix) ?? []).filter((e) => e.kind === 'file' && !e.meta).map((e) => e.name);
-      run = { names, index: new Map(names.map((n, i) => [n, i])), started: 0, at: Date.now() };
+    if (!run || run.paged || Date.now() - run.at > 60_000) {
+      // While the listing comes page by page, its files so far (a list that grows at its end, positions kept).
+      const paged = this.pages.get(prefix);
+      const stored = paged ? undefined : this.cache.listing(prefix);
+      const names = paged ? paged.fileNames : (stored ?? []).filter((e) => e.kind === 'file' && !e.meta).map((e) => e.name);
+      const index = paged ? paged.fileIndex : new Map(names.map((n, i) => [n, i]));
+      run = { names, index, started: run?.paged && paged ? run.started : 0, at: Date.now(), paged: paged !== undefined };
       this.ahead.delete(prefix);
       this.ahead.set(prefix, run);
       // Only the directories being walked now: the oldest goes (a long walk over many directories stays small).
@@ -250,16 +257,37 @@ export class Namespace {
     if (this.tooBig.has(prefix)) return Promise.resolve(false);
     let p = this.parentListings.get(prefix);
     if (!p) {
-      p = this.listRemote(prefix, LOOKUP_LIST_MAX)
+      const watch = this.cache.watchListing(prefix);
+      const paged = new PagedListing(prefix, this.mountedAt, (name) => watch.changes.has(name) && !watch.lookedUp.has(name));
+      this.pages.set(prefix, paged);
+      p = this.listRemote(prefix, LOOKUP_LIST_MAX, (page) => paged.add(page), watch)
         .then((l) => {
           if (!l) this.tooBig.add(prefix);
           return l !== undefined;
         })
         .catch(() => false) // storage's error (or offline state) is met again by the look-up itself
-        .finally(() => this.parentListings.delete(prefix));
+        .finally(() => {
+          this.parentListings.delete(prefix);
+          this.pages.delete(prefix);
+        });
       this.parentListings.set(prefix, p);
     }
     return p;
+  }
+
+  /**
+   * A key's entry in a look-up listing of its parent: as soon as the pages so far decide it, else once the listing
+   * is stored (undefined if it is not: too large, or it failed).
+   */
+  private async listedByParent(key: string): Promise<ListedEntry | 'absent' | undefined> {
+    const done = this.listParent(key);
+    const cut = key.lastIndexOf('/') + 1;
+    const paged = this.pages.get(key.slice(0, cut));
+    if (paged) {
+      const early = await Promise.race([paged.decided(key.slice(cut)), done.then(() => undefined)]);
+      if (early !== undefined) return early;
+    }
+    return (await done) ? this.cache.lastListed(key, true) : undefined;
   }
 
   /** HEAD for a file's metadata and a one-key LIST for a directory, in parallel unless the kind is known. */
@@ -281,17 +309,17 @@ export class Namespace {
     if (object && isDir) this.oddKey(key, `a directory of the same name shadows it: shown as ${shadowedName(key.slice(key.lastIndexOf('/') + 1))}`);
     if (object && !isDir) {
       const info = decodeMeta('file', object.size, object.lastModified, object.meta, this.owner);
-      this.cache.set(key, { info, etag: object.etag, complete: true });
+      this.cache.set(key, { info, etag: object.etag, complete: true }, true);
       return info;
     }
     if (listing && isDir) {
       const hasMarker = listing.objects.some((o) => o.key === `${key}/`);
       const marker = hasMarker ? await this.storage.head(`${key}/`) : null;
       const info = decodeMeta('dir', 0, marker?.lastModified ?? new Date(this.mountedAt), marker?.meta, this.owner);
-      this.cache.set(key, { info, complete: true });
+      this.cache.set(key, { info, complete: true }, true);
       return info;
     }
-    this.cache.set(key, { info: null, complete: true });
+    this.cache.set(key, { info: null, complete: true }, true);
     return null;
   }
 
@@ -429,13 +457,13 @@ export class Namespace {
    * a directory of more entries is not listed whole: undefined, nothing stored.
    */
   private async listRemote(prefix: string): Promise<Listing>;
-  private async listRemote(prefix: string, max: number): Promise<Listing | undefined>;
-  private async listRemote(prefix: string, max?: number): Promise<Listing | undefined> {
+  private async listRemote(prefix: string, max: number, onPage: (page: Listing) => void, watch: ListingWatch): Promise<Listing | undefined>;
+  private async listRemote(prefix: string, max?: number, onPage?: (page: Listing) => void, watching?: ListingWatch): Promise<Listing | undefined> {
     let listing: Listing;
     // Uploads and deletes that land while the LIST is in flight may be missing from its answer: they are kept.
-    const watch = this.cache.watchListing(prefix);
+    const watch = watching ?? this.cache.watchListing(prefix);
     try {
-      listing = await this.storage.list(prefix, { delimiter: '/', maxKeys: max === undefined ? undefined : max + 1 });
+      listing = await this.storage.list(prefix, { delimiter: '/', maxKeys: max === undefined ? undefined : max + 1, onPage });
       if (max !== undefined && listing.objects.length + listing.prefixes.length > max) {
         this.cache.unwatchListing(watch);
         return undefined;
@@ -488,7 +516,7 @@ export class Namespace {
     if (rec && !rec.dirty && rec.remoteEtag === o.etag) {
       const info: FileInfo = { ...recordInfo(rec), size: o.size };
       // Kept with the stored listing too: the next listing knows it without looking the record up.
-      this.cache.set(o.key, { info, etag: o.etag, complete: true });
+      this.cache.set(o.key, { info, etag: o.etag, complete: true }, true);
       return { info, exact: true };
     }
     const info = decodeMeta('file', o.size, o.lastModified, undefined, this.owner);
