@@ -133,8 +133,6 @@ export interface Libc {
   dlsym: (handle: null, name: string) => Ptr;
   writev: (fd: number, iov: Ptr, count: number) => number | bigint;
   ioctl: (fd: number, request: number, ...args: unknown[]) => number;
-  /** ioctl with one pointer argument, declared without the ellipsis so that it can run on the thread pool (.async). */
-  ioctlPtr: { async: (fd: number, request: number, arg: Buffer, cb: (err: unknown, rc: number) => void) => void };
   free: (p: Ptr) => void;
   dup: (fd: number) => number;
   close: (fd: number) => number;
@@ -151,7 +149,6 @@ export function libc(): Libc {
     dlsym: lib.func('void *dlsym(void *handle, const char *name)') as Libc['dlsym'],
     writev: lib.func('int64_t writev(int fd, void *iov, int count)') as Libc['writev'],
     ioctl: lib.func('int ioctl(int fd, unsigned long request, ...)') as Libc['ioctl'],
-    ioctlPtr: lib.func('int ioctl(int fd, unsigned long request, void *arg)') as unknown as Libc['ioctlPtr'],
     free: lib.func('void free(void *p)') as Libc['free'],
     dup: lib.func('int dup(int fd)') as Libc['dup'],
     close: lib.func('int close(int fd)') as Libc['close'],
