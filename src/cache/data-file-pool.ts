@@ -24,7 +24,6 @@ export class DataFilePool {
   private readonly making = new Set<number>();
   /** Ids taken by a record while their spare was being made: that spare is not to be used. */
   private readonly claimed = new Set<number>();
-  private pending = 0;
   private idle: (() => void) | undefined;
   private stopped = false;
 
@@ -53,7 +52,6 @@ export class DataFilePool {
 
   private make(id: number): void {
     this.making.add(id);
-    this.pending++;
     // As every open here, close-on-exec (libuv's default).
     open(this.pathOf(id), fsc.O_RDWR | fsc.O_CREAT | fsc.O_EXCL, 0o600, (err, fd) => {
       this.making.delete(id);
@@ -63,7 +61,7 @@ export class DataFilePool {
         else if (this.stopped) this.discard(id, fd);
         else this.ready.set(id, fd);
       } else this.claimed.delete(id); // EEXIST (left by a crash, or the record's own): not ours, left alone
-      if (--this.pending === 0) this.idle?.();
+      if (this.making.size === 0) this.idle?.();
     });
   }
 
@@ -80,7 +78,7 @@ export class DataFilePool {
   /** At the vault's close, when no record is made any more: the unused spares go. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.pending > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+    if (this.making.size > 0) await new Promise<void>((resolve) => (this.idle = resolve));
     for (const [id, fd] of this.ready) this.discard(id, fd);
     this.ready.clear();
   }
