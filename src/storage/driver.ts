@@ -21,6 +21,8 @@ export interface Listing {
   objects: ObjectInfo[];
   /** Common prefixes ("sub-directories"), each ending with the delimiter. */
   prefixes: string[];
+  /** onPage stopped the listing: these are its pages so far, not the whole of it. */
+  stopped?: true;
 }
 
 export interface ReadResult {
@@ -76,8 +78,12 @@ export interface ListOptions {
   delimiter?: string;
   /** Stop after this many entries (objects + prefixes); default: all pages. */
   maxKeys?: number;
-  /** Each page as it arrives, before the next is asked for (drivers that list in one go may never call it). */
-  onPage?: (page: Listing) => void;
+  /**
+   * Each page as it arrives (drivers that list in one go may never call it). The next page is asked for once it
+   * returns, or once its promise settles: a caller may pause the listing. `false` stops it there (the listing
+   * returned is then `stopped`).
+   */
+  onPage?: (page: Listing) => void | boolean | Promise<void | boolean>;
 }
 
 /** One stored version of an object (S3 versioning). */

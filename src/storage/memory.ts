@@ -3,6 +3,9 @@ import { createHash } from 'node:crypto';
 import type { ByteSource, Listing, ListOptions, MultipartStorage, ObjectInfo, ObjectMeta, ReadResult, StorageDriver, WriteOptions, WriteResult } from './driver.js';
 import { RWRESULT, StorageError } from './rwresult.js';
 
+/** Entries per page of a paged listing, as S3's ListObjectsV2 gives at most. */
+const LIST_PAGE = 1000;
+
 interface StoredObject {
   data: Buffer;
   etag: string;
@@ -121,19 +124,37 @@ export class MemoryStorage implements StorageDriver {
     return { etag, result: RWRESULT.SUCCESS };
   }
 
+  /** With onPage, pages of LIST_PAGE entries (objects and prefixes in key order), each counted as `listPage`. */
   async list(prefix: string, options: ListOptions = {}): Promise<Listing> {
     this.count('list');
-    const objects: ObjectInfo[] = [];
+    const entries: (ObjectInfo | string)[] = [];
     const prefixes = new Set<string>();
     for (const key of [...this.objects.keys()].sort()) {
       if (!key.startsWith(prefix)) continue;
       const rest = key.slice(prefix.length);
       const cut = options.delimiter ? rest.indexOf(options.delimiter) : -1;
-      if (cut >= 0) prefixes.add(prefix + rest.slice(0, cut + 1));
-      else objects.push(this.info(key, this.objects.get(key)!, false));
-      if (options.maxKeys !== undefined && objects.length + prefixes.size >= options.maxKeys) break;
+      const common = cut >= 0 ? prefix + rest.slice(0, cut + 1) : undefined;
+      if (common === undefined) entries.push(this.info(key, this.objects.get(key)!, false));
+      else if (!prefixes.has(common)) {
+        prefixes.add(common);
+        entries.push(common);
+      }
+      if (options.maxKeys !== undefined && entries.length >= options.maxKeys) break;
     }
-    return { objects, prefixes: [...prefixes] };
+    const listing = (from: (ObjectInfo | string)[]): Listing => ({
+      objects: from.filter((e): e is ObjectInfo => typeof e !== 'string'),
+      prefixes: from.filter((e): e is string => typeof e === 'string'),
+    });
+    if (!options.onPage) return listing(entries);
+    const all: Listing = { objects: [], prefixes: [] };
+    for (let i = 0; i < entries.length || i === 0; i += LIST_PAGE) {
+      this.count('listPage');
+      const page = listing(entries.slice(i, i + LIST_PAGE));
+      all.objects.push(...page.objects);
+      all.prefixes.push(...page.prefixes);
+      if ((await options.onPage(page)) === false && i + LIST_PAGE < entries.length) return { ...all, stopped: true };
+    }
+    return all;
   }
 
   async copy(fromKey: string, toKey: string, meta?: ObjectMeta, contentType?: string): Promise<{ etag: string }> {

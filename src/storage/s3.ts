@@ -371,8 +371,11 @@ export class S3Storage implements StorageDriver {
         for (const p of r.CommonPrefixes ?? []) page.prefixes.push(p.Prefix!.slice(this.prefix.length));
         for (const o of page.objects) listing.objects.push(o);
         for (const p of page.prefixes) listing.prefixes.push(p);
-        options.onPage?.(page);
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
+        if (options.onPage && (await options.onPage(page)) === false && token) {
+          listing.stopped = true;
+          break;
+        }
         if (options.maxKeys !== undefined && listing.objects.length + listing.prefixes.length >= options.maxKeys) break;
       } while (token);
       return listing;

@@ -157,6 +157,20 @@ describe('S3 driver on s3rver', () => {
     expect(pages.length).toBe(2);
     expect(pages.flatMap((p) => p.objects)).toEqual(keys);
     expect(pages.flatMap((p) => p.prefixes)).toEqual(['many/sub/']);
+    // A caller may pause between pages, and stop: then the listing is the pages so far, marked stopped.
+    let asked = 0;
+    const paused = await drv.list('many/', { delimiter: '/', onPage: async () => {
+        asked++;
+        await new Promise((r) => setTimeout(r, 50));
+        return true;
+      },
+    });
+    expect(asked).toBe(2);
+    expect(paused.objects.length).toBe(1205);
+    expect(paused.stopped).toBeUndefined();
+    const stopped = await drv.list('many/', { delimiter: '/', onPage: async () => false });
+    expect(stopped.stopped).toBe(true);
+    expect(stopped.objects.map((o) => o.key)).toEqual(keys.slice(0, 1000));
     expect((await drv.list('many/', { delimiter: '/', maxKeys: 3 })).objects).toHaveLength(3);
     await drv.copy('many/sub/inner', 'copied');
     await drv.copy('copied', 'copied', { mode: '33261' });

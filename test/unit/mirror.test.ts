@@ -114,17 +114,14 @@ describe('mirror: namespace', () => {
   it('a walk meets the listing page by page: a name the pages have passed is answered before the rest of the directory comes', async () => {
     const names = Array.from({ length: 2500 }, (_, i) => `f${String(i).padStart(4, '0')}`);
     for (const n of names) storage.putObject(`big/${n}`, 'x');
-    // Pages of 1000 keys; the second waits until the test lets it go.
+    // Pages of 1000 keys (the memory driver's, as S3's); the second waits until the test lets it go.
     const second = resolvable();
     const list = storage.list.bind(storage);
-    storage.list = async (prefix, options) => {
-      const all = await list(prefix, options);
-      if (!options?.onPage) return all;
-      for (let i = 0; i < all.objects.length; i += 1000) {
-        if (i === 1000) await second.promise;
-        options.onPage({ objects: all.objects.slice(i, i + 1000), prefixes: [] });
-      }
-      return all;
+    storage.list = (prefix, options) => {
+      const onPage = options?.onPage;
+      if (!onPage) return list(prefix, options);
+      let n = 0;
+      return list(prefix, { ...options, onPage: async (page) => (++n === 2 && (await second.promise), onPage(page)) });
     };
     expect((await fs.getFileInfo('/big/f0000'))?.size).toBe(1);
     expect((await fs.getFileInfo('/big/f0001'))?.size).toBe(1);
@@ -142,6 +139,73 @@ describe('mirror: namespace', () => {
     await past;
     expect((late as { size: number } | null)?.size).toBe(1);
     expect(await fs.getFileInfo('/big/f9999')).toBeNull();
+  });
+
+  it('a look-up listing asks for its pages as the look-ups need them, and a paused one is dropped when it grows old', async () => {
+    const names = Array.from({ length: 3500 }, (_, i) => `f${String(i).padStart(4, '0')}`);
+    for (const n of names) storage.putObject(`big/${n}`, 'x');
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 }, listingTtlMs: 400 });
+    const pages = () => storage.calls.listPage ?? 0;
+    for (const n of ['f0000', 'f0001', 'f0002', 'f0500']) expect((await fs.getFileInfo(`/big/${n}`))?.size).toBe(1);
+    expect(await fs.getFileInfo('/big/f0500.old')).toBeNull();
+    // The third look-up listed the directory: one page, and it waits there.
+    await new Promise((r) => setTimeout(r, 30));
+    expect(pages()).toBe(1);
+    // A walk near the end of the pages so far: the next page comes while it goes on.
+    expect((await fs.getFileInfo('/big/f0950'))?.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(pages()).toBe(2);
+    // A name past the pages: as many as it takes, and no more.
+    expect((await fs.getFileInfo('/big/f2500'))?.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(pages()).toBe(3);
+    const heads = storage.calls.head ?? 0;
+    expect(await fs.getFileInfo('/big/f2500.old')).toBeNull();
+    expect(storage.calls.head ?? 0).toBe(heads);
+    // Paused past the listing's lifetime, it is dropped: the names it decided are asked of storage again.
+    await new Promise((r) => setTimeout(r, 450));
+    expect(await fs.getFileInfo('/big/f2500.new')).toBeNull();
+    expect(storage.calls.head ?? 0).toBeGreaterThan(heads);
+    expect(pages()).toBe(3);
+    // readdir takes the whole listing (its own), whatever a look-up listing had.
+    expect((await fs.enumerateDirectory('/big')).length).toBe(3500);
+  });
+
+  it('a non-ASCII name takes every page of a look-up listing, which is then stored', async () => {
+    const names = Array.from({ length: 3500 }, (_, i) => `f${String(i).padStart(4, '0')}`);
+    for (const n of names) storage.putObject(`big/${n}`, 'x');
+    storage.putObject('big/é', 'x');
+    for (const n of ['f0000', 'f0001', 'f0002']) expect((await fs.getFileInfo(`/big/${n}`))?.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(storage.calls.listPage).toBe(1);
+    // Non-ASCII: only the whole listing decides it.
+    expect((await fs.getFileInfo('/big/é'))?.size).toBe(1);
+    expect(storage.calls.listPage).toBe(4);
+    // Stored now: a look-up is answered without a request.
+    const requests = (storage.calls.head ?? 0) + (storage.calls.list ?? 0);
+    expect(await fs.getFileInfo('/big/none')).toBeNull();
+    expect((storage.calls.head ?? 0) + (storage.calls.list ?? 0)).toBe(requests);
+  });
+
+  it('a look-up listing paused in a directory gives way to readdir, which takes every page itself', async () => {
+    for (let i = 0; i < 2500; i++) storage.putObject(`big/f${String(i).padStart(4, '0')}`, 'x');
+    for (const n of ['f0000', 'f0001', 'f0002']) expect((await fs.getFileInfo(`/big/${n}`))?.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(storage.calls.listPage).toBe(1);
+    const lists = storage.calls.list ?? 0;
+    expect((await fs.enumerateDirectory('/big')).length).toBe(2500);
+    expect(storage.calls.list).toBe(lists + 1);
+    // Answered by readdir's listing, no request.
+    const heads = storage.calls.head ?? 0;
+    expect(await fs.getFileInfo('/big/f2400.old')).toBeNull();
+    expect(storage.calls.head ?? 0).toBe(heads);
+    // The paused listing stopped rather than waited on: once readdir's is forgotten, a name past its page is asked of
+    // storage alone, not of the old listing's next pages.
+    fs.refresh('/big');
+    expect(await fs.getFileInfo('/big/f2401.old')).toBeNull();
+    await new Promise((r) => setTimeout(r, 30));
+    expect(storage.calls.listPage).toBe(1);
+    expect(storage.calls.head ?? 0).toBe(heads + 1);
   });
 
   it('listings are kept in the vault: a warm listing, even after a remount, needs no request until it ages out', async () => {

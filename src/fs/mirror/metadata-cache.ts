@@ -31,7 +31,8 @@ export class MetadataCache {
     private readonly ttlMs: number,
     private readonly maxEntries: number,
     private readonly listings: ListingStore,
-    private readonly listingTtlMs: number,
+    /** How long a directory listing is taken as true. */
+    readonly listingTtlMs: number,
   ) {}
 
   /** How many keys it holds at most. */

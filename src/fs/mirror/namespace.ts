@@ -8,7 +8,7 @@ import PQueue from 'p-queue';
 import type { Vault } from '../../cache/vault.js';
 import type { ListedEntry, ListingWatch } from '../../cache/listings.js';
 import type { FileRecord } from '../../cache/cached-file.js';
-import type { Listing, ObjectInfo } from '../../storage/driver.js';
+import type { Listing, ListOptions, ObjectInfo } from '../../storage/driver.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { DirEntry, FileInfo } from '../cbfs/events.js';
 import { E, FsError } from '../errors.js';
@@ -258,11 +258,15 @@ export class Namespace {
     let p = this.parentListings.get(prefix);
     if (!p) {
       const watch = this.cache.watchListing(prefix);
-      const paged = new PagedListing(prefix, this.mountedAt, (name) => watch.changes.has(name) && !watch.lookedUp.has(name));
+      const paged = new PagedListing(prefix, this.mountedAt, (name) => watch.changes.has(name) && !watch.lookedUp.has(name), this.cache.listingTtlMs, PREFETCH_WINDOW);
       this.pages.set(prefix, paged);
-      p = this.listRemote(prefix, LOOKUP_LIST_MAX, (page) => paged.add(page), watch)
+      const onPage = (page: Listing): boolean | Promise<boolean> => {
+        paged.add(page);
+        return paged.next();
+      };
+      p = this.listRemote(prefix, LOOKUP_LIST_MAX, onPage, watch)
         .then((l) => {
-          if (!l) this.tooBig.add(prefix);
+          if (!l && !paged.isStopped) this.tooBig.add(prefix);
           return l !== undefined;
         })
         .catch(() => false) // storage's error (or offline state) is met again by the look-up itself
@@ -352,6 +356,8 @@ export class Namespace {
       storedFiles = [];
       listing = this.toListing(prefix, fresh, storedFiles);
     } else {
+      // A look-up listing paused there is dropped: this one takes every page.
+      this.pages.get(prefix)?.stop();
       listing = await this.listRemote(prefix);
       learn(this.cache.listing(prefix, Number.POSITIVE_INFINITY) ?? [], true);
     }
@@ -457,14 +463,14 @@ export class Namespace {
    * a directory of more entries is not listed whole: undefined, nothing stored.
    */
   private async listRemote(prefix: string): Promise<Listing>;
-  private async listRemote(prefix: string, max: number, onPage: (page: Listing) => void, watch: ListingWatch): Promise<Listing | undefined>;
-  private async listRemote(prefix: string, max?: number, onPage?: (page: Listing) => void, watching?: ListingWatch): Promise<Listing | undefined> {
+  private async listRemote(prefix: string, max: number, onPage: NonNullable<ListOptions['onPage']>, watch: ListingWatch): Promise<Listing | undefined>;
+  private async listRemote(prefix: string, max?: number, onPage?: ListOptions['onPage'], watching?: ListingWatch): Promise<Listing | undefined> {
     let listing: Listing;
     // Uploads and deletes that land while the LIST is in flight may be missing from its answer: they are kept.
     const watch = watching ?? this.cache.watchListing(prefix);
     try {
       listing = await this.storage.list(prefix, { delimiter: '/', maxKeys: max === undefined ? undefined : max + 1, onPage });
-      if (max !== undefined && listing.objects.length + listing.prefixes.length > max) {
+      if (listing.stopped || (max !== undefined && listing.objects.length + listing.prefixes.length > max)) {
         this.cache.unwatchListing(watch);
         return undefined;
       }
