@@ -28,6 +28,8 @@ export interface Row {
   decoded?: unknown;
 }
 
+/** How long setEntry's changes wait to be written together (they are read from memory meanwhile). */
+const FLUSH_DELAY_MS = 50;
 /** Listings kept decoded in memory (see ListingStore.recent). */
 const RECENT_LISTINGS = 8;
 /** Prefixes whose listing time is kept in memory (see ListingStore.times). */
@@ -37,6 +39,7 @@ const KNOWN_NAMES = 16384;
 
 const pendingKey = (prefix: string, name: string): string => `${prefix}\0${name}`;
 
+const toRow = (e: ListedEntry): Row => ({ name: e.name, kind: e.kind === 'dir' ? 1 : 0, size: e.size, etag: e.etag, modified_ms: Math.round(e.modifiedMs), meta: e.meta ?? null, decoded: e.decoded });
 const toEntry = (r: Row): ListedEntry => ({ name: r.name, kind: r.kind === 1 ? 'dir' : 'file', size: r.size, etag: r.etag, modifiedMs: r.modified_ms, meta: r.meta, decoded: r.decoded });
 
 interface PendingEntry {
@@ -58,8 +61,9 @@ export class ListingStore {
   /** LISTs in flight, by prefix: their answers may predate changes made meanwhile, which are replayed on them. */
   private readonly watches = new Map<string, Set<ListingWatch>>();
   /**
-   * setEntry's changes, written together in one transaction on the next turn of the event loop: `ls -l` over a
-   * fresh listing records thousands of HEAD results, and one SQLite commit each was a large share of its CPU.
+   * setEntry's changes, written together in one transaction FLUSH_DELAY_MS later: `ls -l` over a fresh listing
+   * records thousands of HEAD results, and one SQLite commit each (or each turn of the event loop) was a large share
+   * of its CPU.
    * Reads see them at once (lookup consults them; every other method writes them first).
    */
   private readonly pending = new Map<string, PendingEntry>();
@@ -129,8 +133,7 @@ export class ListingStore {
     for (const { prefix, name, row } of batch) {
       const list = this.recent.get(prefix);
       if (!list) continue;
-      let index = this.indexes.get(list);
-      if (!index) this.indexes.set(list, (index = new Map(list.map((e, i) => [e.name, i]))));
+      const index = this.indexOf(list);
       const at = index.get(name);
       if (!row || at === undefined) {
         this.recent.delete(prefix);
@@ -147,13 +150,20 @@ export class ListingStore {
     }
   }
 
+  /** Where each name sits in a recent listing (made on first use). */
+  private indexOf(list: ListedEntry[]): Map<string, number> {
+    let index = this.indexes.get(list);
+    if (!index) this.indexes.set(list, (index = new Map(list.map((e, i) => [e.name, i]))));
+    return index;
+  }
+
   private schedule(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    setTimeout(() => {
       this.flushScheduled = false;
       this.flush();
-    });
+    }, FLUSH_DELAY_MS).unref();
   }
 
   private currentRow(prefix: string, name: string): Row | undefined {
@@ -161,6 +171,13 @@ export class ListingStore {
     if (p) return p.row ?? undefined;
     const known = this.names.get(prefix)?.get(name);
     if (known !== undefined) return known ?? undefined;
+    // A recent copy holds every stored row of its prefix (pending changes are above): a cold `ls -l` looks up every
+    // name of the listing readdir just read, and a query each was a tenth of s3vault's CPU there.
+    const list = this.recent.get(prefix);
+    if (list) {
+      const at = this.indexOf(list).get(name);
+      return at === undefined ? undefined : toRow(list[at]!);
+    }
     const row = this.s.entry.get(prefix, name) as Row | undefined;
     this.keepName(prefix, name, row ?? null);
     return row;

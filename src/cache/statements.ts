@@ -23,6 +23,8 @@ interface FileRow {
 
 /** Records remembered as written (VaultStatements.saved): a few KiB per hundred files. */
 const SAVED_RECORDS = 4096;
+/** Prefixes remembered as holding no record (VaultStatements.emptyUnder). */
+const EMPTY_PREFIXES = 64;
 /** Records (or their absence) kept by key (VaultStatements.known): about 0.5 KiB each. */
 const KNOWN_RECORDS = 8192;
 
@@ -136,6 +138,11 @@ export class VaultStatements {
    * write to `files` goes through this class, on the one connection of the one process holding the vault's lock.
    */
   private readonly known = new Map<string, FileRecord | null>();
+  /**
+   * Prefixes under which a query found no record, and none was added or renamed there since: find() answers their
+   * keys without a query (a cold `ls -l` of a directory the vault holds nothing of looks every name up).
+   */
+  private readonly emptyUnder = new Set<string>();
   /** The key each known record was kept under, to forget it by id (a rename changes the key). */
   private readonly knownKeys = new Map<number, string>();
 
@@ -210,13 +217,20 @@ export class VaultStatements {
   find(key: string): FileRecord | undefined {
     const known = this.known.get(key);
     if (known !== undefined) return known ? { ...known } : undefined;
+    for (const p of this.emptyUnder) if (key.startsWith(p)) return undefined;
     const row = this.s.byKey.get(key) as FileRow | undefined;
     const rec = row && toRecord(row);
     this.keep(key, rec ?? null);
     return rec;
   }
 
+  /** A record is written under `key` (new, or renamed there): prefixes of it are no longer known empty. */
+  private occupied(key: string): void {
+    for (const p of this.emptyUnder) if (key.startsWith(p)) this.emptyUnder.delete(p);
+  }
+
   insert(rec: Omit<FileRecord, 'id'>): FileRecord {
+    this.occupied(rec.key);
     this.forget(rec.key);
     const info = this.s.insert.run(this.params({ ...rec, id: 0 }));
     const inserted = { ...rec, id: Number(info.lastInsertRowid) };
@@ -226,6 +240,7 @@ export class VaultStatements {
   }
 
   saveFile(rec: FileRecord): void {
+    this.occupied(rec.key);
     this.forgetId(rec.id);
     this.forget(rec.key);
     this.s.update.run(this.params(rec));
@@ -348,6 +363,7 @@ export class VaultStatements {
    * the process.
    */
   commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[], durable = true, also?: () => void): void {
+    this.occupied(rec.key);
     this.forgetId(rec.id);
     this.forget(rec.key);
     if (durable) this.db.pragma('synchronous = FULL');
@@ -376,7 +392,12 @@ export class VaultStatements {
   }
 
   underPrefix(prefix: string): FileRecord[] {
-    return (this.s.underPrefix.all(prefix, prefix) as FileRow[]).map(toRecord);
+    const rows = this.s.underPrefix.all(prefix, prefix) as FileRow[];
+    if (!rows.length && !this.db.inTransaction) {
+      if (this.emptyUnder.size >= EMPTY_PREFIXES) this.emptyUnder.delete(this.emptyUnder.values().next().value!);
+      this.emptyUnder.add(prefix);
+    }
+    return rows.map(toRecord);
   }
 
   /** Files under a prefix with changes storage lacks, or no object at all (new, local). */

@@ -355,6 +355,38 @@ describe('vault: journal and recovery', () => {
     expect(storage.objects.size).toBe(0);
     await vault.close();
   });
+
+  it('a prefix found without records answers look-ups under it without a query, until a record is made or renamed there', async () => {
+    const vault = await openVault();
+    const statements = (vault as unknown as { statements: { known: Map<string, unknown>; s: { byKey: { get: (k: string) => unknown } } } }).statements;
+    let queries = 0;
+    const byKey = statements.s.byKey.get.bind(statements.s.byKey);
+    statements.s.byKey.get = (k) => {
+      queries++;
+      return byKey(k);
+    };
+    const written = async (key: string) => {
+      const f = await vault.openFile(key, null, attrs);
+      await f.write(0, Buffer.from('x'));
+      await vault.closeFile(f);
+    };
+    await written('a/x');
+    queries = 0;
+    expect(vault.recordsUnder('d/')).toEqual([]);
+    expect(vault.recordsUnder('e/')).toEqual([]);
+    expect(vault.record('d/x')).toBeUndefined();
+    expect(vault.record('d/sub/y')).toBeUndefined();
+    expect(queries).toBe(0);
+    // Made there, and renamed there: found again, even once the records kept in memory are forgotten.
+    await written('d/x');
+    vault.renameFile('a/x', 'e/y');
+    statements.known.clear();
+    expect(vault.record('d/x')?.size).toBe(1);
+    expect(vault.record('e/y')?.size).toBe(1);
+    expect(vault.record('e/z')).toBeUndefined();
+    expect(queries).toBe(3);
+    await vault.close();
+  });
 });
 
 /** Storage that writes ranged reads into the data file itself, as libcurl does for S3. */
