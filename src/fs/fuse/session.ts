@@ -401,6 +401,35 @@ export class FuseSession {
     return dir;
   }
 
+  /**
+   * READDIR, and READDIRPLUS (`plus`): entries are numbered 1 (".") and 2 (".."), then the listed ones; a reply
+   * resumes after the offset the kernel had. Each entry's path and node id are worked out here, for the entries a
+   * reply holds: at opendir that was 10 000 path joins and look-ups again for every `ls -l` of a 10 000-entry
+   * directory. With `plus`, entries whose attributes the backend knows go to the kernel with them (one reply per page
+   * of names instead of a LOOKUP per name: `ls -l` of a warm directory); the others carry no node id, so the kernel
+   * looks them up as after a plain readdir.
+   */
+  private replyDir(req: Ptr, size: number, off: number, fi: Ptr, plus: boolean): void {
+    const dir = this.openDir(req, fi);
+    if (!dir) return;
+    const reply = new DirentReply(size, plus);
+    for (let i = off; i < dir.listed.length + 2; i++) {
+      const e = i < 2 ? undefined : dir.listed[i - 2]!;
+      const name = e ? e.name : i === 0 ? '.' : '..';
+      const bytes = reply.room(name);
+      if (bytes < 0) break;
+      // "." and ".." go without attributes: the kernel takes no reference on them.
+      if (!e) reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
+      else {
+        const path = joinPath(dir.path, name);
+        // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has now.
+        if (plus && e.exact) reply.add(name, bytes, this.inodes.lookup(path), typeBits(e.info), i + 1, { info: e.info, timeout: this.attrTimeout });
+        else reply.add(name, bytes, this.inodes.peek(path), typeBits(e.info), i + 1);
+      }
+    }
+    this.lib.replyBuf(req, reply.buf, reply.used);
+  }
+
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
@@ -643,49 +672,8 @@ export class FuseSession {
           lib.replyOpen(req, fileInfoBuffer(flags, dh));
         });
       },
-      // Entries are numbered 1 (".") and 2 (".."), then the listed ones; a reply resumes after the offset the
-      // kernel had. Each entry's path and node id are worked out here, for the entries a reply holds: at opendir
-      // that was 10 000 path joins and look-ups again for every `ls -l` of a 10 000-entry directory.
-      readdir: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => {
-        const dir = this.openDir(req, fi);
-        if (!dir) return;
-        const reply = new DirentReply(Number(size), false);
-        for (let i = Number(off); i < dir.listed.length + 2; i++) {
-          const name = i === 0 ? '.' : i === 1 ? '..' : dir.listed[i - 2]!.name;
-          const bytes = reply.room(name);
-          if (bytes < 0) break;
-          if (i < 2) reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
-          else {
-            const e = dir.listed[i - 2]!;
-            reply.add(name, bytes, this.inodes.peek(joinPath(dir.path, name)), typeBits(e.info), i + 1);
-          }
-        }
-        lib.replyBuf(req, reply.buf, reply.used);
-      },
-      // READDIRPLUS: entries whose attributes the backend knows go to the kernel with them (one reply per page of
-      // names instead of a LOOKUP per name: `ls -l` of a warm directory); the others carry no node id, so the
-      // kernel looks them up as after a plain readdir.
-      readdirplus: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => {
-        const dir = this.openDir(req, fi);
-        if (!dir) return;
-        const reply = new DirentReply(Number(size), true);
-        for (let i = Number(off); i < dir.listed.length + 2; i++) {
-          const name = i === 0 ? '.' : i === 1 ? '..' : dir.listed[i - 2]!.name;
-          const bytes = reply.room(name);
-          if (bytes < 0) break;
-          // "." and ".." go without attributes: the kernel takes no reference on them.
-          if (i < 2) {
-            reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
-            continue;
-          }
-          const e = dir.listed[i - 2]!;
-          const path = joinPath(dir.path, name);
-          // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has now.
-          if (e.exact) reply.add(name, bytes, this.inodes.lookup(path), typeBits(e.info), i + 1, { info: e.info, timeout: this.attrTimeout });
-          else reply.add(name, bytes, this.inodes.peek(path), typeBits(e.info), i + 1);
-        }
-        lib.replyBuf(req, reply.buf, reply.used);
-      },
+      readdir: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => this.replyDir(req, Number(size), Number(off), fi, false),
+      readdirplus: (req: Ptr, _ino: number, size: number, off: number, fi: Ptr) => this.replyDir(req, Number(size), Number(off), fi, true),
       releasedir: (req: Ptr, _ino: number, fi: Ptr) => {
         this.dirs.delete(this.fh(fi));
         lib.replyErr(req, 0);
