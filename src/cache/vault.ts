@@ -215,11 +215,11 @@ export class Vault {
         transfer: options.transfer ?? transferHandlers(options.storage),
         statements,
         blockSize,
-        fetchBlocks: options.fetchBlocks ?? 16,
+        fetchBlocks: options.fetchBlocks ?? 64,
         // A sequential reader keeps up to this much in flight ahead of it: never more than a quarter of the vault (four
         // readers at full speed fit). An eighth held the default 300 MB vault to 37 blocks, two 16-block GETs in
         // flight: a cold 1 GiB read took 3.7-3.9 s on s3rver, against 3.2-3.4 s with four.
-        readAheadBlocks: Math.min(options.readAheadBlocks ?? 64, Math.max(1, Math.floor((options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / blockSize / 4))),
+        readAheadBlocks: Math.min(options.readAheadBlocks ?? 256, Math.max(1, Math.floor((options.sizeLimit ?? DEFAULT_SIZE_LIMIT) / blockSize / 4))),
         objectMeta: options.objectMeta ?? (() => ({ meta: {} })),
         accountBytes: () => undefined,
         waitForRoom: async () => undefined,
