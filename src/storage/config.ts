@@ -14,7 +14,8 @@ export const s3ConfigSchema = z.object({
   partSize: z.number().int().min(5 * MiB).default(8 * MiB),
   multipartThreshold: z.number().int().min(5 * MiB).default(16 * MiB),
   uploadConcurrency: z.number().int().min(1).max(64).default(4),
-  maxSockets: z.number().int().min(1).default(64),
+  /** Connections per endpoint: room for a walk's 64 HEADs ahead (see the mirror's namespace) and everything else. */
+  maxSockets: z.number().int().min(1).default(128),
   connectTimeoutMs: z.number().int().min(100).default(3000),
   /** A request fails (transient, retried) once its connection has been idle this long: no byte sent or received. */
   requestTimeoutMs: z.number().int().min(1000).default(60_000),

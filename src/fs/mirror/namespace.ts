@@ -17,8 +17,12 @@ import { decodeMeta, S_IFLNK, S_IFMT, type Owner } from './meta.js';
 import type { MetadataCache } from './metadata-cache.js';
 import { PagedListing } from './paged-listing.js';
 
-const PREFETCH_WINDOW = 128;
-const PREFETCH_CONCURRENCY = 16;
+/**
+ * A walk's HEADs ahead of it, and how many at once. s3rver answers many at once for less CPU each: a cold `ls -l` of
+ * 10 000 files took 8.2-8.4 s at 64 against 9.4-12.1 s at 16 (and s3fs 8.4-8.6 s), 3-4 runs each alternating.
+ */
+const PREFETCH_WINDOW = 256;
+const PREFETCH_CONCURRENCY = 64;
 /** Directories whose prefetch window is remembered at once. */
 const PREFETCH_DIRS = 64;
 const LOOKUP_LIST_MAX = 10_000;
