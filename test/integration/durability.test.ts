@@ -245,10 +245,15 @@ describe('durability', () => {
       let old = 'old\n';
       let link = '';
       while (Date.now() < deadline) {
+        // A poll that fails (a kept-alive connection the server closed as it was reused, mid-body) is polled again.
         const get = (key: string) =>
-          fetch(`${server.endpoint}/offline/${key}`).then(async (r) => (r.ok ? r.text() : ''), () => '');
+          fetch(`${server.endpoint}/offline/${key}`)
+            .then(async (r) => (r.ok ? r.text() : ''))
+            .catch(() => '');
         const mode = (key: string) =>
-          fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' }).then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''), () => '');
+          fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' })
+            .then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''))
+            .catch(() => '');
         [a, b, made, old, link] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt'), mode('docs/link')]);
         if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link) break;
         await new Promise((r) => setTimeout(r, 250));
