@@ -19,9 +19,10 @@ export const vaultConfigSchema = z.object({
    * Blocks per ranged GET of a sequential read, and the read-ahead window's largest size, in blocks. Few large ranges
    * cost the server less than many small ones: on s3rver here, a cold 1 GiB read in 64 MiB ranges took 2.06-2.62 s
    * (server CPU 1.8-2.6 s) against 2.30-3.34 s (2.2-3.5 s) in 16 MiB ranges, 5 runs each. The window grows from one
-   * block, doubling, so a reader that stops early has had at most as much again fetched ahead.
+   * block, doubling, so a reader that stops early has had at most as much again fetched ahead. fetchBlocks unset: a
+   * quarter of the window, at most 64 (four GETs in flight however small the vault).
    */
-  fetchBlocks: z.number().int().min(1).max(64).default(64),
+  fetchBlocks: z.number().int().min(1).max(64).optional(),
   readAheadBlocks: z.number().int().min(0).max(1024).default(256),
   /** FlushAfterCloseDelay: a changed file is uploaded this long after its last close. */
   flushAfterCloseMs: z.number().int().min(0).default(2000),
