@@ -295,7 +295,7 @@ export class ListingStore {
   setEntry(prefix: string, name: string, entry: Omit<ListedEntry, 'name'> | null, lookedUp = false): void {
     const watching = this.watches.get(prefix);
     if (watching) {
-      const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? null };
+      const row: Row | null = entry && toRow({ name, ...entry });
       for (const w of watching) {
         w.changes.set(name, row);
         if (lookedUp) w.lookedUp.add(name);
@@ -307,7 +307,7 @@ export class ListingStore {
     if (!entry && !current) return;
     if (entry && current && toEntry(current).kind === entry.kind && current.size === entry.size && current.etag === entry.etag && (entry.meta === undefined || current.meta === entry.meta)) return;
     const sameObject = current !== undefined && entry !== null && (current.kind === 1) === (entry.kind === 'dir') && current.etag === entry.etag;
-    const row: Row | null = entry && { name, kind: entry.kind === 'dir' ? 1 : 0, size: entry.size, etag: entry.etag, modified_ms: Math.round(entry.modifiedMs), meta: entry.meta ?? (sameObject ? current.meta : null), decoded: entry.meta ? entry.decoded : undefined };
+    const row: Row | null = entry && { ...toRow({ name, ...entry }), meta: entry.meta ?? (sameObject ? current.meta : null), decoded: entry.meta ? entry.decoded : undefined };
     this.pending.set(pendingKey(prefix, name), { prefix, name, row });
     this.schedule();
   }
