@@ -246,6 +246,6 @@ export async function runMount(job: MountJob): Promise<number> {
     await vault?.close({}, { abandonUploads: forced }).catch((err) => log.error({ err: (err as Error).message }, 'closing the vault failed'));
     await (storage ?? s3)?.close();
     await server?.stop();
-    if (mountpoint) unregisterMount(mountpoint);
+    if (mountpoint) unregisterMount(mountpoint, process.pid);
   }
 }

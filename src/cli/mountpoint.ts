@@ -1,5 +1,5 @@
 /** Checks of a mountpoint before mounting, and the registry that maps a mountpoint to its s3vault process. */
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,26 +31,78 @@ export function checkMountpoint(mountpoint: string, create = false): string {
   return mp;
 }
 
-function registryFile(mountpoint: string, ext: 'pid' | 'sock'): string {
-  const id = createHash('sha1').update(path.resolve(mountpoint)).digest('hex').slice(0, 16);
-  return path.join(os.tmpdir(), 's3vault-mounts', `${id}.${ext}`);
+/**
+ * The registry: `<id>.pid` names the process serving a mountpoint, and its control socket is `<id>.<pid>.sock`.
+ * The socket is named for its process because a daemon whose mount was taken away from outside (fusermount3 -u)
+ * goes on uploading, and a new mount may meanwhile start on the same mountpoint: when the old one ends, it removes
+ * only its own socket (libuv unlinks a listening socket's path as it closes), and the pid file only if it is still
+ * its own.
+ */
+const registryDir = (): string => path.join(os.tmpdir(), 's3vault-mounts');
+const registryId = (mountpoint: string): string => createHash('sha1').update(path.resolve(mountpoint)).digest('hex').slice(0, 16);
+const pidFile = (mountpoint: string): string => path.join(registryDir(), `${registryId(mountpoint)}.pid`);
+const socketFile = (mountpoint: string, pid: number): string => path.join(registryDir(), `${registryId(mountpoint)}.${pid}.sock`);
+
+function readPid(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Entries of processes that are gone (killed with -9, or a crash): their pid files and sockets. */
+function pruneRegistry(): void {
+  let names: string[];
+  try {
+    names = readdirSync(registryDir());
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = /^([0-9a-f]{16})(?:\.(\d+))?\.(pid|sock|tmp)$/.exec(name);
+    if (!m) continue;
+    const file = path.join(registryDir(), name);
+    // A socket (or a pid file being written) named for its pid; a pid file, and a socket of the unnamed form earlier
+    // versions made, by the pid file.
+    const pid = m[2] ? Number(m[2]) : readPid(path.join(registryDir(), `${m[1]}.pid`));
+    if (pid === undefined || !isAlive(pid)) rmSync(file, { force: true });
+  }
 }
 
 /** Record which process serves a mountpoint; returns the path of its control socket. */
 export function registerMount(mountpoint: string, pid: number): string {
-  const file = registryFile(mountpoint, 'pid');
-  mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, String(pid));
-  return registryFile(mountpoint, 'sock');
+  mkdirSync(registryDir(), { recursive: true });
+  pruneRegistry();
+  // Written whole, then renamed into place: a reader never sees half a pid.
+  const tmp = path.join(registryDir(), `${registryId(mountpoint)}.${pid}.tmp`);
+  writeFileSync(tmp, String(pid));
+  renameSync(tmp, pidFile(mountpoint));
+  return socketFile(mountpoint, pid);
 }
 
-export function unregisterMount(mountpoint: string): void {
-  rmSync(registryFile(mountpoint, 'pid'), { force: true });
-  rmSync(registryFile(mountpoint, 'sock'), { force: true });
+/** Remove this process's entry: its socket, and the pid file unless another process has registered since. */
+export function unregisterMount(mountpoint: string, pid: number): void {
+  rmSync(socketFile(mountpoint, pid), { force: true });
+  if (readPid(pidFile(mountpoint)) === pid) rmSync(pidFile(mountpoint), { force: true });
 }
 
+/** The control socket of the process serving a mountpoint (a path that does not exist if none is registered). */
 export function controlSocket(mountpoint: string): string {
-  return registryFile(mountpoint, 'sock');
+  const named = socketFile(mountpoint, readPid(pidFile(mountpoint)) ?? 0);
+  // A daemon of an earlier version (still running across an upgrade) listens on `<id>.sock`.
+  const legacy = path.join(registryDir(), `${registryId(mountpoint)}.sock`);
+  return !existsSync(named) && existsSync(legacy) ? legacy : named;
 }
 
 /** The s3vault mount a path lies in, and the path inside it ("/…"). */
@@ -67,11 +119,6 @@ export function findMount(target: string): { mountpoint: string; inner: string }
 }
 
 export function mountOwner(mountpoint: string): number | undefined {
-  try {
-    const pid = Number(readFileSync(registryFile(mountpoint, 'pid'), 'utf8'));
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return undefined;
-  }
+  const pid = readPid(pidFile(mountpoint));
+  return pid !== undefined && isAlive(pid) ? pid : undefined;
 }
