@@ -21,7 +21,8 @@ export function takeLock(dir: string): string {
   throw new VaultError('IN_USE', `cannot lock vault ${dir}`);
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process runs (one of another user's counts: EPERM). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
