@@ -1,7 +1,7 @@
 /**
- * The control channel between the CLI and a running mount: a Unix socket in the vault directory, one JSON
- * request per connection, answered by JSON lines (progress…, then a result or an error). The registry
- * (mountpoint.ts) tells the CLI which socket serves a mountpoint.
+ * The control channel between the CLI and a running mount: a Unix socket, one JSON request per connection,
+ * answered by JSON lines (progress…, then a result or an error). The registry (mountpoint.ts: under the temporary
+ * directory, named for the mountpoint and the process) tells the CLI which socket serves a mountpoint.
  */
 import net from 'node:net';
 import { rmSync } from 'node:fs';
