@@ -81,7 +81,7 @@ export interface ListOptions {
   /**
    * Each page as it arrives (drivers that list in one go may never call it). The next page is asked for once it
    * returns, or once its promise settles: a caller may pause the listing. `false` stops it there (the listing
-   * returned is then `stopped`).
+   * returned is then `stopped`). After the last page the listing returns at once, whatever onPage returned.
    */
   onPage?: (page: Listing) => void | boolean | Promise<void | boolean>;
 }

@@ -152,7 +152,10 @@ export class MemoryStorage implements StorageDriver {
       const page = listing(entries.slice(i, i + LIST_PAGE));
       all.objects.push(...page.objects);
       all.prefixes.push(...page.prefixes);
-      if ((await options.onPage(page)) === false && i + LIST_PAGE < entries.length) return { ...all, stopped: true };
+      const go = options.onPage(page);
+      // As S3Storage: a pause matters only before a next page.
+      if (i + LIST_PAGE >= entries.length) void Promise.resolve(go).catch(() => undefined);
+      else if ((await go) === false) return { ...all, stopped: true };
     }
     return all;
   }

@@ -372,10 +372,13 @@ export class S3Storage implements StorageDriver {
         for (const o of page.objects) listing.objects.push(o);
         for (const p of page.prefixes) listing.prefixes.push(p);
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
-        if (options.onPage && (await options.onPage(page)) === false && token) {
+        const go = options.onPage?.(page);
+        // A pause matters only before a next page: the last one's answer is not waited for.
+        if (token && (await go) === false) {
           listing.stopped = true;
           break;
         }
+        if (!token) void Promise.resolve(go).catch(() => undefined);
         if (options.maxKeys !== undefined && listing.objects.length + listing.prefixes.length >= options.maxKeys) break;
       } while (token);
       return listing;

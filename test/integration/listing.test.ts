@@ -5,9 +5,9 @@
  */
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mount, type TestMount } from '../helpers/mount.js';
+import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
-import { sh } from '../helpers/sh.js';
+import { sh, shResult } from '../helpers/sh.js';
 
 const BUCKET = 'listing-test';
 let s3: TestServer;
@@ -80,6 +80,30 @@ describe('listings handed to the kernel', () => {
     const last = manyMeta(MANY - 1);
     expect(sh(`stat -c '%a %u %g %s %Y' ${m.mountpoint}/many/f0399`).trim()).toBe(`640 ${last.uid} ${last.gid} 49 ${last.mtime}`);
     expect(lsTable(`${m.mountpoint}/many`)).toEqual(got);
+    await m.stop();
+    m = undefined;
+  });
+
+  it('a directory renamed while a look-up listing of its parent is under way is gone from its old name (mkdir takes it)', async () => {
+    m = await mount({ endpoint: s3.endpoint, bucket: BUCKET });
+    // In the mount's root, with names that sort before its other entries (d/, many/): the listing's one page has
+    // passed them, so it answers their look-ups itself.
+    const w = m.mountpoint;
+    const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${w}`, 120);
+    const mine = () => sh(`ls ${w}`).split('\n').filter((n) => n === 'aold' || n === 'anew');
+    // Look-ups in the root (from the third, it is listed: one page, which later look-ups are answered from).
+    sh(`mkdir ${w}/agone && echo b > ${w}/agone/b`);
+    flush();
+    sh(`rm -r ${w}/agone`);
+    flush();
+    sh(`mkdir ${w}/aold && chmod 700 ${w}/aold && touch -d 2001-01-01 ${w}/aold`);
+    sh(`mv ${w}/aold ${w}/anew`);
+    expect(shResult(`mkdir ${w}/aold`).stderr).toBe('');
+    expect(sh(`stat -c '%a' ${w}/aold ${w}/anew`)).toBe('755\n700\n');
+    // Once the kernel's and the mount's memory of the names has expired: still the two directories.
+    sh('sleep 6');
+    expect(mine()).toEqual(['anew', 'aold']);
+    expect(sh(`stat -c '%a' ${w}/aold ${w}/anew`)).toBe('755\n700\n');
     await m.stop();
     m = undefined;
   });

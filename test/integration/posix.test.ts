@@ -165,6 +165,25 @@ describe('open files, renames and deletes', () => {
     expect(r.stderr).toMatch(/Directory not empty/);
   });
 
+  it('a renamed directory leaves no trace at its old name: a new directory takes the name with its own attributes', () => {
+    // Two directories made here (so the vault journals their markers), one with attributes of its own.
+    sh(`mkdir ${mp}/was && mkdir ${mp}/was-plain && chmod 700 ${mp}/was && touch -d 2001-01-01 ${mp}/was`);
+    sh(`mv ${mp}/was ${mp}/now && mv ${mp}/was-plain ${mp}/now-plain`);
+    // At once, and once what the kernel and the mount remember of the names has expired (1 s, 1.5 s here).
+    for (const wait of [0, 2]) {
+      sh(`sleep ${wait}`);
+      for (const old of ['was', 'was-plain']) expect(shResult(`stat ${mp}/${old}`).stderr).toMatch(/No such file/);
+      expect(sh(`ls ${mp}`).split('\n').filter((n) => n.startsWith('was') || n.startsWith('now'))).toEqual(['now', 'now-plain']);
+    }
+    expect(sh(`stat -c '%a %Y' ${mp}/now`)).toBe(`700 ${Date.UTC(2001, 0, 1) / 1000}\n`);
+    sh(`mkdir ${mp}/was`);
+    const [mode, mtime] = sh(`stat -c '%a %Y' ${mp}/was`).trim().split(' ');
+    expect(mode).toBe('755');
+    expect(Number(mtime)).toBeGreaterThan(Date.now() / 1000 - 600);
+    // The vault keeps no record of the old markers.
+    expect(sh(`${process.execPath} ${BIN} status ${mp}`)).not.toMatch(/ was-plain\/$/m);
+  });
+
   it('O_APPEND, O_TRUNC and O_EXCL', () => {
     sh(`echo a > ${mp}/flags && echo b >> ${mp}/flags`);
     expect(sh(`cat ${mp}/flags`)).toBe('a\nb\n');

@@ -171,6 +171,21 @@ describe('mirror: namespace', () => {
     expect((await fs.enumerateDirectory('/big')).length).toBe(3500);
   });
 
+  it('a directory renamed while a look-up listing of its parent is paused is gone from its old name, there at its new one', async () => {
+    for (let i = 0; i < 2500; i++) storage.putObject(`big/f${String(i).padStart(4, '0')}`, 'x');
+    storage.putObject('big/d/inner', 'x');
+    for (const n of ['f0000', 'f0001', 'f0002']) expect((await fs.getFileInfo(`/big/${n}`))?.size).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    // Paused after its first page, which has passed d/ (and e/, not there then).
+    expect(storage.calls.listPage).toBe(1);
+    expect((await fs.getFileInfo('/big/d'))?.kind).toBe('dir');
+    expect(await fs.getFileInfo('/big/e')).toBeNull();
+    await fs.renameOrMoveFile('/big/d', '/big/e', 0);
+    expect(await fs.getFileInfo('/big/d')).toBeNull();
+    expect((await fs.getFileInfo('/big/e'))?.kind).toBe('dir');
+    expect((await fs.getFileInfo('/big/e/inner'))?.size).toBe(1);
+  });
+
   it('a non-ASCII name takes every page of a look-up listing, which is then stored', async () => {
     const names = Array.from({ length: 3500 }, (_, i) => `f${String(i).padStart(4, '0')}`);
     for (const n of names) storage.putObject(`big/${n}`, 'x');

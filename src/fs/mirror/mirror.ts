@@ -675,7 +675,8 @@ export class S3Mirror implements CbfsHandlers {
     // trip per file).
     await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
     // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
-    await this.putMarker(to, (await this.getFileInfo(from))!);
+    const info = (await this.getFileInfo(from))!;
+    await this.putMarker(to, info);
     const id = this.vault.beginRename(fromPrefix, toPrefix);
     // A long directory move is progressing, not hung.
     await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
@@ -683,6 +684,10 @@ export class S3Mirror implements CbfsHandlers {
     // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
     this.cache.forgetUnder(pathToKey(from));
     this.cache.forgetUnder(pathToKey(to));
+    // A listing of the parent taken before the move may still land (a walk's look-up listing): both names' changes
+    // are replayed on it, as a file rename's are. Without this the old name came back from it, EEXIST to mkdir.
+    this.forgetName(from, pathToKey(from));
+    this.cache.set(pathToKey(to), { info, complete: true });
     for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
   }
 
@@ -716,6 +721,9 @@ export class S3Mirror implements CbfsHandlers {
     for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
     await this.storage.deleteMany(all.objects.map((o) => o.key));
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
+    // The source's own marker is gone, and the target has its own (written first). A record of the source marker
+    // left in the vault (a directory made through the mount) kept the old name alive: listed, and EEXIST to mkdir.
+    this.vault.removeRecord(fromPrefix);
   }
 
   /** Finish directory renames a crash interrupted (the rename journal), before serving. */
