@@ -11,7 +11,7 @@ import { Command, CommanderError, Option } from 'commander';
 // Not config.js here (its schema library alone takes 0.15 s to load): `flush`, `status` and `unmount`, which
 // scripts run after every batch of work, start without it. The mount commands load it.
 import { ConfigError } from '../config-error.js';
-import { startEmbeddedServer } from '../storage/embedded-server.js';
+import { lastLines, startEmbeddedServer } from '../storage/embedded-server.js';
 import { runInBackground, notifyParent } from './daemon.js';
 import { addFolderCommand } from './folder-command.js';
 import { EXIT } from './exit-codes.js';
@@ -214,7 +214,13 @@ export async function main(argv: string[]): Promise<number> {
     .option('--bucket <name...>', 'buckets to create', ['s3vault'])
     .action((flags: { dir: string; port: string; bucket: string[] }) => {
       result = (async () => {
-        const server = await startEmbeddedServer({ dataDir: path.resolve(flags.dir), port: Number(flags.port), buckets: flags.bucket });
+        const server = await startEmbeddedServer({
+          dataDir: path.resolve(flags.dir),
+          port: Number(flags.port),
+          buckets: flags.bucket,
+          onExit: ({ code, signal, output, restarted }) =>
+            process.stderr.write(`s3vault: the S3 server exited (${signal ?? `code ${code}`}); ${restarted ? 'started again on its port' : 'retrying'}. It printed:\n${lastLines(output)}\n`),
+        });
         process.stdout.write(`s3vault: S3 server at ${server.endpoint} (access key S3RVER, secret S3RVER), buckets: ${flags.bucket.join(', ')}; Ctrl-C stops it\n`);
         await new Promise<void>((resolve) => {
           process.once('SIGINT', resolve);

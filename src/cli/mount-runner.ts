@@ -19,7 +19,7 @@ import { ReadOnlyStorage } from '../storage/read-only.js';
 import type { StorageDriver } from '../storage/driver.js';
 import { EventDispatcher } from '../fs/cbfs/dispatcher.js';
 import { createLogger, type Logger } from '../log.js';
-import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
+import { EMBEDDED_CREDENTIALS, EMBEDDED_NAME_MAX, lastLines, startEmbeddedServer, type EmbeddedServer } from '../storage/embedded-server.js';
 import { StorageError } from '../storage/rwresult.js';
 import { S3Storage } from '../storage/s3.js';
 import { PoweredStorage } from '../storage/power.js';
@@ -85,7 +85,12 @@ export async function runMount(job: MountJob): Promise<number> {
     mountpoint = checkMountpoint(job.mountpoint, job.createMountpoint);
     loadFuse();
     if (job.embedded) {
-      server = await startEmbeddedServer({ dataDir: path.join(job.embedded.dataDir, 's3'), buckets: [config.s3.bucket] });
+      server = await startEmbeddedServer({
+        dataDir: path.join(job.embedded.dataDir, 's3'),
+        buckets: [config.s3.bucket],
+        onExit: ({ code, signal, output, restarted }) =>
+          log.warn({ code, signal, lastOutput: lastLines(output) }, restarted ? 'embedded S3 server exited unexpectedly: started again on its port (uploads resume)' : 'embedded S3 server exited unexpectedly and could not be started again yet: retrying'),
+      });
       config.s3.endpoint = server.endpoint;
       config.s3.credentials = EMBEDDED_CREDENTIALS;
       log.info({ endpoint: server.endpoint, pid: server.pid }, 'embedded S3 server started');
@@ -146,6 +151,8 @@ export async function runMount(job: MountJob): Promise<number> {
       readOnly: config.fs.readOnly,
       localPatterns: config.fs.localPatterns,
       syncMode: config.fs.sync,
+      // The embedded server keeps keys as files with a suffix: a longer name would not fit its disk.
+      nameMax: job.embedded ? EMBEDDED_NAME_MAX : undefined,
     });
     // The CBFS event layer: per-file serialization, concurrency limit and deadlines around the mirror's handlers.
     const events = new EventDispatcher(mirror, {

@@ -11,7 +11,8 @@ import path from 'node:path';
 export interface EmbeddedServer {
   endpoint: string;
   port: number;
-  pid: number;
+  /** The server process now (a new one after a restart). */
+  readonly pid: number;
   stop(): Promise<void>;
 }
 
@@ -22,10 +23,23 @@ export interface EmbeddedServerOptions {
   /** 0 (default): any free port. */
   port?: number;
   startTimeoutMs?: number;
+  /**
+   * The server ended without being asked to (it crashed, or was killed): what it last printed. It is started again
+   * on the same port, so the mount's probe finds it back and the uploads resume; `restarted` says whether that
+   * worked (false: it is tried again later).
+   */
+  onExit?: (info: { code: number | null; signal: string | null; output: string; restarted: boolean }) => void;
 }
 
 /** The credentials s3rver accepts (it does not check signatures). */
 export const EMBEDDED_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+
+/**
+ * The longest name the embedded server can store. s3rver keeps a key's last segment as files named
+ * `<segment>._S3rver_metadata.json` (the longest of its suffixes) on a filesystem whose names end at 255 bytes;
+ * a longer one failed its write stream, which s3rver does not handle, and the server exited.
+ */
+export const EMBEDDED_NAME_MAX = 255 - '._S3rver_metadata.json'.length;
 
 export function s3rverBin(): string {
   const require = createRequire(import.meta.url);
@@ -39,22 +53,84 @@ export function s3rverBin(): string {
  */
 const EXIT_WITH_PARENT = 'data:text/javascript,process.stdin.on("end",()=>process.exit(0)).resume()';
 
+/** Restart delays after unexpected exits: the first at once-ish, doubling while it keeps failing. */
+const RESTART_FIRST_MS = 200;
+const RESTART_MAX_MS = 30_000;
+/** A server that stayed up this long is healthy again: the next restart starts from the first delay. */
+const RESTART_RESET_MS = 60_000;
+/** How much of what the server printed last is kept for the report of its exit. */
+const OUTPUT_TAIL = 4000;
+
 export async function startEmbeddedServer(options: EmbeddedServerOptions): Promise<EmbeddedServer> {
   mkdirSync(options.dataDir, { recursive: true });
-  const args = ['--openssl-legacy-provider', '--import', EXIT_WITH_PARENT, s3rverBin(), '-d', options.dataDir, '-a', '127.0.0.1', '-p', String(options.port ?? 0), '--no-vhost-buckets'];
-  for (const b of options.buckets ?? []) args.push('--configure-bucket', b);
-  // --openssl-legacy-provider: s3rver's continuation tokens use DES (spec/test-servers.md).
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const spawnServer = (port: number): ChildProcess => {
+    const args = ['--openssl-legacy-provider', '--import', EXIT_WITH_PARENT, s3rverBin(), '-d', options.dataDir, '-a', '127.0.0.1', '-p', String(port), '--no-vhost-buckets'];
+    for (const b of options.buckets ?? []) args.push('--configure-bucket', b);
+    // --openssl-legacy-provider: s3rver's continuation tokens use DES (spec/test-servers.md).
+    return spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  };
+  let child = spawnServer(options.port ?? 0);
   const port = await waitForListening(child, options.startTimeoutMs ?? 15_000);
-  // After start-up s3rver logs every request: keep reading so its pipe never fills and blocks it.
-  child.stdout!.resume();
-  child.stderr!.resume();
+  let stopping = false;
+  let delay = RESTART_FIRST_MS;
+  let timer: NodeJS.Timeout | undefined;
+
+  /** Keep reading the pipes (s3rver logs every request: a full pipe would block it), and watch for its end. */
+  const supervise = (c: ChildProcess): void => {
+    let output = '';
+    const keep = (chunk: Buffer): void => {
+      output = (output + chunk.toString()).slice(-OUTPUT_TAIL);
+    };
+    c.stdout!.on('data', keep);
+    c.stderr!.on('data', keep);
+    const startedAt = Date.now();
+    c.once('exit', (code, signal) => {
+      if (stopping) return;
+      if (Date.now() - startedAt > RESTART_RESET_MS) delay = RESTART_FIRST_MS;
+      const restart = (): void => {
+        timer = undefined;
+        if (stopping) return;
+        const next = spawnServer(port);
+        waitForListening(next, options.startTimeoutMs ?? 15_000).then(
+          () => {
+            if (stopping) return void next.kill('SIGTERM');
+            child = next;
+            supervise(next);
+            options.onExit?.({ code, signal, output: output.trim(), restarted: true });
+          },
+          () => {
+            // The port taken meanwhile, or the server failing at start: try again later.
+            options.onExit?.({ code, signal, output: output.trim(), restarted: false });
+            delay = Math.min(delay * 2, RESTART_MAX_MS);
+            timer = setTimeout(restart, delay);
+            timer.unref();
+          },
+        );
+      };
+      timer = setTimeout(restart, delay);
+      timer.unref();
+      delay = Math.min(delay * 2, RESTART_MAX_MS);
+    });
+  };
+  supervise(child);
   return {
     endpoint: `http://127.0.0.1:${port}`,
     port,
-    pid: child.pid!,
-    stop: () => stopChild(child),
+    get pid() {
+      return child.pid!;
+    },
+    stop: () => {
+      stopping = true;
+      clearTimeout(timer);
+      return stopChild(child);
+    },
   };
+}
+
+/** The last lines of what a server printed (its error, without the request log before it), without colours. */
+export function lastLines(output: string, n = 12): string {
+  // eslint-disable-next-line no-control-regex
+  return output.replace(/\x1b\[[0-9;]*m/g, '').split('\n').slice(-n).join('\n');
 }
 
 function waitForListening(child: ChildProcess, timeoutMs: number): Promise<number> {
@@ -64,17 +140,19 @@ function waitForListening(child: ChildProcess, timeoutMs: number): Promise<numbe
       child.kill('SIGKILL');
       reject(new Error(`embedded S3 server did not start within ${timeoutMs} ms: ${output.trim().slice(-300)}`));
     }, timeoutMs);
+    const onError = (c: Buffer): void => void (output += c.toString());
     const onData = (chunk: Buffer): void => {
       output += chunk.toString();
       const m = /listening on [\d.]+:(\d+)/.exec(output);
       if (m) {
         clearTimeout(timer);
         child.stdout!.off('data', onData);
+        child.stderr!.off('data', onError);
         resolve(Number(m[1]));
       }
     };
     child.stdout!.on('data', onData);
-    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr!.on('data', onError);
     child.once('exit', (code) => {
       clearTimeout(timer);
       reject(new Error(`embedded S3 server exited with code ${code}: ${output.trim().slice(-300)}`));

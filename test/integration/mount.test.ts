@@ -16,6 +16,14 @@ const BUCKET = 'mount-test';
 let s3: TestServer;
 let m: TestMount;
 
+/** A process's arguments; none if it is gone meanwhile. */
+const procArgs = (pid: string): string[] => {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+};
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
 /** Upload pending changes now (the write-back queue would after its delay) and wait. */
 const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
@@ -188,6 +196,46 @@ describe('the quick start (embedded server)', () => {
     } finally {
       forceUnmount(mp);
       for (const pid of processes('-d', path.join(state, 's3'))) process.kill(pid, 'SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('refuses names its server cannot store, and starts the server again when it dies', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-up-'));
+    const state = path.join(dir, 'state');
+    const mp = path.join(dir, 'mnt');
+    try {
+      const out = sh(`cd ${dir} && ${process.execPath} ${BIN} up --dir ${state} --mountpoint ${mp}`, 120);
+      const endpoint = /http:\/\/127\.0\.0\.1:\d+/.exec(out)![0];
+      const get = async (key: string) => {
+        const r = await fetch(`${endpoint}/s3vault/${key}`); // s3rver takes unsigned requests
+        return r.ok ? await r.text() : `HTTP ${r.status}`;
+      };
+      const servers = () => readdirSync('/proc').filter((d) => /^\d+$/.test(d) && procArgs(d).includes(path.join(state, 's3'))).map(Number);
+      // s3rver keeps a name as `<name>._S3rver_metadata.json`: 234 bytes and more cannot be stored (before, the
+      // server crashed on the upload and the mount stayed offline for good).
+      expect(sh(`stat -f -c %l ${mp}`)).toBe('233\n');
+      const long = 'y'.repeat(234);
+      const fits = 'z'.repeat(233);
+      const refused = shResult(`echo x > ${mp}/${long}`);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain('File name too long');
+      expect(shResult(`mkdir ${mp}/${long}`).stderr).toContain('File name too long');
+      sh(`echo fits > ${mp}/${fits} && ${process.execPath} ${BIN} flush --wait ${mp}`, 120);
+      expect(await get(fits)).toBe('fits\n');
+      // The server killed: the mount starts it again on its port, and what is written meanwhile gets there.
+      const [first] = servers();
+      expect(first).toBeGreaterThan(0);
+      process.kill(first!, 'SIGKILL');
+      sh(`echo after > ${mp}/after.txt && ${process.execPath} ${BIN} flush --wait ${mp}`, 60);
+      expect(await get('after.txt')).toBe('after\n');
+      const now = servers();
+      expect(now).toHaveLength(1);
+      expect(now[0]).not.toBe(first);
+      expect(readFileSync(path.join(state, 's3vault.log'), 'utf8')).toContain('embedded S3 server exited unexpectedly: started again on its port');
+    } finally {
+      if (isMounted(mp)) shResult(`${process.execPath} ${BIN} unmount ${mp}`, 60);
+      forceUnmount(mp);
       rmSync(dir, { recursive: true, force: true });
     }
   });

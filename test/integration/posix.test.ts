@@ -214,6 +214,20 @@ describe('open files, renames and deletes', () => {
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/Operation not permitted/);
   });
+
+  it('mknod makes an empty regular file (uploaded with its mode); FIFOs, sockets and devices are EPERM', async () => {
+    sh(`python3 -c "import os; os.mknod('${mp}/made-by-mknod', 0o100640)"`);
+    expect(sh(`stat -c '%F %a %s' ${mp}/made-by-mknod`).trim()).toBe('regular empty file 640 0');
+    expect(shResult(`python3 -c "import os; os.mknod('${mp}/made-by-mknod')"`).stderr).toMatch(/FileExistsError/);
+    flush();
+    expect((await s3.head(BUCKET, 'made-by-mknod'))?.meta.mode).toBe(String(0o100640));
+    for (const cmd of [`mkfifo ${mp}/fifo`, `mknod ${mp}/null c 1 3`, `python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('${mp}/sock')"`]) {
+      const r = shResult(cmd);
+      expect(r.code, cmd).not.toBe(0);
+      expect(r.stderr, cmd).toMatch(/Operation not permitted/);
+    }
+    expect(sh(`ls ${mp}`)).not.toMatch(/^(fifo|null|sock)$/m);
+  });
 });
 
 describe('space: sparse files, SEEK_DATA/SEEK_HOLE, fallocate, statfs', () => {

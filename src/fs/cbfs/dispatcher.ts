@@ -282,7 +282,7 @@ export class EventDispatcher implements CbfsHandlers {
   seekData(handle: number, offset: number, whence: number): Promise<number> {
     return this.dispatch('SeekData', [this.fileOf(handle)], { kind: 'query' }, () => this.inner.seekData(handle, offset, whence));
   }
-  getVolumeSize(): { total: number; free: number } {
+  getVolumeSize(): { total: number; free: number; nameMax?: number } {
     return this.inner.getVolumeSize();
   }
   cacheToken(handle: number): string | undefined {

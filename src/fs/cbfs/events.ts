@@ -115,8 +115,8 @@ export interface CbfsHandlers {
   allocateSpace(handle: number, mode: number, offset: number, length: number): Promise<void>;
   /** SEEK_DATA / SEEK_HOLE: the next data or hole offset at or after `offset`; ENXIO past the end. */
   seekData(handle: number, offset: number, whence: number): Promise<number>;
-  /** GetVolumeSize, in bytes. */
-  getVolumeSize(): { total: number; free: number };
+  /** GetVolumeSize, in bytes; nameMax: the longest name it takes, in bytes (statfs f_namemax; default 255). */
+  getVolumeSize(): { total: number; free: number; nameMax?: number };
   /**
    * Optional: a token naming the version of an open file's data. When it equals the token of the inode's previous
    * open, the adapter lets the kernel keep its page cache (FUSE keep_cache) instead of reading everything again.

@@ -28,6 +28,7 @@ export const OP_PROTOS: Partial<Record<OpName, string>> = {
   readlink: 'void fuse_op_readlink(void *req, uint64_t ino)',
   symlink: 'void fuse_op_symlink(void *req, void *link, uint64_t parent, void *name)',
   setattr: 'void fuse_op_setattr(void *req, uint64_t ino, void *attr, int to_set, void *fi)',
+  mknod: 'void fuse_op_mknod(void *req, uint64_t parent, void *name, uint32_t mode, uint64_t rdev)',
   mkdir: 'void fuse_op_mkdir(void *req, uint64_t parent, void *name, uint32_t mode)',
   unlink: 'void fuse_op_unlink(void *req, uint64_t parent, void *name)',
   rmdir: 'void fuse_op_rmdir(void *req, uint64_t parent, void *name)',

@@ -42,6 +42,11 @@ const FD_REPLY_MIN = 256 * 1024;
 const FUSE_BUF_IS_FD = 1 << 1;
 const FUSE_BUF_FD_SEEK = 1 << 2;
 const FUSE_BUF_NO_SPLICE = 1 << 1;
+const S_IFMT = 0o170000;
+const S_IFREG = 0o100000;
+const O_WRONLY = 0o1;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
@@ -514,6 +519,18 @@ export class FuseSession {
           this.replyEntry(req, path, await fs.createDirectory(path, mode, caller));
         });
       },
+      // mknod(2): a regular file is created empty (Python's os.mknod, `install`); S3 holds no FIFOs, sockets or
+      // device files, and EPERM is what mknod(2) says for a type the filesystem does not support.
+      mknod: (req: Ptr, parent: number, name: Ptr, mode: number) => {
+        const caller = this.caller(req);
+        this.answer(req, 'mknod', `inode ${parent}`, async () => {
+          const path = this.childPath(parent, name, 'mknod');
+          if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', path, 'S3 holds no FIFOs, sockets or device files');
+          const { handle, info } = await fs.createFile(path, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller);
+          await fs.closeFile(handle);
+          this.replyEntry(req, path, info);
+        });
+      },
       unlink: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'unlink', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'unlink');
@@ -719,8 +736,8 @@ export class FuseSession {
           lib.replyErr(req, 0);
         }),
       statfs: (req: Ptr) => {
-        const { total, free } = fs.getVolumeSize();
-        lib.replyStatfs(req, statvfsBuffer(total, free));
+        const { total, free, nameMax } = fs.getVolumeSize();
+        lib.replyStatfs(req, statvfsBuffer(total, free, 4096, nameMax));
       },
     };
   }

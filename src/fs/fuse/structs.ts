@@ -92,7 +92,7 @@ export function fileInfoBuffer(flags: number, fh: number, bits = 0): Buffer {
   return buf;
 }
 
-export function statvfsBuffer(total: number, free: number, blockSize = 4096): Buffer {
+export function statvfsBuffer(total: number, free: number, blockSize = 4096, nameMax = 255): Buffer {
   const buf = Buffer.alloc(SIZEOF.statvfs);
   const blocks = BigInt(Math.floor(total / blockSize));
   const freeBlocks = BigInt(Math.floor(free / blockSize));
@@ -104,7 +104,7 @@ export function statvfsBuffer(total: number, free: number, blockSize = 4096): Bu
   buf.writeBigUInt64LE(1_000_000_000n, 40); // f_files
   buf.writeBigUInt64LE(1_000_000_000n, 48);
   buf.writeBigUInt64LE(1_000_000_000n, 56);
-  buf.writeBigUInt64LE(255n, 80); // f_namemax
+  buf.writeBigUInt64LE(BigInt(nameMax), 80); // f_namemax
   return buf;
 }
 

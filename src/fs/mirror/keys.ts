@@ -95,15 +95,19 @@ export function joinPath(dir: string, name: string): string {
   return dir === '/' ? `/${name}` : `${dir}/${name}`;
 }
 
-/** A path about to be created: length limits and reserved names. */
-export function checkPath(path: string, op: string): void {
+/**
+ * A path looked up or about to be created: length limits. `nameMax` is lower than NAME_MAX for a new name when the
+ * storage cannot hold a longer one (the embedded server keeps each key as files with a suffix).
+ */
+export function checkPath(path: string, op: string, nameMax = NAME_MAX): void {
   const name = path.slice(path.lastIndexOf('/') + 1);
-  if (Buffer.byteLength(name) > NAME_MAX) throw new FsError(E.ENAMETOOLONG, op, path, `name longer than ${NAME_MAX} bytes`);
+  if (Buffer.byteLength(name) > nameMax) throw new FsError(E.ENAMETOOLONG, op, path, `name longer than ${nameMax} bytes`);
   if (Buffer.byteLength(pathToKey(path)) + 1 > KEY_MAX) throw new FsError(E.ENAMETOOLONG, op, path, `S3 key longer than ${KEY_MAX} bytes`);
 }
 
-export function checkNewName(path: string, op: string): void {
-  checkPath(path, op);
+/** A path about to be created: length limits and reserved names. */
+export function checkNewName(path: string, op: string, nameMax = NAME_MAX): void {
+  checkPath(path, op, nameMax);
   const name = path.slice(path.lastIndexOf('/') + 1);
   if (isAlias(name)) throw new FsError(E.EINVAL, op, path, `names containing "${RESERVED}" are reserved for odd keys`);
   if (name === '.s3vault-versions') throw new FsError(E.EINVAL, op, path, '.s3vault-versions is the versions view of every directory');

@@ -13,7 +13,7 @@ import type { AttributeChange, Caller, CbfsHandlers, ChangeNotifier, DirEntry, F
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE } from '../cbfs/events.js';
 import { resetTimeout } from '../cbfs/dispatcher.js';
 import { E, FsError, toFsError } from '../errors.js';
-import { checkNewName, dirPrefix, isShadowedPath, pathToKey } from './keys.js';
+import { checkNewName, dirPrefix, isShadowedPath, NAME_MAX, pathToKey } from './keys.js';
 import { decodeXattrs, DIR_CONTENT_TYPE, encodeMeta, encodeXattrs, metaBytes, S_IFLNK, S_IFMT, USER_META_MAX, type Owner } from './meta.js';
 import { LocalNames } from './local-names.js';
 import { ETAG_XATTR, parseTagName, tagName } from './xattr-names.js';
@@ -39,6 +39,8 @@ export interface MirrorOptions {
   localPatterns?: string[];
   /** 'vault' (default): fsync makes data durable in the vault; 'remote': fsync also waits for the upload. */
   syncMode?: 'vault' | 'remote';
+  /** The longest new name the storage takes, in bytes (default and at most NAME_MAX, 255); statfs reports it. */
+  nameMax?: number;
 }
 
 interface Handle {
@@ -265,7 +267,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }> {
     this.writable('create', path);
-    checkNewName(path, 'create');
+    checkNewName(path, 'create', this.nameMax);
     return this.run('create', path, async () => {
       const key = pathToKey(path);
       const attrs: FileAttrs = { mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
@@ -454,7 +456,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async createDirectory(path: string, mode: number, caller: Caller): Promise<FileInfo> {
     this.writable('mkdir', path);
-    checkNewName(path, 'mkdir');
+    checkNewName(path, 'mkdir', this.nameMax);
     return this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its delete must not hide the directory
@@ -557,7 +559,7 @@ export class S3Mirror implements CbfsHandlers {
   async renameOrMoveFile(from: string, to: string, flags: number): Promise<void> {
     this.writable('rename', from);
     this.writable('rename', to);
-    checkNewName(to, 'rename');
+    checkNewName(to, 'rename', this.nameMax);
     return this.run('rename', from, async () => {
       const src = await this.getFileInfo(from);
       if (!src) throw new FsError(E.ENOENT, 'rename', from);
@@ -748,7 +750,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async createSymlink(path: string, target: string, caller: Caller): Promise<FileInfo> {
     this.writable('symlink', path);
-    checkNewName(path, 'symlink');
+    checkNewName(path, 'symlink', this.nameMax);
     return this.run('symlink', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
       const body = Buffer.from(target);
@@ -898,8 +900,12 @@ export class S3Mirror implements CbfsHandlers {
     return at;
   }
 
-  getVolumeSize(): { total: number; free: number } {
+  getVolumeSize(): { total: number; free: number; nameMax: number } {
     const total = this.options.capacityBytes ?? 2 ** 50;
-    return { total, free: total };
+    return { total, free: total, nameMax: this.nameMax };
+  }
+
+  private get nameMax(): number {
+    return Math.min(this.options.nameMax ?? NAME_MAX, NAME_MAX);
   }
 }
