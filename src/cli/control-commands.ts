@@ -9,6 +9,7 @@ import type { Progress } from '../fs/mirror/maintenance.js';
 import { controlRequest, type ControlRequest } from './control.js';
 import { EXIT } from './exit-codes.js';
 import { controlSocket, findMount } from './mountpoint.js';
+import { printable } from './printable.js';
 
 const MiB = 1024 * 1024;
 const STATUS_NAMES: Record<number, string> = { [FILE_STATUS.CHANGED]: 'changed', [FILE_STATUS.UNCHANGED]: 'cached', [FILE_STATUS.LOCAL]: 'local', [FILE_STATUS.ORPHAN]: 'pending', [FILE_STATUS.OPEN]: 'open' };
@@ -78,13 +79,13 @@ function formatQueue(r: StatusReply): string {
     out.push('pending uploads:');
     for (const q of r.pending) {
       const when = q.state === 'waiting' ? `in ${Math.max(0, Math.round((q.due - Date.now()) / 1000))} s` : q.state;
-      out.push(`  ${q.key}  ${q.size} bytes  ${when}${q.attempts ? `  attempt ${q.attempts + 1}` : ''}${q.lastError ? `  last error: ${q.lastError}` : ''}`);
+      out.push(`  ${printable(q.key)}  ${q.size} bytes  ${when}${q.attempts ? `  attempt ${q.attempts + 1}` : ''}${q.lastError ? `  last error: ${q.lastError}` : ''}`);
     }
   }
   if (r.deletes) out.push(`pending deletes: ${r.deletes} (removed here, sent to storage batched)`);
   if (r.conflicts.length) {
     out.push('conflicts (the object changed in storage while it had local changes):');
-    for (const c of r.conflicts) out.push(`  ${c.key}: ${c.conflictKey ? `local version saved as ${c.conflictKey}` : c.policy} (${new Date(c.atMs).toISOString()})`);
+    for (const c of r.conflicts) out.push(`  ${printable(c.key)}: ${c.conflictKey ? `local version saved as ${printable(c.conflictKey)}` : c.policy} (${new Date(c.atMs).toISOString()})`);
   }
   return out.join('\n');
 }
@@ -98,7 +99,7 @@ function formatStatus(rows: FileStatus[]): string {
     String(r.dirtyBytes),
     r.pinned ? 'yes' : 'no',
     r.lastError ? rwresultName(r.lastError) : '-',
-    r.key,
+    printable(r.key),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   return [head, ...lines].map((l) => l.map((c, i) => (i === l.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { CACHE_CHECK } from '../cache/constants.js';
 import { EXIT } from './exit-codes.js';
+import { printable } from './printable.js';
 
 const MiB = 1024 * 1024;
 
@@ -23,8 +24,8 @@ export function addVaultCommands(program: Command, setResult: (p: Promise<number
             return EXIT.OK;
           }
           process.stdout.write(`s3vault: checked ${r.blocksChecked} blocks in ${dir}\n`);
-          for (const d of r.droppedClean) process.stdout.write(`  repaired: ${d.key} block at ${d.offset} was damaged; dropped, it will be read again from storage\n`);
-          for (const d of r.damagedDirty) process.stdout.write(`  DAMAGED: ${d.key} block at ${d.offset} holds changes not yet uploaded and no longer matches its checksum\n`);
+          for (const d of r.droppedClean) process.stdout.write(`  repaired: ${printable(d.key)} block at ${d.offset} was damaged; dropped, it will be read again from storage\n`);
+          for (const d of r.damagedDirty) process.stdout.write(`  DAMAGED: ${printable(d.key)} block at ${d.offset} holds changes not yet uploaded and no longer matches its checksum\n`);
           if (r.strayDataFiles) process.stdout.write(`  removed ${r.strayDataFiles} data files that no record owned\n`);
           if (!r.droppedClean.length && !r.damagedDirty.length) process.stdout.write('  no damage found\n');
           return r.damagedDirty.length ? EXIT.VAULT : EXIT.OK;

@@ -285,6 +285,16 @@ describe('names and limits', () => {
     expect(sh(`ls ${mp}/ext`)).toContain(name);
   });
 
+  it('a name with a newline or a tab round-trips, and s3vault status shows it escaped on one row', async () => {
+    sh(`printf 'x' > ${mp}/$'line\\none\\ttab'`);
+    expect(sh(`ls -b ${mp}`)).toContain('line\\none\\ttab\n');
+    const rows = sh(`${process.execPath} ${BIN} status ${mp}`).split('\n');
+    expect(rows.filter((r) => r.endsWith(' line\\none\\ttab'))).toHaveLength(1);
+    expect(rows.some((r) => r === 'one\ttab' || r.startsWith('one'))).toBe(false);
+    flush();
+    expect((await s3.get(BUCKET, 'line\none\ttab')).toString()).toBe('x');
+  });
+
   it('names containing ".s3vault~" are reserved for odd keys (EINVAL)', () => {
     expect(shResult(`touch ${mp}/x.s3vault~file`).stderr).toMatch(/Invalid argument/);
   });
