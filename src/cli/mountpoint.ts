@@ -1,4 +1,5 @@
 /** Checks of a mountpoint before mounting, and the registry that maps a mountpoint to its s3vault process. */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
@@ -22,6 +23,7 @@ export function checkMountpoint(mountpoint: string, create = false): string {
   } catch (err) {
     if (err instanceof MountpointError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN' && clearDeadMount(mp)) return checkMountpoint(mp, create);
     if (code === 'ENOTCONN') throw new MountpointError(`mountpoint ${mp} is a dead FUSE mount (Transport endpoint is not connected): clean it with "fusermount3 -uz ${mp}" and retry`);
     if (code === 'ENOENT' && create) mkdirSync(mp, { recursive: true });
     else if (code === 'ENOENT') throw new MountpointError(`mountpoint ${mp} does not exist (create it with "mkdir -p ${mp}")`);
@@ -30,6 +32,27 @@ export function checkMountpoint(mountpoint: string, create = false): string {
   if (isMounted(mp)) throw new MountpointError(`mountpoint ${mp} is already mounted (unmount it with "s3vault unmount ${mp}")`);
   if (readdirSync(mp).length > 0) throw new MountpointError(`mountpoint ${mp} is not empty`);
   return mp;
+}
+
+/** The filesystem type mounted at a path (/proc/self/mounts; its last mount there), if any. */
+function mountType(mp: string): string | undefined {
+  let type: string | undefined;
+  for (const line of readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const f = line.split(' ');
+    if (f[1]?.replace(/\\040/g, ' ') === mp) type = f[2];
+  }
+  return type;
+}
+
+/**
+ * The dead mount an s3vault killed with -9 left behind (its process gone, the kernel answers ENOTCONN): detached,
+ * so that mounting again on the same mountpoint — what brings the vault's unsent changes to S3 — needs no
+ * `fusermount3 -uz` first. Only an s3vault mount whose registered process is gone; any other is left to the user.
+ */
+function clearDeadMount(mp: string): boolean {
+  if (mountType(mp) !== 'fuse.s3vault' || mountOwner(mp) !== undefined) return false;
+  const r = spawnSync('fusermount3', ['-uz', mp], { stdio: 'ignore', timeout: 10_000 });
+  return r.status === 0 && !isMounted(mp);
 }
 
 /**

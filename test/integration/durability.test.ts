@@ -22,6 +22,8 @@ let s3: TestServer;
 let work: string;
 const mounts: TestMount[] = [];
 
+const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
+
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -132,6 +134,28 @@ describe('durability', () => {
     expect(total).toBeGreaterThan(iterations);
     await m.stop();
   }, 60_000 + KILL_ITERATIONS * 15_000);
+
+  it('after kill -9 the same mountpoint mounts again without a manual fusermount3 -uz, and the synced file is there', async () => {
+    const mp = path.join(work, 'dead-mp');
+    const vault = path.join(work, 'dead-vault');
+    try {
+      const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault, mountpoint: mp, extraArgs: ['--flush-delay', '60000'] });
+      mounts.push(m);
+      sh(`head -c 300000 /dev/urandom > ${work}/dead-src && cp ${work}/dead-src ${mp}/synced.bin && sync ${mp}/synced.bin`);
+      m.child.kill('SIGKILL');
+      await new Promise((r) => (m.child.exitCode !== null || m.child.signalCode !== null ? r(null) : m.child.once('exit', r)));
+      // What kill -9 leaves: a mount whose process is gone.
+      expect(shResult(`stat ${mp}`).stderr).toContain('Transport endpoint is not connected');
+      const again = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault, mountpoint: mp });
+      mounts.push(again);
+      sh(`cmp ${work}/dead-src ${mp}/synced.bin`, 60);
+      await flushMount(mp);
+      expect(md5(await s3.get(BUCKET, 'synced.bin'))).toBe(md5(readFileSync(`${work}/dead-src`)));
+      await again.stop();
+    } finally {
+      forceUnmount(mp);
+    }
+  });
 
   it('a misbehaving network (delays, resets, drops, 503 SlowDown, 500, outages) loses nothing', async () => {
     const seed = Number(process.env.FAULT_SEED ?? Math.floor(Math.random() * 1e6));
