@@ -13,6 +13,7 @@ export class FaultyStorage implements StorageDriver {
   private lostAnswers = 0;
   private cutShort = 0;
   private unreachable = false;
+  private readonly keyFailures = new Map<string, { result: RwResult; httpStatus?: number }>();
 
   constructor(readonly inner: StorageDriver) {}
 
@@ -23,6 +24,12 @@ export class FaultyStorage implements StorageDriver {
   /** The next `count` calls of `op` fail with `result`. */
   failNext(op: Op, result: RwResult, count = 1): void {
     this.failures.push({ op, result, left: count });
+  }
+
+  /** Every write of `key` fails with `result` as a server's HTTP `httpStatus` answer, until called without them. */
+  failWritesOf(key: string, result?: RwResult, httpStatus?: number): void {
+    if (result === undefined) this.keyFailures.delete(key);
+    else this.keyFailures.set(key, { result, httpStatus });
   }
 
   /** The next `count` writes reach the storage, but their answer is lost (the caller sees a transient failure). */
@@ -53,6 +60,8 @@ export class FaultyStorage implements StorageDriver {
     const ms = this.delays.get(op);
     if (ms) await new Promise((r) => setTimeout(r, ms));
     if (this.unreachable) throw new StorageError(RWRESULT.FAILURE, op, key, 'cannot reach the storage: connection refused');
+    const k = op === 'write' && key !== undefined ? this.keyFailures.get(key) : undefined;
+    if (k) throw new StorageError(k.result, op, key, `injected failure (HTTP ${k.httpStatus})`, { httpStatus: k.httpStatus });
     const f = this.failures.find((x) => x.op === op && x.left > 0);
     if (f) {
       f.left--;

@@ -98,8 +98,15 @@ export class PoweredStorage implements StorageDriver {
     this.timer.unref();
   }
 
-  private static offlineResult(r: RwResult): boolean {
-    return r === RWRESULT.FAILURE || r === RWRESULT.PERMANENT_FAILURE;
+  /**
+   * Whether a failure means the storage as a whole is out of reach. Not an HTTP 500/501 answer: the server is up
+   * and failed that one request (a key it cannot store, a passing fault), so the caller retries that request
+   * alone. Before, one such key sent the mount offline every time its upload was retried: reads of uncached
+   * files and look-ups failed meanwhile, and the probe's success reset its backoff, so it flapped every second.
+   */
+  private static offlineFailure(err: StorageError): boolean {
+    if (err.result === RWRESULT.PERMANENT_FAILURE) return true;
+    return err.result === RWRESULT.FAILURE && err.httpStatus !== 500 && err.httpStatus !== 501;
   }
 
   private async call<T>(op: string, key: string | undefined, fn: () => Promise<T>): Promise<T> {
@@ -110,7 +117,7 @@ export class PoweredStorage implements StorageDriver {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof StorageError && PoweredStorage.offlineResult(err.result)) this.goOffline(err);
+      if (err instanceof StorageError && PoweredStorage.offlineFailure(err)) this.goOffline(err);
       throw err;
     }
   }

@@ -29,11 +29,15 @@ export class StorageError extends Error {
     readonly key: string | undefined,
     /** The failure alone, without operation and key: for one-line messages to users. */
     readonly detail: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; httpStatus?: number },
   ) {
     super(`${op}${key !== undefined ? ` ${JSON.stringify(key)}` : ''}: ${detail} [${rwresultName(result)}]`, options);
     this.name = 'StorageError';
+    this.httpStatus = options?.httpStatus;
   }
+
+  /** The server's HTTP status, when a server answered (undefined: unreachable, reset, timed out). */
+  readonly httpStatus: number | undefined;
 
   /** Transient: retry later (timeouts, resets, 5xx, throttling). */
   get transient(): boolean {

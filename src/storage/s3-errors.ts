@@ -64,5 +64,5 @@ export function describeS3Error(err: SdkErrorLike, endpoint: string): string {
 export function toStorageError(err: unknown, op: string, key: string | undefined, endpoint: string): StorageError {
   if (err instanceof StorageError) return err;
   const e = (err ?? {}) as SdkErrorLike;
-  return new StorageError(classifyS3Error(e, op), op, key, describeS3Error(e, endpoint), { cause: err });
+  return new StorageError(classifyS3Error(e, op), op, key, describeS3Error(e, endpoint), { cause: err, httpStatus: e.$metadata?.httpStatusCode });
 }

@@ -51,4 +51,11 @@ describe('describeS3Error', () => {
     expect(e.transient).toBe(false);
     expect(toStorageError(net('ECONNRESET'), 'write', 'k', 'e').transient).toBe(true);
   });
+
+  it('toStorageError keeps the HTTP status of an answer, and none when no server answered', () => {
+    const answered = toStorageError(http('InternalError', 500), 'write', 'k', 'e');
+    expect(answered.transient).toBe(true);
+    expect(answered.httpStatus).toBe(500);
+    expect(toStorageError(net('ECONNREFUSED'), 'write', 'k', 'e').httpStatus).toBeUndefined();
+  });
 });

@@ -146,6 +146,29 @@ describe('write-back queue', () => {
     expect(powered.power).toBe('online');
   });
 
+  it('a key the server answers 500 for is retried alone: the storage stays online and the other files upload', async () => {
+    const powered = new PoweredStorage(faulty, { probeMs: 30, maxProbeMs: 60 });
+    const states: string[] = [];
+    powered.onPower((s) => states.push(s));
+    await open({}, powered);
+    faulty.failWritesOf('bad', RWRESULT.FAILURE, 500);
+    await change('bad', 'B');
+    await change('good', 'G');
+    await until(() => text('good') === 'G');
+    await until(() => (vault.queue().find((q) => q.key === 'bad')?.attempts ?? 0) >= 3);
+    expect(states).toEqual([]);
+    expect(powered.power).toBe('online');
+    expect(text('bad')).toBeUndefined();
+    faulty.failWritesOf('bad');
+    await until(() => text('bad') === 'B');
+    // The same failure without an answer (the server out of reach) still takes the storage offline.
+    faulty.failWritesOf('later', RWRESULT.FAILURE);
+    await change('later', 'L');
+    await until(() => powered.power === 'offline');
+    faulty.failWritesOf('later');
+    await until(() => text('later') === 'L');
+  });
+
   it('keep-both: an object changed in storage meanwhile is kept, the local version saved beside it', async () => {
     await open();
     await change('doc', 'v1');
