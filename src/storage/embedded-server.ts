@@ -67,7 +67,10 @@ export async function startEmbeddedServer(options: EmbeddedServerOptions): Promi
     const args = ['--openssl-legacy-provider', '--import', EXIT_WITH_PARENT, s3rverBin(), '-d', options.dataDir, '-a', '127.0.0.1', '-p', String(port), '--no-vhost-buckets'];
     for (const b of options.buckets ?? []) args.push('--configure-bucket', b);
     // --openssl-legacy-provider: s3rver's continuation tokens use DES (spec/test-servers.md).
-    return spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // Its own process group (detached): Ctrl-C in the terminal of a foreground mount reaches s3vault alone, which
+    // uploads what is pending and then stops the server. In the terminal's group, the server died with the same
+    // key press and the unmount's uploads found no server.
+    return spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
   };
   let child = spawnServer(options.port ?? 0);
   const port = await waitForListening(child, options.startTimeoutMs ?? 15_000);

@@ -2,6 +2,7 @@
  * The foundation end to end: a real s3rver on loopback, a real vault, a real FUSE mount driven with
  * ordinary shell tools from child processes.
  */
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import Database from 'better-sqlite3';
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, forceUnmount, isMounted, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shResult } from '../helpers/sh.js';
+import { startEmbeddedServer } from '../../src/storage/embedded-server.js';
 
 const BUCKET = 'mount-test';
 let s3: TestServer;
@@ -235,6 +237,42 @@ describe('the quick start (embedded server)', () => {
       expect(readFileSync(path.join(state, 's3vault.log'), 'utf8')).toContain('embedded S3 server exited unexpectedly: started again on its port');
     } finally {
       if (isMounted(mp)) shResult(`${process.execPath} ${BIN} unmount ${mp}`, 60);
+      forceUnmount(mp);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('Ctrl-C in the terminal of a foreground mount uploads what is pending before the server stops', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 's3vault-up-'));
+    const state = path.join(dir, 'state');
+    const mp = path.join(dir, 'mnt');
+    // A terminal's Ctrl-C signals its whole foreground process group: the mount leads one here, as a shell's job.
+    const child = spawn(process.execPath, [BIN, 'up', '--foreground', '--dir', state, '--mountpoint', mp, '--flush-delay', '60000'], { cwd: dir, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      for (let i = 0; i < 200 && !isMounted(mp); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(isMounted(mp)).toBe(true);
+      sh(`echo pending > ${mp}/at-ctrl-c.txt`);
+      process.kill(-child.pid!, 'SIGINT');
+      const code = await new Promise((r) => (child.exitCode !== null ? r(child.exitCode) : child.once('exit', r)));
+      expect(code).toBe(0);
+      expect(out).toContain('uploading pending changes before unmounting');
+      expect(out).not.toContain('changes left in the vault');
+      const server = await startEmbeddedServer({ dataDir: path.join(state, 's3') });
+      try {
+        const r = await fetch(`${server.endpoint}/s3vault/at-ctrl-c.txt`);
+        expect(await r.text()).toBe('pending\n');
+      } finally {
+        await server.stop();
+      }
+    } finally {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        // gone already
+      }
       forceUnmount(mp);
       rmSync(dir, { recursive: true, force: true });
     }
