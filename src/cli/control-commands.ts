@@ -55,9 +55,9 @@ async function request(op: ControlRequest['op'], p: string, label?: string, extr
 }
 
 /** Ask the process serving a mount to flush (or not) and unmount; false if no process answers there. */
-export async function unmountThroughControl(mountpoint: string, flush: boolean): Promise<{ uploaded: number; left: number } | false> {
+export async function unmountThroughControl(mountpoint: string, flush: boolean, lazy = false): Promise<{ uploaded: number; left: number; busy?: boolean } | false> {
   try {
-    return (await request('unmount', mountpoint, flush ? 'flush' : undefined, { flush })) as { uploaded: number; left: number };
+    return (await request('unmount', mountpoint, flush ? 'flush' : undefined, { flush, lazy })) as { uploaded: number; left: number; busy?: boolean };
   } catch (err) {
     if (err instanceof CliError || /cannot reach/.test((err as Error).message)) return false;
     throw err;

@@ -12,6 +12,8 @@ export interface ControlRequest {
   op: 'pin' | 'unpin' | 'status' | 'flush' | 'reset-errors' | 'refresh' | 'versions' | 'restore' | 'unmount';
   /** unmount: upload pending changes first (default) or leave them for the next start. */
   flush?: boolean;
+  /** unmount: detach a busy mount anyway (umount -l); otherwise a busy mount stays and the answer says so. */
+  lazy?: boolean;
   /** flush: wait until the uploads are done. */
   wait?: boolean;
   /** A path inside the mount, "/" for its root. */
@@ -23,8 +25,11 @@ export interface ControlRequest {
 export type ControlMessage = { type: 'progress'; progress: Progress } | { type: 'result'; data: unknown } | { type: 'error'; message: string };
 
 export interface ControlHooks {
-  /** Flush (unless told not to, with progress), then unmount; resolves when the unmount has started. */
-  unmount(flush: boolean, progress: (p: Progress) => void): Promise<{ uploaded: number; left: number }>;
+  /**
+   * Flush (unless told not to, with progress), then unmount; resolves when the unmount has started. busy: a file
+   * is open in the mount (or a working directory is there) and `lazy` was not asked: it stays mounted and served.
+   */
+  unmount(flush: boolean, progress: (p: Progress) => void, lazy: boolean): Promise<{ uploaded: number; left: number; busy?: boolean }>;
   /** Forget cached names and attributes under a path (and the kernel's). */
   refresh(path: string): void;
 }
@@ -76,7 +81,7 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
             return r;
           }
           case 'unmount':
-            return hooks.unmount(req.flush !== false, progress);
+            return hooks.unmount(req.flush !== false, progress, req.lazy === true);
           case 'flush':
             return maintenance.flush(req.path, req.wait === true, progress);
           default:

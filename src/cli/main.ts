@@ -16,7 +16,7 @@ import { runInBackground, notifyParent } from './daemon.js';
 import { addFolderCommand } from './folder-command.js';
 import { EXIT } from './exit-codes.js';
 import type { MountJob } from './mount-runner.js';
-import { isMounted, mountOwner } from './mountpoint.js';
+import { isMounted, mountOwner, mountUsers } from './mountpoint.js';
 import { addVaultCommands } from './vault-commands.js';
 import { addControlCommands, unmountThroughControl } from './control-commands.js';
 import { VaultError } from '../cache/errors.js';
@@ -201,9 +201,10 @@ export async function main(argv: string[]): Promise<number> {
     .description('upload pending changes (with progress), then unmount')
     .argument('<mountpoint>')
     .option('--no-wait', 'unmount at once; pending changes stay in the vault and upload at the next mount')
+    .option('--lazy', 'detach it even while files are open in it (umount -l): s3vault serves them until they are closed')
     .option('--timeout <seconds>', 'how long to wait for the process to finish', '600')
-    .action((mountpoint: string, flags: { timeout: string; wait: boolean }) => {
-      result = unmount(path.resolve(mountpoint), Number(flags.timeout) * 1000, flags.wait);
+    .action((mountpoint: string, flags: { timeout: string; wait: boolean; lazy?: boolean }) => {
+      result = unmount(path.resolve(mountpoint), Number(flags.timeout) * 1000, flags.wait, flags.lazy === true);
     });
 
   program
@@ -244,7 +245,7 @@ export async function main(argv: string[]): Promise<number> {
   return result;
 }
 
-async function unmount(mountpoint: string, timeoutMs: number, flush: boolean): Promise<number> {
+async function unmount(mountpoint: string, timeoutMs: number, flush: boolean, lazy: boolean): Promise<number> {
   if (!isMounted(mountpoint)) fail(`${mountpoint} is not mounted`, EXIT.MOUNT);
   const pid = mountOwner(mountpoint);
   if (pid === undefined) {
@@ -252,14 +253,27 @@ async function unmount(mountpoint: string, timeoutMs: number, flush: boolean): P
     const r = spawnSync('fusermount3', ['-u', '-z', mountpoint], { stdio: 'inherit' });
     return r.status === 0 ? EXIT.OK : EXIT.MOUNT;
   }
-  const done = await unmountThroughControl(mountpoint, flush).catch((err: Error) => fail(err.message));
+  const done = await unmountThroughControl(mountpoint, flush, lazy).catch((err: Error) => fail(err.message));
   if (done === false) process.kill(pid, 'SIGTERM');
   else if (done.left) process.stdout.write(`s3vault: ${done.left} changed files stay in the vault; they upload at the next mount\n`);
+  if (done !== false && done.busy) {
+    const who = mountUsers(mountpoint);
+    fail(
+      `${mountpoint} is busy, still mounted${flush && !done.left ? ' (its changes are uploaded)' : ''}: ${who.length ? `in use by ${who.slice(0, 8).join(', ')}${who.length > 8 ? ', …' : ''}` : 'a file is open in it or a process works in it'}. Close them and retry, or detach it now with --lazy`,
+      EXIT.MOUNT,
+    );
+  }
   const deadline = Date.now() + timeoutMs;
+  let detachedAt: number | undefined;
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 100));
     if (!processAlive(pid) && !isMounted(mountpoint)) {
       process.stdout.write(`s3vault: unmounted ${mountpoint}\n`);
+      return EXIT.OK;
+    }
+    // Detached, and the process still there after a moment: files stay open in the detached mount.
+    if (lazy && !isMounted(mountpoint) && Date.now() - (detachedAt ??= Date.now()) > 2000) {
+      process.stdout.write(`s3vault: detached ${mountpoint}; process ${pid} serves the files still open there and ends when they are closed\n`);
       return EXIT.OK;
     }
   }

@@ -203,11 +203,19 @@ export async function runMount(job: MountJob): Promise<number> {
       registerMount(mountpoint, process.pid),
       new Maintenance(vault, { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 }),
       {
-        unmount: async (flush, progress) => {
+        unmount: async (flush, progress, lazy) => {
           const r = flush
             ? await v.flushAll((done, total, key) => progress({ doneBytes: done, totalBytes: total, files: done, totalFiles: total, current: key }))
             : { uploaded: 0, left: v.enumerateCachedFiles(ENUM_MODE.CHANGED).length };
-          flushOnStop = flush;
+          // As umount(8): a busy mount stays, unless detaching it lazily was asked for (the process then serves the
+          // files still open until they are closed). Before, it was detached lazily and the CLI waited silently
+          // for the last of them.
+          const before = flushOnStop;
+          flushOnStop = flush; // set first: the loop may end (unmounted) before this turn does
+          if (!lazy && !stopping && (await session!.tryUnmount()) === 'busy') {
+            flushOnStop = before;
+            return { ...r, busy: true };
+          }
           void stop(flush ? 'unmount' : 'unmount --no-wait');
           return r;
         },

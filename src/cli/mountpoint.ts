@@ -1,6 +1,6 @@
 /** Checks of a mountpoint before mounting, and the registry that maps a mountpoint to its s3vault process. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -136,4 +136,40 @@ export function findMount(target: string): { mountpoint: string; inner: string }
 export function mountOwner(mountpoint: string): number | undefined {
   const pid = readPid(pidFile(mountpoint));
   return pid !== undefined && isAlive(pid) ? pid : undefined;
+}
+
+/**
+ * The processes using a mount, as fuser -m would name them: "name (pid N)" for each with its working directory,
+ * root or an open file under it. Read from /proc's links, which never reach the mount itself.
+ */
+export function mountUsers(mountpoint: string): string[] {
+  const mp = path.resolve(mountpoint);
+  const inside = (p: string): boolean => p === mp || p.startsWith(`${mp}/`);
+  const link = (p: string): string => {
+    try {
+      return readlinkSync(p);
+    } catch {
+      return '';
+    }
+  };
+  const users: string[] = [];
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let uses = inside(link(`/proc/${pid}/cwd`)) || inside(link(`/proc/${pid}/root`));
+    if (!uses) {
+      try {
+        uses = readdirSync(`/proc/${pid}/fd`).some((fd) => inside(link(`/proc/${pid}/fd/${fd}`)));
+      } catch {
+        // gone, or not ours to read
+      }
+    }
+    if (!uses) continue;
+    let name = '?';
+    try {
+      name = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      // gone meanwhile
+    }
+    users.push(`${name} (pid ${pid})`);
+  }
+  return users;
 }

@@ -2,8 +2,8 @@
  * Bad input gets one clear line on stderr and a non-zero exit — never a stack trace, never a mount left
  * behind, never a damaged vault. Exit codes: 2 usage/config, 3 storage, 4 vault, 5 mountpoint/FUSE.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -132,6 +132,35 @@ describe('cli: clear errors for bad input', () => {
     const r = cli(['unmount', freshDir('mp-not-mounted')]);
     expect(r.code).toBe(5);
     expectOneLine(r.stderr, /not mounted/);
+  });
+
+  it('unmount of a busy mount: exit 5, names who uses it, stays mounted; --lazy detaches it and the process ends with the last file', async () => {
+    const mp = freshDir('mp-busy');
+    const r = cli(['mount', 'exists', mp, '--endpoint', s3.endpoint, '--vault', path.join(base, 'v-busy'), '--flush-delay', '60000']);
+    expect(r.code, r.stderr).toBe(0);
+    const holder = spawn('sleep', ['300'], { cwd: mp, stdio: 'ignore' }); // a shell's working directory, as it were
+    try {
+      writeFileSync(path.join(mp, 'busy.txt'), 'kept\n');
+      const busy = cli(['unmount', mp]);
+      expect(busy.code).toBe(5);
+      expectOneLine(busy.stderr, new RegExp(`busy, still mounted \\(its changes are uploaded\\): in use by sleep \\(pid ${holder.pid}\\).*--lazy`));
+      expect(isMounted(mp)).toBe(true);
+      expect(readFileSync(path.join(mp, 'busy.txt'), 'utf8')).toBe('kept\n'); // still served
+      expect((await s3.get('exists', 'busy.txt')).toString()).toBe('kept\n'); // the unmount's flush ran
+      const pid = Number(spawnSync('pgrep', ['-f', `mount exists ${mp} `], { encoding: 'utf8' }).stdout.trim().split('\n')[0]);
+      expect(pid).toBeGreaterThan(0);
+      const lazy = cli(['unmount', '--lazy', mp]);
+      expect(lazy.code, lazy.stderr).toBe(0);
+      expect(lazy.stdout).toMatch(/detached .* serves the files still open there/);
+      expect(isMounted(mp)).toBe(false);
+      holder.kill('SIGKILL');
+      let alive = true;
+      for (let i = 0; i < 100 && alive; i++, await new Promise((res) => setTimeout(res, 100))) alive = existsSync(`/proc/${pid}`);
+      expect(alive).toBe(false);
+    } finally {
+      holder.kill('SIGKILL');
+      if (isMounted(mp)) spawnSync('fusermount3', ['-uz', mp]);
+    }
   });
 
   it('a vault in use by a running mount is refused: exit 4', async () => {

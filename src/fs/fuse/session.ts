@@ -233,6 +233,21 @@ export class FuseSession {
     if (se) await new Promise<void>((resolve) => this.lib.invalInode.async(se, ino, -1, 0, () => resolve()));
   }
 
+  /**
+   * Unmount as umount(8) does: 'busy' (nothing changes) while a file is open in the mount or a process has its
+   * working directory there. On success the loop returns, as after unmount().
+   */
+  async tryUnmount(): Promise<'done' | 'busy'> {
+    if (this.unmounting || !this.se) return 'done';
+    const r = await runCaptured('fusermount3', ['-u', this.options.mountpoint]);
+    if (r.code === 0) {
+      this.unmounting = true;
+      return 'done';
+    }
+    if (/busy/i.test(r.stderr)) return 'busy';
+    throw new Error(`cannot unmount ${this.options.mountpoint}: ${r.stderr.trim() || `fusermount3 exited with ${r.code}`}`);
+  }
+
   /** Unmount (from a signal or the CLI): the loop returns, then `close()` frees the session. */
   async unmount(): Promise<void> {
     if (this.unmounting || !this.se) return;
@@ -751,6 +766,16 @@ function supplementaryGroups(pid: number): number[] {
   } catch {
     return [];
   }
+}
+
+function runCaptured(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.on('error', (err) => resolve({ code: 127, stderr: err.message }));
+    child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
+  });
 }
 
 function run(cmd: string, args: string[]): Promise<number> {
