@@ -534,7 +534,7 @@ export class FuseSession {
           this.replyEntry(req, path, await fs.createDirectory(path, mode, caller));
         });
       },
-      // mknod(2): a regular file is created empty (Python's os.mknod, `install`); S3 holds no FIFOs, sockets or
+      // mknod(2): a regular file is created empty (Python's os.mknod); S3 holds no FIFOs, sockets or
       // device files, and EPERM is what mknod(2) says for a type the filesystem does not support.
       mknod: (req: Ptr, parent: number, name: Ptr, mode: number) => {
         const caller = this.caller(req);
