@@ -56,22 +56,40 @@ export class Evictor {
     });
   }
 
+  /** Evict clean data as if the limit were `bytes` below what is held now (the vault's disk is full). */
+  evictBytes(bytes: number): void {
+    const limit = this.o.limitBytes;
+    this.o.limitBytes = Math.max(0, Math.min(limit, this.used - bytes));
+    try {
+      this.evict();
+    } finally {
+      this.o.limitBytes = limit;
+    }
+  }
+
   /** Synchronous: no read can slip between choosing a block and punching it. */
   evict(): void {
     if (this.running || this.used <= this.limit) return;
     this.running = true;
     try {
-      const target = Math.floor(this.limit * 0.9);
-      this.o.beforeEvict?.();
-      this.evictClosedFiles(target);
-      if (this.used > target) this.evictOpenBlocks(target);
-      if (this.used > this.limit && !this.warnedFull) {
-        this.warnedFull = true;
-        this.o.log.warn({ usedBytes: this.usedBytes, limitBytes: this.o.limitBytes }, 'vault is over its size limit: the rest is dirty, pinned or in use');
-      } else if (this.used <= this.limit) this.warnedFull = false;
+      this.evictNow();
+    } catch (err) {
+      // A commit that failed (the vault's disk full): nothing was dropped for it; the next account tries again.
+      this.o.log.warn({ err: (err as Error).message }, 'vault eviction failed; will try again');
     } finally {
       this.running = false;
     }
+  }
+
+  private evictNow(): void {
+    const target = Math.floor(this.limit * 0.9);
+    this.o.beforeEvict?.();
+    this.evictClosedFiles(target);
+    if (this.used > target) this.evictOpenBlocks(target);
+    if (this.used > this.limit && !this.warnedFull) {
+      this.warnedFull = true;
+      this.o.log.warn({ usedBytes: this.usedBytes, limitBytes: this.o.limitBytes }, 'vault is over its size limit: the rest is dirty, pinned or in use');
+    } else if (this.used <= this.limit) this.warnedFull = false;
   }
 
   private evictClosedFiles(target: number): void {
@@ -79,8 +97,9 @@ export class Evictor {
       const candidates = this.o.statements.closedCandidates(this.o.blockSize).filter((c) => !this.o.isBusy(c.key));
       if (candidates.length === 0) return;
       for (const c of candidates) {
-        this.o.dropData(c.id);
+        // The journal first: if its commit fails (disk full), the data is still there for what it says.
         this.o.statements.dropAllBlocks(c.id);
+        this.o.dropData(c.id);
         this.used -= c.bytes;
         this.o.log.debug({ key: c.key, bytes: c.bytes }, 'evicted closed file');
         if (this.used <= target) return;

@@ -113,14 +113,20 @@ export class ListingStore {
     this.pending.clear();
     this.updateRecent(batch);
     for (const { prefix, name } of batch) this.forgetName(prefix, name);
-    this.db.transaction(() => {
-      for (const { prefix, name, row } of batch) {
-        // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
-        if (this.listedAt(prefix) === undefined) continue;
-        if (row) this.s.putEntry.run(prefix, name, row.kind, row.size, row.etag, row.modified_ms, row.meta);
-        else this.s.dropEntry.run(prefix, name);
-      }
-    })();
+    try {
+      this.db.transaction(() => {
+        for (const { prefix, name, row } of batch) {
+          // Its listing may have been replaced or dropped since: only listed prefixes keep entries.
+          if (this.listedAt(prefix) === undefined) continue;
+          if (row) this.s.putEntry.run(prefix, name, row.kind, row.size, row.etag, row.modified_ms, row.meta);
+          else this.s.dropEntry.run(prefix, name);
+        }
+      })();
+    } catch {
+      // Not committed (the vault's disk full): the changes wait for the next flush, unless newer ones replaced them.
+      for (const e of batch) if (!this.pending.has(pendingKey(e.prefix, e.name))) this.pending.set(pendingKey(e.prefix, e.name), e);
+      this.schedule();
+    }
   }
 
   /**

@@ -138,7 +138,13 @@ export class PendingSums {
         if (src?.owned) closeSync(src.fd);
       }
       if (set.size === 0) this.pending.delete(id);
-      if (sums.length) this.o.save(id, sums);
+      if (sums.length) {
+        try {
+          this.o.save(id, sums);
+        } catch {
+          // Not committed (the disk full): those blocks stay without a checksum, as blocks never summed are.
+        }
+      }
     }
     return taken;
   }

@@ -34,6 +34,7 @@ import { DeleteQueue } from './delete-queue.js';
 import { checkTag, checkTagCount } from './tags.js';
 import { StreamBudget } from './stream-upload.js';
 import { PendingSums, type SumSource } from './pending-sums.js';
+import { DiskReserve } from './disk-reserve.js';
 
 const MiB = 1024 * 1024;
 /** Errors opening a data file that no retry fixes (a full descriptor table, EMFILE, is not one of them). */
@@ -120,6 +121,7 @@ export class Vault {
   /** Files closed without changes, and when: their use times, written for LRU every few seconds. */
   private readonly touched = new Map<number, number>();
   private touchTimer: NodeJS.Timeout | undefined;
+  private reserve: DiskReserve | undefined;
   private checkpointer: Checkpointer | undefined;
   private streamTimer: NodeJS.Timeout | undefined;
   /** Removed files still open: where their data files were moved (removeRecord), until their last close. */
@@ -245,6 +247,7 @@ export class Vault {
       vault.checkpointer = Checkpointer.start(db, path.join(dir, 'vault.db'), log, options.checkpoints);
       vault.touchTimer = setInterval(() => vault.saveTouched(), 10_000);
       vault.touchTimer.unref();
+      if (!options.readOnly) vault.reserve = new DiskReserve({ dir, log, evict: (bytes) => vault.evictor.evictBytes(bytes) }).start();
       if (ctx.stream) vault.startStreams(ctx.stream.ops);
       return vault;
     } catch (err) {
@@ -453,9 +456,15 @@ export class Vault {
     this.streamTimer.unref();
   }
 
+  /** Access times, for eviction's order only: a failed commit (the disk full) keeps them for the next try. */
   private saveTouched(): void {
-    if (this.touched.size) this.statements.touch(this.touched);
-    this.touched.clear();
+    if (!this.touched.size) return;
+    try {
+      this.statements.touch(this.touched);
+      this.touched.clear();
+    } catch (err) {
+      this.ctx.log.warn({ err: (err as Error).message }, 'saving access times failed; will try again');
+    }
   }
 
   private later(timers: Map<string, NodeJS.Timeout>, key: string, ms: number, fn: () => void): void {
@@ -908,6 +917,7 @@ export class Vault {
   async simulateCrash(): Promise<void> {
     this.closed = true;
     clearInterval(this.touchTimer);
+    this.reserve?.stop();
     clearInterval(this.streamTimer);
     this.ctx.pendingSums?.stop();
     this.writeback.stop();
@@ -928,6 +938,7 @@ export class Vault {
     if (this.closed) return;
     for (const t of this.purgeTimers.values()) clearTimeout(t);
     clearInterval(this.touchTimer);
+    this.reserve?.stop();
     clearInterval(this.streamTimer);
     if (actions.flush === FLUSH.IMMEDIATE) await this.flushAll();
     this.writeback.stop();

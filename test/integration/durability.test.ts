@@ -5,7 +5,7 @@
  * Seeds are printed on failure: KILL_SEED=<seed> KILL_ITERATIONS=<n> reproduce a run.
  */
 import { createHash } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -154,6 +154,32 @@ describe('durability', () => {
       await again.stop();
     } finally {
       forceUnmount(mp);
+    }
+  });
+
+  it("a writer that fills the vault's disk gets ENOSPC; the mount stays up, uploads what it holds, and rm frees the disk", async () => {
+    const disk = path.join(work, 'small-disk');
+    const mp = path.join(work, 'full-mp');
+    sh(`mkdir -p ${disk} && mount -t tmpfs -o size=40m tmpfs ${disk}`);
+    try {
+      const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault: path.join(disk, 'v'), mountpoint: mp, extraArgs: ['--flush-delay', '60000'] });
+      mounts.push(m);
+      expect(existsSync(path.join(disk, 'v', 'reserve'))).toBe(true);
+      sh(`echo small > ${mp}/keep.txt`);
+      const dd = shResult(`dd if=/dev/zero of=${mp}/fill.bin bs=1M count=80`, 60);
+      expect(dd.stderr).toContain('No space left on device');
+      await new Promise((r) => setTimeout(r, 2500)); // the reserve's check runs every second
+      expect(isMounted(mp)).toBe(true);
+      expect(sh(`cat ${mp}/keep.txt`)).toBe('small\n');
+      await flushMount(mp);
+      expect((await s3.get(BUCKET, 'keep.txt')).toString()).toBe('small\n');
+      expect(m.output()).toContain("vault disk full: released the vault's reserve");
+      sh(`rm ${mp}/fill.bin`, 30);
+      expect(sh(`ls ${mp}`)).toContain('keep.txt');
+      await m.stop();
+    } finally {
+      forceUnmount(mp);
+      spawnSync('umount', ['-l', disk]);
     }
   });
 
