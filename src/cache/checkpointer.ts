@@ -29,13 +29,16 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file, { fileMustExist: true });
 let asked = false;
+let failing = false;
 const pass = () => {
   try {
     const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (failing) { failing = false; parentPort.postMessage({ ok: true }); }
     const walBytes = r.log * workerData.pageSize;
     if (walBytes > workerData.maxWalBytes && !asked) { asked = true; parentPort.postMessage({ restart: walBytes }); }
     else if (walBytes <= workerData.maxWalBytes) asked = false;
   } catch (err) {
+    failing = true;
     parentPort.postMessage({ error: String(err && err.message || err) });
   }
 };
@@ -49,6 +52,8 @@ parentPort.on('message', (m) => {
 
 export class Checkpointer {
   private stopped = false;
+  /** The last failure reported, until a pass succeeds: each is logged once. */
+  private lastError: string | undefined;
   private readonly exited: Promise<void>;
   /** Resolves once the worker has its connection and its timer runs (tests). */
   readonly ready: Promise<void>;
@@ -62,10 +67,14 @@ export class Checkpointer {
     worker.unref();
     let isReady: () => void;
     this.ready = new Promise((resolve) => (isReady = resolve));
-    worker.on('message', (m: { ready?: boolean; restart?: number; error?: string }) => {
+    worker.on('message', (m: { ready?: boolean; restart?: number; error?: string; ok?: boolean }) => {
       if (m.ready) isReady();
       else if (m.restart !== undefined) this.restart(m.restart);
-      else if (m.error) this.log.warn({ err: m.error }, 'vault checkpoint failed; will try again');
+      else if (m.error) {
+        // Once per error, not per pass (four a second while the disk is full).
+        if (m.error !== this.lastError) this.log.warn({ err: m.error }, 'vault checkpoint failed; will try again');
+        this.lastError = m.error;
+      } else if (m.ok) this.lastError = undefined;
     });
     this.exited = new Promise((resolve) => worker.once('exit', () => resolve()));
     worker.on('error', (err) => this.fallBack(err));

@@ -4,7 +4,8 @@
  * no `rm` its delete, no listing be stored, so nothing could ever free the disk through the mount. The vault keeps
  * a file of zeros (`reserve`, 8 MiB) beside its database; when the disk's free space falls under 1 MiB the file is
  * released, so the uploads and deletes that free space can be journaled, and clean data is evicted as if the vault
- * were over its size limit. The reserve is made again once there is room for it twice over.
+ * were over its size limit; a commit that fails for want of room releases it at once and is tried again. The
+ * reserve is made again once there is room for it twice over.
  */
 import { existsSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -51,6 +52,15 @@ export class DiskReserve {
     return this.held;
   }
 
+  /** A commit found the disk full: give the reserve back now (true if there was one to give). */
+  release(): boolean {
+    if (!this.held) return false;
+    rmSync(this.file, { force: true });
+    this.held = false;
+    this.o.log.warn({ dir: this.o.dir, releasedBytes: this.bytes }, "vault disk full: released the vault's reserve so uploads and deletes can be recorded; clean data is evicted");
+    return true;
+  }
+
   private free(): number {
     const s = statfsSync(this.o.dir);
     return s.bavail * s.bsize;
@@ -64,11 +74,7 @@ export class DiskReserve {
       return; // the directory gone (the vault closing): nothing to do
     }
     if (free < LOW_BYTES) {
-      if (this.held) {
-        rmSync(this.file, { force: true });
-        this.held = false;
-        this.o.log.warn({ dir: this.o.dir, releasedBytes: this.bytes }, "vault disk full: released the vault's reserve so uploads and deletes can be recorded; clean data is evicted");
-      }
+      this.release();
       this.o.evict(this.bytes);
       return;
     }

@@ -63,8 +63,16 @@ export function accessClock(): number {
   return lastAccess;
 }
 
+/** SQLite could not grow a file: the disk (or its quota) is full. */
+const isFull = (err: unknown): boolean => (err as { code?: string })?.code === 'SQLITE_FULL';
+
 export class VaultStatements {
   private readonly s;
+  /**
+   * Called when a commit fails because the disk is full; true if it made room (the vault's reserve released), and
+   * the commit is tried once more. Without it a close at that moment failed (EIO) and its file stayed held.
+   */
+  onFull?: () => boolean;
 
   constructor(private readonly db: Db) {
     this.s = {
@@ -171,7 +179,8 @@ export class VaultStatements {
     this.batch = [];
     if (!jobs.length) return;
     const failed = new Map<number, unknown>();
-    try {
+    const commit = (): void => {
+      failed.clear();
       this.db.transaction(() => {
         jobs.forEach((j, i) => {
           try {
@@ -181,6 +190,9 @@ export class VaultStatements {
           }
         });
       })();
+    };
+    try {
+      this.withRoom(commit);
     } catch (err) {
       // The commit itself failed (disk full, I/O error, the database closed): nothing of the batch is written.
       this.saved.clear();
@@ -368,17 +380,29 @@ export class VaultStatements {
     this.forget(rec.key);
     if (durable) this.db.pragma('synchronous = FULL');
     try {
-      this.db.transaction(() => {
-        this.s.update.run(this.params(rec));
-        this.s.dropBlocksFrom.run(rec.id, blockCount);
-        for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
-        for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
-        also?.();
-      })();
+      this.withRoom(() =>
+        this.db.transaction(() => {
+          this.s.update.run(this.params(rec));
+          this.s.dropBlocksFrom.run(rec.id, blockCount);
+          for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
+          for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
+          also?.();
+        })(),
+      );
       this.remember(rec);
       this.keep(rec.key, rec);
     } finally {
       if (durable) this.db.pragma('synchronous = NORMAL');
+    }
+  }
+
+  /** Run a transaction; if the disk is full and room can be made, once more. */
+  private withRoom<T>(tx: () => T): T {
+    try {
+      return tx();
+    } catch (err) {
+      if (isFull(err) && !this.db.inTransaction && this.onFull?.()) return tx();
+      throw err;
     }
   }
 

@@ -247,7 +247,10 @@ export class Vault {
       vault.checkpointer = Checkpointer.start(db, path.join(dir, 'vault.db'), log, options.checkpoints);
       vault.touchTimer = setInterval(() => vault.saveTouched(), 10_000);
       vault.touchTimer.unref();
-      if (!options.readOnly) vault.reserve = new DiskReserve({ dir, log, evict: (bytes) => vault.evictor.evictBytes(bytes) }).start();
+      if (!options.readOnly) {
+        const reserve = (vault.reserve = new DiskReserve({ dir, log, evict: (bytes) => vault.evictor.evictBytes(bytes) }).start());
+        statements.onFull = () => reserve.release();
+      }
       if (ctx.stream) vault.startStreams(ctx.stream.ops);
       return vault;
     } catch (err) {

@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statfsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -176,6 +176,14 @@ describe('durability', () => {
       expect(m.output()).toContain("vault disk full: released the vault's reserve");
       sh(`rm ${mp}/fill.bin`, 30);
       expect(sh(`ls ${mp}`)).toContain('keep.txt');
+      // The space comes back (the file is not held by a close that failed), and the reserve is made again.
+      const free = () => {
+        const st = statfsSync(disk);
+        return st.bavail * st.bsize;
+      };
+      for (let i = 0; i < 100 && !(free() > 20 * 2 ** 20 && existsSync(path.join(disk, 'v', 'reserve'))); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(free()).toBeGreaterThan(20 * 2 ** 20);
+      expect(existsSync(path.join(disk, 'v', 'reserve'))).toBe(true);
       await m.stop();
     } finally {
       forceUnmount(mp);
