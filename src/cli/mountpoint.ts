@@ -153,7 +153,8 @@ export function mountUsers(mountpoint: string): string[] {
     }
   };
   const users: string[] = [];
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+  // Not this process: it ends when it has answered (a shell in the mount that runs it is named).
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)) {
     let uses = inside(link(`/proc/${pid}/cwd`)) || inside(link(`/proc/${pid}/root`));
     if (!uses) {
       try {
