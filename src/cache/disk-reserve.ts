@@ -11,7 +11,7 @@ import { existsSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 
-export const RESERVE_BYTES = 8 * 1024 * 1024;
+const RESERVE_BYTES = 8 * 1024 * 1024;
 const LOW_BYTES = 1024 * 1024;
 const CHECK_MS = 1000;
 
@@ -20,25 +20,21 @@ export interface DiskReserveOptions {
   log: Logger;
   /** Evict clean data to free about this many bytes. */
   evict(bytes: number): void;
-  bytes?: number;
-  checkMs?: number;
 }
 
 export class DiskReserve {
   private readonly file: string;
-  private readonly bytes: number;
   private timer: NodeJS.Timeout | undefined;
   private held = false;
 
   constructor(private readonly o: DiskReserveOptions) {
     this.file = path.join(o.dir, 'reserve');
-    this.bytes = o.bytes ?? RESERVE_BYTES;
   }
 
   start(): this {
     this.held = existsSync(this.file);
     this.check();
-    this.timer = setInterval(() => this.check(), this.o.checkMs ?? CHECK_MS);
+    this.timer = setInterval(() => this.check(), CHECK_MS);
     this.timer.unref();
     return this;
   }
@@ -47,17 +43,12 @@ export class DiskReserve {
     clearInterval(this.timer);
   }
 
-  /** Whether the reserve file is in place now. */
-  get holding(): boolean {
-    return this.held;
-  }
-
   /** A commit found the disk full: give the reserve back now (true if there was one to give). */
   release(): boolean {
     if (!this.held) return false;
     rmSync(this.file, { force: true });
     this.held = false;
-    this.o.log.warn({ dir: this.o.dir, releasedBytes: this.bytes }, "vault disk full: released the vault's reserve so uploads and deletes can be recorded; clean data is evicted");
+    this.o.log.warn({ dir: this.o.dir, releasedBytes: RESERVE_BYTES }, "vault disk full: released the vault's reserve so uploads and deletes can be recorded; clean data is evicted");
     return true;
   }
 
@@ -75,16 +66,16 @@ export class DiskReserve {
     }
     if (free < LOW_BYTES) {
       this.release();
-      this.o.evict(this.bytes);
+      this.o.evict(RESERVE_BYTES);
       return;
     }
-    if (!this.held && free > 2 * this.bytes + LOW_BYTES) this.make();
+    if (!this.held && free > 2 * RESERVE_BYTES + LOW_BYTES) this.make();
   }
 
   private make(): void {
     try {
       // Written, not a sparse truncate: the blocks must really be taken, to be given back when it matters.
-      writeFileSync(this.file, Buffer.alloc(this.bytes));
+      writeFileSync(this.file, Buffer.alloc(RESERVE_BYTES));
       this.held = true;
     } catch {
       rmSync(this.file, { force: true });

@@ -58,21 +58,15 @@ export class Evictor {
 
   /** Evict clean data as if the limit were `bytes` below what is held now (the vault's disk is full). */
   evictBytes(bytes: number): void {
-    const limit = this.o.limitBytes;
-    this.o.limitBytes = Math.max(0, Math.min(limit, this.used - bytes));
-    try {
-      this.evict();
-    } finally {
-      this.o.limitBytes = limit;
-    }
+    this.evict(Math.max(0, Math.min(this.limit, this.used - bytes)));
   }
 
   /** Synchronous: no read can slip between choosing a block and punching it. */
-  evict(): void {
-    if (this.running || this.used <= this.limit) return;
+  evict(limit = this.limit): void {
+    if (this.running || this.used <= limit) return;
     this.running = true;
     try {
-      this.evictNow();
+      this.evictNow(limit);
     } catch (err) {
       // A commit that failed (the vault's disk full): nothing was dropped for it; the next account tries again.
       this.o.log.warn({ err: (err as Error).message }, 'vault eviction failed; will try again');
@@ -81,8 +75,8 @@ export class Evictor {
     }
   }
 
-  private evictNow(): void {
-    const target = Math.floor(this.limit * 0.9);
+  private evictNow(limit: number): void {
+    const target = Math.floor(limit * 0.9);
     this.o.beforeEvict?.();
     this.evictClosedFiles(target);
     if (this.used > target) this.evictOpenBlocks(target);

@@ -9,9 +9,7 @@ import { isAlive } from '../cache/lock.js';
 export class MountpointError extends Error {}
 
 export function isMounted(mountpoint: string): boolean {
-  const target = path.resolve(mountpoint);
-  const mounts = readFileSync('/proc/self/mounts', 'utf8');
-  return mounts.split('\n').some((line) => line.split(' ')[1]?.replace(/\\040/g, ' ') === target);
+  return mountType(path.resolve(mountpoint)) !== undefined;
 }
 
 /** The directory must exist, be a directory, be empty and not be a (dead) mount (CBFS R37). */

@@ -239,7 +239,7 @@ export class FuseSession {
    */
   async tryUnmount(): Promise<'done' | 'busy'> {
     if (this.unmounting || !this.se) return 'done';
-    const r = await runCaptured('fusermount3', ['-u', this.options.mountpoint]);
+    const r = await runCommand('fusermount3', ['-u', this.options.mountpoint]);
     if (r.code === 0) {
       this.unmounting = true;
       return 'done';
@@ -253,9 +253,9 @@ export class FuseSession {
     if (this.unmounting || !this.se) return;
     this.unmounting = true;
     const mp = this.options.mountpoint;
-    if ((await run('fusermount3', ['-u', mp])) !== 0) {
+    if ((await runCommand('fusermount3', ['-u', mp])).code !== 0) {
       this.log.warn({ mountpoint: mp }, 'mount busy: detaching it lazily (it disappears once the last file is closed)');
-      await run('fusermount3', ['-u', '-z', mp]);
+      await runCommand('fusermount3', ['-u', '-z', mp]);
     }
   }
 
@@ -768,21 +768,14 @@ function supplementaryGroups(pid: number): number[] {
   }
 }
 
-function runCaptured(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
+/** Run a command to its end: its exit code (127: it could not start) and what it wrote on stderr. */
+function runCommand(cmd: string, args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     child.on('error', (err) => resolve({ code: 127, stderr: err.message }));
     child.on('close', (code) => resolve({ code: code ?? 1, stderr }));
-  });
-}
-
-function run(cmd: string, args: string[]): Promise<number> {
-  return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: 'ignore' });
-    child.on('error', () => resolve(127));
-    child.on('exit', (code) => resolve(code ?? 1));
   });
 }
 
