@@ -296,7 +296,21 @@ export class Vault {
 
   /** The record of a key: the open file's live one, else the stored one. */
   record(key: string): FileRecord | undefined {
-    return this.open.get(key)?.rec ?? this.statements.find(key);
+    const f = this.open.get(key);
+    return f ? this.live(f) : this.statements.find(key);
+  }
+
+  /** An open file's record, including what the kernel wrote to its data file through passthrough handles. */
+  private live(f: CachedFile): FileRecord {
+    if (f.passthroughWriters > 0) f.adoptExternalWrites();
+    return f.rec;
+  }
+
+  /** The live record of a file open now, if it is (cheap when nothing is open: a listing asks per entry). */
+  openRecord(key: string): FileRecord | undefined {
+    if (this.open.size === 0) return undefined;
+    const f = this.open.get(key);
+    return f && !f.unlinked ? this.live(f) : undefined;
   }
 
   isOpen(key: string): boolean {
@@ -506,7 +520,7 @@ export class Vault {
 
   private collectUnder(prefix: string, stored: FileRecord[]): FileRecord[] {
     const out = new Map<string, FileRecord>();
-    for (const [key, f] of this.open) if (key.startsWith(prefix) && !f.unlinked) out.set(key, f.rec);
+    for (const [key, f] of this.open) if (key.startsWith(prefix) && !f.unlinked) out.set(key, this.live(f));
     for (const r of stored) if (!out.has(r.key)) out.set(r.key, r);
     return [...out.values()];
   }

@@ -61,6 +61,8 @@ if (mode === 'compare') {
 }
 
 const seed = Number(seedArg);
+// MODEL_HANDLES=0 leaves out the operations on handles kept open (the sequences of older seeds).
+const handleOps = process.env.MODEL_HANDLES !== '0';
 const total = Number(opsArg);
 const rand = rng(seed);
 const pick = (xs) => xs[Math.floor(rand() * xs.length)];
@@ -78,11 +80,53 @@ const randBytes = (n) => {
   return b;
 };
 
+// Handles kept open across operations, the same ids on both sides (a handle exists only where both opens
+// succeeded: a mismatch ends the run). Renames, unlinks and truncates then meet files still open, as editors,
+// databases and build tools leave them.
+const handles = new Map(); // root -> Map(id -> fd)
+const fdOf = (root, id) => handles.get(root)?.get(id);
+
 /** Run one operation on a root; the outcome is "ok" or the error code. */
 function run(root, op) {
   const P = (p) => path.join(root, p);
   try {
     switch (op.kind) {
+      case 'open': {
+        const fd = fs.openSync(P(op.path), op.flags, op.mode);
+        if (!handles.has(root)) handles.set(root, new Map());
+        handles.get(root).set(op.id, fd);
+        break;
+      }
+      case 'hwrite':
+        return `ok ${fs.writeSync(fdOf(root, op.id), op.data, 0, op.data.length, op.offset)}`;
+      case 'hread': {
+        const buf = Buffer.alloc(op.length);
+        const n = fs.readSync(fdOf(root, op.id), buf, 0, op.length, op.offset);
+        return `ok ${createHash('md5').update(buf.subarray(0, n)).digest('hex')}`;
+      }
+      case 'htruncate':
+        fs.ftruncateSync(fdOf(root, op.id), op.size);
+        break;
+      case 'hfsync':
+        fs.fsyncSync(fdOf(root, op.id));
+        break;
+      case 'hstat': {
+        const st = fs.fstatSync(fdOf(root, op.id));
+        // A directory's size is the filesystem's own business (ext4 4096, s3vault 0).
+        return `ok ${st.isDirectory() ? 'dir' : st.size} ${(st.mode & 0o7777).toString(8)}`;
+      }
+      case 'hclose': {
+        const fd = fdOf(root, op.id);
+        handles.get(root).delete(op.id);
+        fs.closeSync(fd);
+        break;
+      }
+      case 'utimes': {
+        // Milliseconds: what s3vault keeps (docs/SEMANTICS.md, Attributes); binary fractions of a second, which
+        // Node's conversion to a timespec through seconds as a double keeps exact.
+        fs.utimesSync(P(op.path), op.time, op.time);
+        return `ok ${fs.statSync(P(op.path)).mtimeMs}`;
+      }
       case 'write': {
         const fd = fs.openSync(P(op.path), op.trunc ? 'w' : fs.existsSync(P(op.path)) ? 'r+' : 'w', op.mode);
         try {
@@ -133,7 +177,26 @@ function run(root, op) {
   }
 }
 
+let nextHandle = 1;
+const openIds = () => [...(handles.get(ref)?.keys() ?? [])];
+function handleOp() {
+  const ids = openIds();
+  // At most 6 open at once: the oldest is closed first.
+  if (ids.length >= 6) return { kind: 'hclose', id: ids[0] };
+  if (!ids.length || rand() < 0.2) return { kind: 'open', id: nextHandle++, path: randPath(), flags: pick(['r', 'r+', 'w+', 'a+', 'r+']), mode: pick([0o644, 0o600]) };
+  const id = pick(ids);
+  const r = rand();
+  if (r < 0.35) return { kind: 'hwrite', id, offset: Math.floor(rand() * 40000), data: randBytes(Math.floor(rand() * 9000) + 1) };
+  if (r < 0.55) return { kind: 'hread', id, offset: Math.floor(rand() * 40000), length: Math.floor(rand() * 50000) + 1 };
+  if (r < 0.65) return { kind: 'htruncate', id, size: Math.floor(rand() * 30000) };
+  if (r < 0.75) return { kind: 'hfsync', id };
+  if (r < 0.85) return { kind: 'hstat', id };
+  return { kind: 'hclose', id };
+}
+
 function randomOp() {
+  if (handleOps && rand() < 0.3) return handleOp();
+  if (rand() < 0.03) return { kind: 'utimes', path: rand() < 0.2 ? pick(DIRS.filter(Boolean)) : randPath(), time: new Date(1e12 + Math.floor(rand() * 1e8) * 1000 + pick([0, 125, 250, 500, 750])) };
   const r = rand();
   if (r < 0.25) {
     const big = rand() < 0.05;

@@ -108,6 +108,30 @@ describe('FUSE passthrough', () => {
     expect((await s3.get(BUCKET, 'shared.txt')).toString()).toBe('HELLO');
   });
 
+  it('what a passthrough writer wrote shows at once: in a directory listing (ls -l) and to fstat of a removed file', () => {
+    const mp = m!.mountpoint;
+    // The listing's attributes (READDIRPLUS) become the kernel's own: an older size there would also cut reads short.
+    // And an unlinked file written by passthrough: its handle's fstat. Before, both said 0.
+    const py = [
+      'import os, sys',
+      'd = sys.argv[1]',
+      "p, q = os.path.join(d, 'grow.log'), os.path.join(d, 'scratch.tmp')",
+      'os.close(os.open(p, os.O_WRONLY | os.O_CREAT, 0o644))',
+      'os.close(os.open(q, os.O_WRONLY | os.O_CREAT, 0o644))',
+      'fd = os.open(p, os.O_RDWR | os.O_APPEND)',
+      "os.write(fd, b'x' * 4145)",
+      "print(dict((n, os.lstat(os.path.join(d, n)).st_size) for n in os.listdir(d))['grow.log'])",
+      'os.close(fd)',
+      'fd = os.open(q, os.O_RDWR)',
+      'os.unlink(q)',
+      "os.write(fd, b'y' * 5000)",
+      'print(os.fstat(fd).st_size)',
+      'os.close(fd)',
+    ].join('\n');
+    writeFileSync(SCRIPT, py);
+    expect(sh(`python3 ${SCRIPT} ${mp}`, 30)).toBe('4145\n5000\n');
+  });
+
   it('eviction never takes the blocks of a file open by passthrough', async () => {
     await m?.stop();
     const pinned = randomBytes(4 * 1024 * 1024);

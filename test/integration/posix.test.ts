@@ -125,6 +125,15 @@ describe('open files, renames and deletes', () => {
     expect(out).toBe(sum);
   });
 
+  it('a directory removed while in use: a shell in it still stats and lists it (empty, no link), creating there is ENOENT', () => {
+    // Past the kernel's 1 s attribute lifetime, so both answers come from s3vault. Before, both were ESTALE.
+    const out = sh(`bash -c "mkdir ${mp}/gone && chmod 700 ${mp}/gone && cd ${mp}/gone && rmdir ../gone && sleep 1.5 && stat -c '%h %a' . && ls -a . | wc -l && touch x 2>&1; true"`, 30);
+    expect(out).toBe('0 700\n0\ntouch: cannot touch \'x\': No such file or directory\n');
+    // A directory replaced by a rename while a descriptor holds it open: fstat still answers.
+    const py = `import os, time; os.mkdir('${mp}/held'); fd = os.open('${mp}/held', os.O_RDONLY); os.mkdir('${mp}/newer'); os.rename('${mp}/newer', '${mp}/held'); time.sleep(1.5); st = os.fstat(fd); print(oct(st.st_mode), st.st_nlink)`;
+    expect(sh(`python3 -c ${q(py)}`, 30)).toBe('0o40755 0\n');
+  });
+
   it('a renamed open file keeps its handle; writes through it land under the new name', () => {
     sh(`echo one > ${mp}/ren-a`);
     sh(`exec 3>>${mp}/ren-a; mv ${mp}/ren-a ${mp}/ren-b; echo two >&3; exec 3>&-`);

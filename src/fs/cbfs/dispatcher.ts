@@ -297,6 +297,9 @@ export class EventDispatcher implements CbfsHandlers {
   adoptPassthroughWrites(handle: number): void {
     this.inner.adoptPassthroughWrites?.(handle);
   }
+  openFileInfo(path: string): FileInfo | undefined {
+    return this.inner.openFileInfo?.(path);
+  }
   setNotifier(notifier: ChangeNotifier): void {
     this.inner.setNotifier?.(notifier);
   }

@@ -17,6 +17,8 @@ export interface FileInfo {
   mtimeMs: number;
   /** The backend's encoded extended attributes, opaque to the adapter (the mirror: s3fs's `xattr` header). */
   xattrs?: string | null;
+  /** Link count, when not the usual (1 for files, 2 for directories): 0 for a directory removed while in use. */
+  nlink?: number;
 }
 
 export interface DirEntry {
@@ -132,6 +134,12 @@ export interface CbfsHandlers {
   passthroughOpened?(handle: number, writable: boolean): void;
   /** Optional: take in what the kernel wrote through a passthrough handle (size and data) before answering. */
   adoptPassthroughWrites?(handle: number): void;
+  /**
+   * Optional: the attributes of a file open now, as they are at this moment (writes since included). A directory
+   * reply with attributes (READDIRPLUS) sends these rather than those its listing had when the directory was opened:
+   * the kernel takes them as the file's, size included, so an older size would shorten reads until it looks again.
+   */
+  openFileInfo?(path: string): FileInfo | undefined;
   /** Optional: the adapter hands the backend its NotifyDirectoryChange channel at mount time. */
   setNotifier?(notifier: ChangeNotifier): void;
 }

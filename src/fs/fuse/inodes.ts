@@ -3,12 +3,18 @@
  * lives while the kernel holds a reference, and keeps its number for as long as the mount lives once seen
  * (so `ls -i` and `find` stay stable). Rename moves a path and everything under it.
  */
+import type { FileInfo } from '../cbfs/events.js';
+
 export const ROOT_INO = 1;
 
 interface Node {
   path: string;
   nlookup: number;
+  /** A directory's attributes as last told to the kernel: what it still shows once removed while in use. */
+  dir?: FileInfo;
 }
+
+const DELETED = '\0deleted';
 
 export class InodeTable {
   private readonly byIno = new Map<number, Node>([[ROOT_INO, { path: '/', nlookup: 1 }]]);
@@ -53,7 +59,25 @@ export class InodeTable {
     if (ino === undefined) return;
     this.byPath.delete(path);
     const node = this.byIno.get(ino)!;
-    node.path = `${path}\0deleted`;
+    node.path = `${path}${DELETED}`;
+  }
+
+  /** The number stood for a path that was removed (unlink, rmdir, replaced by a rename). */
+  removed(ino: number): boolean {
+    return this.byIno.get(ino)?.path.endsWith(DELETED) ?? false;
+  }
+
+  /** Note a directory's attributes as told to the kernel (other kinds are ignored). */
+  noteDir(ino: number, info: FileInfo): void {
+    if (info.kind !== 'dir') return;
+    const node = this.byIno.get(ino);
+    if (node) node.dir = info;
+  }
+
+  /** A removed directory's last attributes, for the processes still in it (a shell's working directory). */
+  removedDir(ino: number): FileInfo | undefined {
+    const node = this.byIno.get(ino);
+    return node?.dir && node.path.endsWith(DELETED) ? { ...node.dir, size: 0, nlink: 0 } : undefined;
   }
 
   rename(from: string, to: string): void {

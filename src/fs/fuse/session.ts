@@ -282,6 +282,8 @@ export class FuseSession {
 
   private pathOf(ino: number | bigint, op: string): string {
     const p = this.inodes.path(Number(ino));
+    // Removed meanwhile (a directory a shell is still in, a handle kept open): gone, as on a local disk.
+    if (p !== undefined && this.inodes.removed(Number(ino))) throw new FsError(E.ENOENT, op, `inode ${ino} (removed)`);
     if (p === undefined || p.includes('\0')) throw new FsError(E.ESTALE, op, `inode ${ino}`);
     return p;
   }
@@ -377,6 +379,7 @@ export class FuseSession {
     const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
     const info = Object.keys(change).length ? await this.fs.setFileAttributes(path, change, handle) : await this.fs.getFileInfo(path);
     if (!info) throw new FsError(E.ENOENT, 'setattr', path);
+    this.inodes.noteDir(Number(ino), info);
     this.lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
   }
 
@@ -443,7 +446,13 @@ export class FuseSession {
       else {
         const path = joinPath(dir.path, name);
         // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has now.
-        if (plus && e.exact) reply.add(name, bytes, this.inodes.lookup(path), typeBits(e.info), i + 1, { info: e.info, timeout: this.attrTimeout });
+        if (plus && e.exact) {
+          // A file open now may have changed since the listing was taken (at opendir): its attributes as they are.
+          const info = (e.info.kind === 'file' && this.fs.openFileInfo?.(path)) || e.info;
+          const ino = this.inodes.lookup(path);
+          this.inodes.noteDir(ino, info);
+          reply.add(name, bytes, ino, typeBits(info), i + 1, { info, timeout: this.attrTimeout });
+        }
         else reply.add(name, bytes, this.inodes.peek(path), typeBits(e.info), i + 1);
       }
     }
@@ -452,6 +461,7 @@ export class FuseSession {
 
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path);
+    this.inodes.noteDir(ino, info);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
   }
 
@@ -498,10 +508,13 @@ export class FuseSession {
         this.answer(req, 'getattr', `inode ${ino}`, async () => {
           const orphan = this.orphanHandle(Number(ino));
           if (orphan !== undefined) return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(orphan)), this.attrTimeout);
+          const removedDir = this.inodes.removedDir(Number(ino));
+          if (removedDir) return lib.replyAttr(req, statBuffer(Number(ino), removedDir), this.attrTimeout);
           const path = this.pathOf(ino, 'getattr');
           for (const h of this.passthroughInodes.get(Number(ino))?.writers ?? []) fs.adoptPassthroughWrites?.(h);
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
+          this.inodes.noteDir(Number(ino), info);
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
         }),
       setattr: (req: Ptr, ino: number, attr: Ptr, toSet: number, fi: Ptr | null) => {
@@ -696,6 +709,12 @@ export class FuseSession {
       opendir: (req: Ptr, ino: number, fi: Ptr) => {
         const flags = readI32(fi, FILE_INFO.flags);
         this.answer(req, 'opendir', `inode ${ino}`, async () => {
+          // A directory removed while a process is in it opens empty (the kernel then ends its listing at once).
+          if (this.inodes.removedDir(Number(ino))) {
+            const dh = this.nextDir++;
+            this.dirs.set(dh, { path: '', listed: [], self: Number(ino), parent: ROOT_INO });
+            return lib.replyOpen(req, fileInfoBuffer(flags, dh));
+          }
           const path = this.pathOf(ino, 'opendir');
           const listed: DirEntry[] = await fs.enumerateDirectory(path);
           const parent = path === '/' ? ROOT_INO : this.inodes.peek(path.slice(0, path.lastIndexOf('/')) || '/');

@@ -44,7 +44,7 @@ function writeTime(buf: Buffer, offset: number, ms: number): void {
 export function encodeStat(buf: Buffer, base: number, ino: number, info: FileInfo): void {
   buf.fill(0, base, base + SIZEOF.stat);
   write64(buf, base + STAT.ino, ino);
-  write64(buf, base + STAT.nlink, info.kind === 'dir' ? 2 : 1);
+  write64(buf, base + STAT.nlink, info.nlink ?? (info.kind === 'dir' ? 2 : 1));
   buf.writeUInt32LE(typeBits(info) | (info.mode & 0o7777), base + STAT.mode);
   buf.writeUInt32LE(info.uid, base + STAT.uid);
   buf.writeUInt32LE(info.gid, base + STAT.gid);
@@ -152,7 +152,7 @@ function encodeEntryOut(u: Uint32Array, i: number, ino: number, info: FileInfo, 
   u[a + 13] = nsec;
   u[a + 14] = nsec;
   u[a + 15] = typeBits(info) | (info.mode & 0o7777);
-  u[a + 16] = info.kind === 'dir' ? 2 : 1; // nlink
+  u[a + 16] = info.nlink ?? (info.kind === 'dir' ? 2 : 1);
   u[a + 17] = info.uid;
   u[a + 18] = info.gid;
   u[a + 20] = BLKSIZE;

@@ -187,6 +187,12 @@ export class S3Mirror implements CbfsHandlers {
     return rec && (rec.remoteEtag ?? `vault:${rec.id}`);
   }
 
+  openFileInfo(path: string): FileInfo | undefined {
+    if (parseVersionsPath(path)) return undefined;
+    const rec = this.vault.openRecord(pathToKey(path));
+    return rec && recordInfo(rec);
+  }
+
   async getHandleInfo(handle: number): Promise<FileInfo> {
     const h = this.handle(handle, 'getattr');
     this.adoptPassthroughWrites(handle);
@@ -221,7 +227,8 @@ export class S3Mirror implements CbfsHandlers {
   /** What the kernel may have written through a passthrough handle becomes the vault's (size, changed data). */
   adoptPassthroughWrites(handle: number): void {
     const h = this.handles.get(handle);
-    if (h?.passthrough === 'write' && !h.file.unlinked) h.file.adoptExternalWrites();
+    // A removed file too: its handles still see (fstat) what they wrote.
+    if (h?.passthrough === 'write') h.file.adoptExternalWrites();
   }
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
