@@ -591,6 +591,26 @@ export class Vault {
   }
 
   /**
+   * Its object was copied to this key (a directory move): a record based on the source's version is now based on
+   * the copy, changed or not, so its next upload or open checks against what the new name holds.
+   */
+  rebaseMoved(key: string, fromEtag: string, toEtag: string): void {
+    const rec = this.open.get(key)?.rec ?? this.statements.find(key);
+    if (!rec || rec.remoteEtag !== fromEtag || fromEtag === toEtag) return;
+    rec.remoteEtag = toEtag;
+    this.statements.saveFile(rec);
+  }
+
+  /** Uploads of keys under `prefix` wait until the returned function is called; see WriteBack.hold. */
+  holdUploads(prefix: string): () => void {
+    return this.writeback.hold(prefix);
+  }
+
+  uploadsSettledUnder(prefix: string): Promise<void> {
+    return this.writeback.settledUnder(prefix);
+  }
+
+  /**
    * A changed file's object went away by our own hand (its name moved): the cached copy becomes a new file,
    * uploaded whole by its pending upload, with nothing in storage to check against.
    */

@@ -74,6 +74,8 @@ export class WriteBack {
   private bytes = 0;
   /** A pump is due at the end of this turn (flush of many files: one pump, not one per file). */
   private pumpSoon = false;
+  /** Key prefixes whose uploads wait (a directory being moved: its keys are being copied to the new name). */
+  private readonly held = new Map<string, number>();
 
   constructor(private readonly o: WriteBackOptions) {}
 
@@ -156,6 +158,32 @@ export class WriteBack {
     this.paused = true;
   }
 
+  /** Uploads of keys under `prefix` wait until the returned function is called (they keep their place). */
+  hold(prefix: string): () => void {
+    this.held.set(prefix, (this.held.get(prefix) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const n = this.held.get(prefix)! - 1;
+      if (n > 0) this.held.set(prefix, n);
+      else this.held.delete(prefix);
+      this.order = undefined;
+      this.pump();
+    };
+  }
+
+  /** Wait until no upload of a key under `prefix` is in flight. */
+  async settledUnder(prefix: string): Promise<void> {
+    const busy = (): boolean => [...this.items.values()].some((i) => i.state === 'uploading' && i.key.startsWith(prefix));
+    while (busy()) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  private isHeld(key: string): boolean {
+    for (const prefix of this.held.keys()) if (key.startsWith(prefix)) return true;
+    return false;
+  }
+
   resume(): void {
     this.paused = false;
     this.pump();
@@ -230,6 +258,7 @@ export class WriteBack {
       if (!live(item)) continue;
       if (this.running >= this.o.concurrency || item.due > now) break;
       if (deferred(item)) continue;
+      if (this.held.size && this.isHeld(item.key)) continue;
       // Many small files go up together; large ones (each holds its multipart window of memory) fewer at once.
       if (this.running > 0 && this.runningBytes + uploadCost(item.size) > UPLOAD_BYTES_BUDGET) break;
       const run = this.run(item);

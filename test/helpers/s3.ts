@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { EMBEDDED_CREDENTIALS, startEmbeddedServer, type EmbeddedServer } from '../../src/storage/embedded-server.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
@@ -16,6 +16,8 @@ export interface TestServer {
   put(bucket: string, key: string, body: string | Buffer, meta?: Record<string, string>): Promise<void>;
   get(bucket: string, key: string): Promise<Buffer>;
   head(bucket: string, key: string): Promise<{ meta: Record<string, string>; size: number } | null>;
+  /** Every key under a prefix, in S3's order. */
+  list(bucket: string, prefix: string): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -46,6 +48,16 @@ export async function startTestServer(): Promise<TestServer> {
         if ((err as { name?: string }).name === 'NotFound') return null;
         throw err;
       }
+    },
+    list: async (bucket, prefix) => {
+      const keys: string[] = [];
+      let token: string | undefined;
+      do {
+        const r = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+        for (const o of r.Contents ?? []) keys.push(o.Key!);
+        token = r.NextContinuationToken;
+      } while (token);
+      return keys;
     },
     stop: async () => {
       client.destroy();

@@ -134,6 +134,24 @@ describe('open files, renames and deletes', () => {
     expect(sh(`python3 -c ${q(py)}`, 30)).toBe('0o40755 0\n');
   });
 
+  it('a directory moved while a shell inside it creates and removes files: the move succeeds and every change lands under the new name, in S3 too', async () => {
+    // The kernel locks only the moved directory itself, not its subdirectories: these changes reach s3vault while
+    // it copies the tree. Before, the move failed with EIO half-way (a copy met a file removed meanwhile), leaving
+    // both trees, and files made meanwhile stayed under the old name.
+    sh(`mkdir -p ${mp}/mv-race/sub && cd ${mp}/mv-race && for i in $(seq 1 300); do echo $i > f$i; done && for i in $(seq 1 200); do echo $i > sub/f$i; done`, 120);
+    flush();
+    const out = sh(`bash -c '(cd ${mp}/mv-race/sub && for i in $(seq 1 200); do echo new$i > new$i; rm -f f$i; done; echo writer-done) & sleep 0.3; mv ${mp}/mv-race ${mp}/mv-raced; echo mv=$?; wait'`, 120);
+    expect(out).toContain('mv=0');
+    expect(out).toContain('writer-done');
+    const made = Array.from({ length: 200 }, (_, i) => `new${i + 1}`).sort();
+    expect(sh(`ls ${mp}/mv-raced/sub`).trim().split('\n').sort()).toEqual(made);
+    expect(shResult(`test -e ${mp}/mv-race`).code).toBe(1);
+    flush();
+    expect(await s3.list(BUCKET, 'mv-race/')).toEqual([]);
+    const keys = await s3.list(BUCKET, 'mv-raced/sub/');
+    expect(keys.filter((k) => !k.endsWith('/')).map((k) => k.slice('mv-raced/sub/'.length)).sort()).toEqual(made);
+  });
+
   it('a renamed open file keeps its handle; writes through it land under the new name', () => {
     sh(`echo one > ${mp}/ren-a`);
     sh(`exec 3>>${mp}/ren-a; mv ${mp}/ren-a ${mp}/ren-b; echo two >&3; exec 3>&-`);
@@ -310,6 +328,15 @@ describe('names and limits', () => {
 });
 
 describe('other writers: changes show within the metadata lifetime, and at once after s3vault refresh', () => {
+  it('s3vault refresh of a tree of 1000 files the kernel knows (each an invalidation of its inode and its name)', () => {
+    // Before, past koffi's bound on asynchronous calls it failed: "Too many asynchronous calls are running".
+    sh(`mkdir -p ${mp}/many && cd ${mp}/many && for i in $(seq 1 1000); do : > f$i; done && ls -l ${mp}/many > /dev/null`, 120);
+    const r = shResult(`${process.execPath} ${BIN} refresh ${mp}/many`, 60);
+    expect(r.stdout + r.stderr).not.toMatch(/error/i);
+    expect(r.code).toBe(0);
+    expect(sh(`ls ${mp}/many | wc -l`).trim()).toBe('1000');
+  });
+
   it('an object replaced or deleted by another tool', async () => {
     await s3.put(BUCKET, 'shared.txt', 'version 1\n');
     // A name the last listing lacked exists once the listing's lifetime (1.5 s here) has passed.

@@ -60,6 +60,9 @@ interface DirHandle {
   parent: number;
 }
 
+/** Kernel notifications run at once (each holds a koffi asynchronous call, whose number koffi bounds). */
+const NOTIFY_CONCURRENCY = 16;
+
 export class FuseSession {
   private readonly lib: FuseLib;
   private readonly inodes = new InodeTable();
@@ -79,6 +82,9 @@ export class FuseSession {
   private backing: BackingFiles | undefined;
   private backingWorked = false;
   /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
+  /** Kernel notifications (invalidations) waiting for a worker thread, and how many run. */
+  private readonly notifyQueue: ((done: () => void) => void)[] = [];
+  private notifyRunning = 0;
   private readonly passthroughInodes = new Map<number, { id: number; handles: Set<number>; writers: Set<number> }>();
   private pageStore: PageStore | undefined;
   /** Set when the kernel agreed to FUSE_HANDLE_KILLPRIV_V2: writes and chowns leave the bits to us. */
@@ -154,11 +160,38 @@ export class FuseSession {
     if (!se || this.unmounting) return;
     for (const { path: p, ino } of this.inodes.under(path)) {
       this.cacheTokens.delete(ino);
-      this.lib.invalInode.async(se, ino, 0, 0, () => {});
+      this.notify((done) => this.lib.invalInode.async(se, ino, 0, 0, done));
       if (p === '/') continue;
       const parent = this.inodes.peekExisting(p.slice(0, p.lastIndexOf('/')) || '/');
       const name = p.slice(p.lastIndexOf('/') + 1);
-      if (parent !== undefined) this.lib.invalEntry.async(se, parent, name, Buffer.byteLength(name), () => {});
+      if (parent !== undefined) this.notify((done) => this.lib.invalEntry.async(se, parent, name, Buffer.byteLength(name), done));
+    }
+  }
+
+  /**
+   * Run a notify call on a worker thread, at most NOTIFY_CONCURRENCY at once: koffi refuses more asynchronous calls
+   * than its limit ("Too many asynchronous calls are running"), which `s3vault refresh` of a tree of a few hundred
+   * known files passed (two calls per inode).
+   */
+  private notify(call: (done: () => void) => void): void {
+    this.notifyQueue.push(call);
+    this.pumpNotify();
+  }
+
+  private pumpNotify(): void {
+    while (this.notifyRunning < NOTIFY_CONCURRENCY && this.notifyQueue.length) {
+      const call = this.notifyQueue.shift()!;
+      this.notifyRunning++;
+      const done = () => {
+        this.notifyRunning--;
+        this.pumpNotify();
+      };
+      try {
+        call(done);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'kernel cache invalidation failed');
+        done();
+      }
     }
   }
 
@@ -299,6 +332,16 @@ export class FuseSession {
     return joinPath(this.pathOf(parent, op), this.name(namePtr, op));
   }
 
+  /**
+   * Where a parent's entry is now, at the reply: a directory move may have taken the parent along while the
+   * request waited for it (the backend then made the entry at the new name).
+   */
+  private entryPath(parent: number | bigint, path: string): string {
+    const dir = this.inodes.path(Number(parent));
+    if (dir === undefined || dir.includes('\0')) return path;
+    return joinPath(dir, path.slice(path.lastIndexOf('/') + 1));
+  }
+
   private caller(req: Ptr): { uid: number; gid: number; pid: number } {
     const ctx = this.lib.reqCtx(req) as Ptr;
     return { uid: readU32(ctx, 0), gid: readU32(ctx, 4), pid: readU32(ctx, 8) };
@@ -436,6 +479,10 @@ export class FuseSession {
     const dir = this.openDir(req, fi);
     if (!dir) return;
     const reply = new DirentReply(size, plus);
+    // Where the directory is now: a move since it was opened took its entries along (a path of the old name would
+    // give each entry a new number, and a later file or directory of that name the old one's).
+    const now = this.inodes.path(dir.self);
+    const dirPath = now !== undefined && !now.includes('\0') && dir.path !== '' ? now : dir.path;
     for (let i = off; i < dir.listed.length + 2; i++) {
       const e = i < 2 ? undefined : dir.listed[i - 2]!;
       const name = e ? e.name : i === 0 ? '.' : '..';
@@ -444,7 +491,7 @@ export class FuseSession {
       // "." and ".." go without attributes: the kernel takes no reference on them.
       if (!e) reply.add(name, bytes, i === 0 ? dir.self : dir.parent, 0o040000, i + 1);
       else {
-        const path = joinPath(dir.path, name);
+        const path = joinPath(dirPath, name);
         // Sent with its node id, the kernel holds a reference (as after a LOOKUP) to the number the path has now.
         if (plus && e.exact) {
           // A file open now may have changed since the listing was taken (at opendir): its attributes as they are.
@@ -497,7 +544,8 @@ export class FuseSession {
             else lib.replyErr(req, E.ENOENT);
             return;
           }
-          this.replyEntry(req, path, info);
+          // Its parent may have moved meanwhile: the entry is registered where it is now, under the same number.
+          this.replyEntry(req, this.entryPath(parent, path), info);
         }),
       forget: (req: Ptr, ino: number, nlookup: number) => {
         this.inodes.forget(Number(ino), Number(nlookup));
@@ -544,7 +592,8 @@ export class FuseSession {
         const caller = this.caller(req);
         this.answer(req, 'mkdir', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'mkdir');
-          this.replyEntry(req, path, await fs.createDirectory(path, mode, caller));
+          const info = await fs.createDirectory(path, mode, caller);
+          this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
       // mknod(2): a regular file is created empty (Python's os.mknod); S3 holds no FIFOs, sockets or
@@ -556,21 +605,21 @@ export class FuseSession {
           if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', path, 'S3 holds no FIFOs, sockets or device files');
           const { handle, info } = await fs.createFile(path, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller);
           await fs.closeFile(handle);
-          this.replyEntry(req, path, info);
+          this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
       unlink: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'unlink', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'unlink');
           await fs.deleteFile(path);
-          this.inodes.remove(path);
+          this.inodes.remove(this.entryPath(parent, path));
           lib.replyErr(req, 0);
         }),
       rmdir: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'rmdir', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'rmdir');
           await fs.deleteDirectory(path);
-          this.inodes.remove(path);
+          this.inodes.remove(this.entryPath(parent, path));
           lib.replyErr(req, 0);
         }),
       rename: (req: Ptr, parent: number, name: Ptr, newParent: number, newName: Ptr, flags: number) =>
@@ -578,8 +627,9 @@ export class FuseSession {
           const from = this.childPath(parent, name, 'rename');
           const to = this.childPath(newParent, newName, 'rename');
           await fs.renameOrMoveFile(from, to, flags);
-          if (flags & RENAME_EXCHANGE) this.inodes.exchange(from, to);
-          else this.inodes.rename(from, to);
+          const [a, b] = [this.entryPath(parent, from), this.entryPath(newParent, to)];
+          if (flags & RENAME_EXCHANGE) this.inodes.exchange(a, b);
+          else this.inodes.rename(a, b);
           lib.replyErr(req, 0);
         }),
       link: (req: Ptr) => lib.replyErr(req, E.EPERM), // S3 has no hard links: link(2) documents EPERM for that
@@ -588,7 +638,8 @@ export class FuseSession {
         this.answer(req, 'symlink', `inode ${parent}`, async () => {
           const path = this.childPath(parent, name, 'symlink');
           const target = this.name(link, 'symlink');
-          this.replyEntry(req, path, await fs.createSymlink(path, target, caller));
+          const info = await fs.createSymlink(path, target, caller);
+          this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
       readlink: (req: Ptr, ino: number) =>
@@ -636,7 +687,7 @@ export class FuseSession {
           const existing = kill ? await this.clearedModeFor(path, kill).catch(() => undefined) : undefined;
           if (existing !== undefined) await fs.setFileAttributes(path, { mode: existing });
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
-          const ino = this.inodes.lookup(path);
+          const ino = this.inodes.lookup(this.entryPath(parent, path));
           this.opened(ino, handle);
           // A new file: no page of it was stored; its writer is counted before the reply lets it write.
           (await this.pageStore?.hold(ino, flags))?.(handle);

@@ -22,6 +22,7 @@ import { ENUM_MODE, FLUSH } from '../../cache/constants.js';
 import { DELETE_BATCH } from '../../cache/delete-queue.js';
 import { Namespace, recordInfo } from './namespace.js';
 import { parseVersionsPath, VersionsView } from './versions-view.js';
+import { MoveGate, Moved, type Change } from './move-gate.js';
 
 export interface MirrorOptions {
   vault: Vault;
@@ -83,6 +84,8 @@ export class S3Mirror implements CbfsHandlers {
   private readonly links = new Map<string, { etag: string; target: string }>();
   /** The read-only `.s3vault-versions` directories. */
   readonly versions: VersionsView;
+  /** Changes beside directory moves: they wait for each other (move-gate.ts). */
+  private readonly gate = new MoveGate();
 
   constructor(private readonly options: MirrorOptions) {
     this.vault = options.vault;
@@ -115,6 +118,7 @@ export class S3Mirror implements CbfsHandlers {
     try {
       return await fn();
     } catch (err) {
+      if (err instanceof Moved) throw err; // for the move gate, which runs the change again
       throw toFsError(err, op, path);
     }
   }
@@ -241,7 +245,12 @@ export class S3Mirror implements CbfsHandlers {
 
   async openFile(path: string, flags: number): Promise<number> {
     const writing = (flags & 3) !== 0 || (flags & 0o1000) !== 0; // O_WRONLY|O_RDWR, O_TRUNC
-    if (writing) this.writable('open', path);
+    if (!writing) return this.open(path, flags);
+    this.writable('open', path);
+    return this.gate.change([path], false, ([p]) => this.open(p!, flags));
+  }
+
+  private async open(path: string, flags: number): Promise<number> {
     const vp = parseVersionsPath(path);
     if (vp) {
       const h = this.nextHandle++;
@@ -275,7 +284,7 @@ export class S3Mirror implements CbfsHandlers {
   async createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }> {
     this.writable('create', path);
     checkNewName(path, 'create', this.nameMax);
-    return this.run('create', path, async () => {
+    return this.gate.change([path], true, ([path]) => this.run('create', path, async () => {
       const key = pathToKey(path);
       const attrs: FileAttrs = { mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       const existing = await this.getFileInfo(path);
@@ -288,7 +297,7 @@ export class S3Mirror implements CbfsHandlers {
       if (existing) await file.setSize(0);
       this.cache.delete(key);
       return { handle: this.addHandle(file, path, flags), info: this.fileInfoOf(file) };
-    });
+    }));
   }
 
   private async remoteBase(path: string, key: string): Promise<{ etag: string; size: number } | null> {
@@ -373,7 +382,7 @@ export class S3Mirror implements CbfsHandlers {
   async setFileAttributes(path: string, change: AttributeChange, handle?: number): Promise<FileInfo> {
     this.writable('setattr', path);
     if (change.size !== undefined && change.size > MAX_OBJECT) throw new FsError(E.EFBIG, 'setattr', path, 'S3 objects are limited to 5 TiB');
-    return this.run('setattr', path, async () => {
+    return this.gate.change([path], false, ([path]) => this.run('setattr', path, async () => {
       const opened = handle !== undefined ? this.handles.get(handle)?.file : undefined;
       // An open file answers for itself: it may have no name any more (ftruncate/fchmod after unlink).
       const info = opened ? this.fileInfoOf(opened) : await this.getFileInfo(path);
@@ -410,7 +419,7 @@ export class S3Mirror implements CbfsHandlers {
       this.vault.rebase(key, etag, attrs);
       this.cache.set(key, { info: next, etag, complete: true });
       return next;
-    });
+    }));
   }
 
   /** A symlink made here whose upload is still to come: its record takes attribute changes (lchown, touch -h). */
@@ -464,7 +473,7 @@ export class S3Mirror implements CbfsHandlers {
   async createDirectory(path: string, mode: number, caller: Caller): Promise<FileInfo> {
     this.writable('mkdir', path);
     checkNewName(path, 'mkdir', this.nameMax);
-    return this.run('mkdir', path, async () => {
+    return this.gate.change([path], true, ([path]) => this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its delete must not hide the directory
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
@@ -476,12 +485,12 @@ export class S3Mirror implements CbfsHandlers {
       // It did not exist, so nothing is under it: lookups inside the new directory need no request.
       this.cache.setListing(dirPrefix(path), []);
       return info;
-    });
+    }));
   }
 
   async deleteFile(path: string): Promise<void> {
     this.writable('unlink', path);
-    return this.run('unlink', path, async () => {
+    return this.gate.change([path], true, ([path]) => this.run('unlink', path, async () => {
       const info = await this.getFileInfo(path);
       if (!info) throw new FsError(E.ENOENT, 'unlink', path);
       if (info.kind === 'dir') throw new FsError(E.EISDIR, 'unlink', path);
@@ -496,7 +505,7 @@ export class S3Mirror implements CbfsHandlers {
         await this.releaseName(key, path, true);
       }
       this.forgetName(path, key);
-    });
+    }));
   }
 
   /**
@@ -542,7 +551,7 @@ export class S3Mirror implements CbfsHandlers {
 
   async deleteDirectory(path: string): Promise<void> {
     this.writable('rmdir', path);
-    return this.run('rmdir', path, async () => {
+    return this.gate.change([path], true, ([path]) => this.run('rmdir', path, async () => {
       const prefix = dirPrefix(path);
       if (!(await this.isDirectoryEmpty(prefix))) throw new FsError(E.ENOTEMPTY, 'rmdir', path);
       // The marker's delete is journaled like a file's and goes in the same batches (rm -r of a tree: no request per
@@ -550,7 +559,7 @@ export class S3Mirror implements CbfsHandlers {
       // only: storage has nothing to delete.
       await this.releaseName(prefix, path, true);
       this.cache.set(pathToKey(path), { info: null, complete: true });
-    });
+    }));
   }
 
   /** IsDirectoryEmpty: nothing under the prefix but its own marker, in storage or in the vault. */
@@ -567,17 +576,17 @@ export class S3Mirror implements CbfsHandlers {
     this.writable('rename', from);
     this.writable('rename', to);
     checkNewName(to, 'rename', this.nameMax);
-    return this.run('rename', from, async () => {
+    return this.gate.change([from, to], true, ([from, to], self) => this.run('rename', from, async () => {
       const src = await this.getFileInfo(from);
       if (!src) throw new FsError(E.ENOENT, 'rename', from);
       const dst = await this.getFileInfo(to);
-      if (flags & RENAME_EXCHANGE) return this.exchange(from, src, to, dst);
+      if (flags & RENAME_EXCHANGE) return this.exchange(from, src, to, dst, self);
       if (dst && flags & RENAME_NOREPLACE) throw new FsError(E.EEXIST, 'rename', to);
-      await this.move(from, src, to, dst);
-    });
+      await this.move(from, src, to, dst, self);
+    }));
   }
 
-  private async move(from: string, src: FileInfo, to: string, dst: FileInfo | null): Promise<void> {
+  private async move(from: string, src: FileInfo, to: string, dst: FileInfo | null, self: Change): Promise<void> {
     if (src.kind !== 'dir') {
       if (dst?.kind === 'dir') throw new FsError(E.EISDIR, 'rename', to);
       await this.renameFile(from, to, src, dst !== null);
@@ -585,7 +594,7 @@ export class S3Mirror implements CbfsHandlers {
       if (dst && dst.kind !== 'dir') throw new FsError(E.ENOTDIR, 'rename', to);
       if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
       if (dirPrefix(to).startsWith(dirPrefix(from))) throw new FsError(E.EINVAL, 'rename', from, 'cannot move a directory into itself');
-      await this.renameDirectory(from, to);
+      await this.renameDirectory(from, to, self);
     }
   }
 
@@ -593,14 +602,14 @@ export class S3Mirror implements CbfsHandlers {
    * RENAME_EXCHANGE: S3 has no atomic swap, so it is three moves through a hidden name in the source's directory
    * (`.s3vault~xchg~…`). A crash in the middle leaves that name visible, never a lost file.
    */
-  private async exchange(a: string, infoA: FileInfo, b: string, infoB: FileInfo | null): Promise<void> {
+  private async exchange(a: string, infoA: FileInfo, b: string, infoB: FileInfo | null, self: Change): Promise<void> {
     if (!infoB) throw new FsError(E.ENOENT, 'rename', b);
     if (a === b) return;
     if (dirPrefix(b).startsWith(dirPrefix(a)) || dirPrefix(a).startsWith(dirPrefix(b))) throw new FsError(E.EINVAL, 'rename', a, 'cannot exchange a directory with something inside it');
     const tmp = `${a.slice(0, a.lastIndexOf('/'))}/.s3vault~xchg~${process.pid}-${Date.now()}`;
-    await this.move(a, infoA, tmp, null);
-    await this.move(b, infoB, a, null);
-    await this.move(tmp, infoA, b, null);
+    await this.move(a, infoA, tmp, null, self);
+    await this.move(b, infoB, a, null, self);
+    await this.move(tmp, infoA, b, null, self);
   }
 
   private async renameFile(from: string, to: string, src: FileInfo, dstExists = false): Promise<void> {
@@ -673,31 +682,47 @@ export class S3Mirror implements CbfsHandlers {
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
   }
 
-  private async renameDirectory(from: string, to: string): Promise<void> {
+  private async renameDirectory(from: string, to: string, self: Change): Promise<void> {
     const fromPrefix = dirPrefix(from);
     const toPrefix = dirPrefix(to);
-    // Files removed under it are still in storage until their deletes go: the copies must not bring them back (nor
-    // a delete at the target's name hide the moved directory).
-    if (this.vault.pendingDeletes) await this.vault.sendDeletes();
-    // Pending changes under it go up first, so the server-side copies carry them: all queued at once, the
-    // write-back queue bounds how many run (one after another, `tar x` into a directory then `mv` paid a round
-    // trip per file).
-    await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
-    // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
-    const info = (await this.getFileInfo(from))!;
-    await this.putMarker(to, info);
-    const id = this.vault.beginRename(fromPrefix, toPrefix);
-    // A long directory move is progressing, not hung.
-    await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
-    this.vault.endRename(id);
-    // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
-    this.cache.forgetUnder(pathToKey(from));
-    this.cache.forgetUnder(pathToKey(to));
-    // A listing of the parent taken before the move may still land (a walk's look-up listing): both names' changes
-    // are replayed on it, as a file rename's are. Without this the old name came back from it, EEXIST to mkdir.
-    this.forgetName(from, pathToKey(from));
-    this.cache.set(pathToKey(to), { info, complete: true });
-    for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
+    // Changes under either name wait until the move is over, and it begins once those running have ended.
+    const endMove = await this.gate.beginMove(self, from, to);
+    let moved = false;
+    try {
+      // Files removed under it are still in storage until their deletes go: the copies must not bring them back
+      // (nor a delete at the target's name hide the moved directory).
+      if (this.vault.pendingDeletes) await this.vault.sendDeletes();
+      // Pending changes under it go up first, so the server-side copies carry them: all queued at once, the
+      // write-back queue bounds how many run (one after another, `tar x` into a directory then `mv` paid a round
+      // trip per file).
+      await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
+      // A file still open under it may close meanwhile: its upload waits and follows the file to its new name.
+      const release = this.vault.holdUploads(fromPrefix);
+      try {
+        await this.vault.uploadsSettledUnder(fromPrefix);
+        // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
+        const info = (await this.getFileInfo(from))!;
+        await this.putMarker(to, info);
+        const id = this.vault.beginRename(fromPrefix, toPrefix);
+        // A long directory move is progressing, not hung.
+        await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
+        this.vault.endRename(id);
+        // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
+        this.cache.forgetUnder(pathToKey(from));
+        this.cache.forgetUnder(pathToKey(to));
+        // A listing of the parent taken before the move may still land (a walk's look-up listing): both names'
+        // changes are replayed on it, as a file rename's are. Without this the old name came back from it, EEXIST
+        // to mkdir.
+        this.forgetName(from, pathToKey(from));
+        this.cache.set(pathToKey(to), { info, complete: true });
+        for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
+      } finally {
+        release();
+      }
+      moved = true;
+    } finally {
+      endMove(moved);
+    }
   }
 
   /**
@@ -715,8 +740,17 @@ export class S3Mirror implements CbfsHandlers {
       const target = toPrefix + o.key.slice(fromPrefix.length);
       queue
         .add(async () => {
-          await this.storage.copy(o.key, target);
+          let etag: string;
+          try {
+            ({ etag } = await this.storage.copy(o.key, target));
+          } catch (err) {
+            // Removed by another client since the listing: as if before the move.
+            if (err instanceof StorageError && err.httpStatus === 404) return;
+            throw err;
+          }
           this.vault.renameFile(o.key, target);
+          // A record based on the source's version (changed here since, even) is now based on the copy.
+          this.vault.rebaseMoved(target, o.etag, etag);
           progress?.();
         })
         .catch((err: unknown) => {
@@ -726,8 +760,10 @@ export class S3Mirror implements CbfsHandlers {
     }
     await queue.onIdle();
     if (failure) throw failure.err;
-    // Local files have no object: only their records move.
-    for (const rec of this.vault.pendingUnder(fromPrefix)) if (rec.local) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
+    // Local files, and files made under it that have no object yet (their uploads held): only their records move.
+    for (const rec of this.vault.pendingUnder(fromPrefix)) {
+      if (rec.key !== fromPrefix && (rec.local || rec.remoteEtag === null)) this.vault.renameFile(rec.key, toPrefix + rec.key.slice(fromPrefix.length));
+    }
     await this.storage.deleteMany(all.objects.map((o) => o.key));
     if (!all.objects.some((o) => o.key === fromPrefix)) await this.storage.delete(fromPrefix);
     // The source's own marker is gone, and the target has its own (written first). A record of the source marker
@@ -758,7 +794,7 @@ export class S3Mirror implements CbfsHandlers {
   async createSymlink(path: string, target: string, caller: Caller): Promise<FileInfo> {
     this.writable('symlink', path);
     checkNewName(path, 'symlink', this.nameMax);
-    return this.run('symlink', path, async () => {
+    return this.gate.change([path], true, ([path]) => this.run('symlink', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
       const body = Buffer.from(target);
       const key = pathToKey(path);
@@ -775,7 +811,7 @@ export class S3Mirror implements CbfsHandlers {
       }
       this.cache.set(key, { info, complete: true });
       return info;
-    });
+    }));
   }
 
   async readSymlink(path: string): Promise<string> {
