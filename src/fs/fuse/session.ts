@@ -81,10 +81,10 @@ export class FuseSession {
   /** Set when the kernel agreed to FUSE passthrough. */
   private backing: BackingFiles | undefined;
   private backingWorked = false;
-  /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
   /** Kernel notifications (invalidations) waiting for a worker thread, and how many run. */
   private readonly notifyQueue: ((done: () => void) => void)[] = [];
   private notifyRunning = 0;
+  /** Inodes served by passthrough: one backing id each (the kernel wants the same one for every handle). */
   private readonly passthroughInodes = new Map<number, { id: number; handles: Set<number>; writers: Set<number> }>();
   private pageStore: PageStore | undefined;
   /** Set when the kernel agreed to FUSE_HANDLE_KILLPRIV_V2: writes and chowns leave the bits to us. */
@@ -315,9 +315,11 @@ export class FuseSession {
 
   private pathOf(ino: number | bigint, op: string): string {
     const p = this.inodes.path(Number(ino));
-    // Removed meanwhile (a directory a shell is still in, a handle kept open): gone, as on a local disk.
-    if (p !== undefined && this.inodes.removed(Number(ino))) throw new FsError(E.ENOENT, op, `inode ${ino} (removed)`);
-    if (p === undefined || p.includes('\0')) throw new FsError(E.ESTALE, op, `inode ${ino}`);
+    if (p === undefined || p.includes('\0')) {
+      // Removed meanwhile (a directory a shell is still in, a handle kept open): gone, as on a local disk.
+      if (p !== undefined && this.inodes.removed(Number(ino))) throw new FsError(E.ENOENT, op, `inode ${ino} (removed)`);
+      throw new FsError(E.ESTALE, op, `inode ${ino}`);
+    }
     return p;
   }
 
