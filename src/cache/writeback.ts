@@ -147,7 +147,7 @@ export class WriteBack {
 
   /** Wait until a file has no upload in flight (before deleting or renaming it). */
   async settled(key: string): Promise<void> {
-    while (this.items.get(key)?.state === 'uploading') await new Promise((r) => setTimeout(r, 10));
+    await this.waitWhile(() => this.items.get(key)?.state === 'uploading');
   }
 
   isPending(key: string): boolean {
@@ -175,7 +175,11 @@ export class WriteBack {
 
   /** Wait until no upload of a key under `prefix` is in flight. */
   async settledUnder(prefix: string): Promise<void> {
-    const busy = (): boolean => [...this.items.values()].some((i) => i.state === 'uploading' && i.key.startsWith(prefix));
+    await this.waitWhile(() => [...this.items.values()].some((i) => i.state === 'uploading' && i.key.startsWith(prefix)));
+  }
+
+  /** Uploads end without telling anyone but their waiters: look again every 10 ms. */
+  private async waitWhile(busy: () => boolean): Promise<void> {
     while (busy()) await new Promise((r) => setTimeout(r, 10));
   }
 

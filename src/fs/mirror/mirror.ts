@@ -247,7 +247,7 @@ export class S3Mirror implements CbfsHandlers {
     const writing = (flags & 3) !== 0 || (flags & 0o1000) !== 0; // O_WRONLY|O_RDWR, O_TRUNC
     if (!writing) return this.open(path, flags);
     this.writable('open', path);
-    return this.gate.change([path], false, ([p]) => this.open(p!, flags));
+    return this.gate.change([path], false, ([p]) => this.open(p, flags));
   }
 
   private async open(path: string, flags: number): Promise<number> {
