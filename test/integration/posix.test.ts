@@ -3,7 +3,7 @@
  * helper for the calls the shell lacks: renameat2 flags, SEEK_DATA/SEEK_HOLE, PUNCH_HOLE). What each operation
  * does on S3 is checked on the server with the SDK.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -335,6 +335,49 @@ describe('other writers: changes show within the metadata lifetime, and at once 
     expect(r.stdout + r.stderr).not.toMatch(/error/i);
     expect(r.code).toBe(0);
     expect(sh(`ls ${mp}/many | wc -l`).trim()).toBe('1000');
+  });
+
+  it('a directory another tool replaced by a file: the name is the file, a descriptor open on the directory keeps it', async () => {
+    sh(`mkdir ${mp}/swapped && : > ${mp}/swapped/inside && ${process.execPath} ${BIN} flush --wait ${mp}`, 60);
+    // A process with the directory open, then told to look again (a line on stdin): the name, then its descriptor.
+    const holder = spawn(process.execPath, ['-e', `
+      const fs = require('fs');
+      const fd = fs.openSync(${JSON.stringify(`${mp}/swapped`)}, 'r');
+      console.log('open ' + fs.fstatSync(fd).isDirectory());
+      process.stdin.once('data', () => {
+        const out = {};
+        try { out.name = fs.statSync(${JSON.stringify(`${mp}/swapped`)}).isDirectory() ? 'dir' : 'file'; } catch (e) { out.name = e.code; }
+        try { out.fstat = fs.fstatSync(fd).isDirectory() ? 'dir' : 'other'; } catch (e) { out.fstat = e.code; }
+        console.log(JSON.stringify(out));
+        process.exit(0);
+      });`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const lines: string[] = [];
+    let buffered = '';
+    holder.stdout.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      lines.push(...parts);
+    });
+    const line = async (n: number) => {
+      for (let i = 0; i < 200 && lines.length < n; i++) await new Promise((r) => setTimeout(r, 50));
+      if (lines.length < n) throw new Error(`the process holding the directory said ${JSON.stringify(lines)}`);
+      return lines[n - 1]!;
+    };
+    try {
+      expect(await line(1)).toBe('open true');
+      const { DeleteObjectsCommand } = await import('@aws-sdk/client-s3');
+      await s3.client.send(new DeleteObjectsCommand({ Bucket: BUCKET, Delete: { Objects: [{ Key: 'swapped/' }, { Key: 'swapped/inside' }] } }));
+      await s3.put(BUCKET, 'swapped', 'now a file\n');
+      sh(`${process.execPath} ${BIN} refresh ${mp}`);
+      holder.stdin.write('go\n');
+      // Before, the look-up gave the file the directory's inode number: the kernel marked that inode bad, and the
+      // open descriptor (a shell's working directory, too) answered EIO to everything.
+      expect(JSON.parse(await line(2))).toEqual({ name: 'file', fstat: 'dir' });
+    } finally {
+      holder.kill();
+    }
+    expect(sh(`cat ${mp}/swapped`)).toBe('now a file\n');
   });
 
   it('an object replaced or deleted by another tool', async () => {

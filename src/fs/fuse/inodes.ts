@@ -12,12 +12,14 @@ interface Node {
   nlookup: number;
   /** A directory's attributes as last told to the kernel: what it still shows once removed while in use. */
   dir?: FileInfo;
+  /** The kind of object the kernel was told this number stands for. */
+  kind?: FileInfo['kind'];
 }
 
 const DELETED = '\0deleted';
 
 export class InodeTable {
-  private readonly byIno = new Map<number, Node>([[ROOT_INO, { path: '/', nlookup: 1 }]]);
+  private readonly byIno = new Map<number, Node>([[ROOT_INO, { path: '/', nlookup: 1, kind: 'dir' }]]);
   private readonly byPath = new Map<string, number>([['/', ROOT_INO]]);
   private next = ROOT_INO + 1;
 
@@ -40,11 +42,30 @@ export class InodeTable {
     return this.byPath.get(path);
   }
 
-  /** A successful lookup/create/mkdir: the kernel now holds one more reference. */
-  lookup(path: string): number {
+  /**
+   * A successful lookup/create/mkdir: the kernel now holds one more reference. An object of another kind than the
+   * path's number stood for is another object (the path was replaced by a change this table learnt of late, or
+   * not at all): it gets a new number, since the kernel marks an inode whose type changes bad (EIO on every use).
+   */
+  lookup(path: string, kind?: FileInfo['kind']): number {
+    if (kind !== undefined && !this.sameKind(this.byPath.get(path), kind)) this.remove(path);
     const ino = this.peek(path);
-    this.byIno.get(ino)!.nlookup++;
+    const node = this.byIno.get(ino)!;
+    node.nlookup++;
+    if (kind !== undefined) node.kind = kind;
     return ino;
+  }
+
+  /** Whether the number (if any) stands for an object of this kind, or of a kind not known yet. */
+  sameKind(ino: number | undefined, kind: FileInfo['kind']): boolean {
+    const known = ino === undefined ? undefined : this.byIno.get(ino)?.kind;
+    return known === undefined || known === kind;
+  }
+
+  /** The number no longer stands for its path's object (which is of another kind now): it is detached from it. */
+  detach(ino: number): void {
+    const path = this.byIno.get(ino)?.path;
+    if (path !== undefined && this.byPath.get(path) === ino) this.remove(path);
   }
 
   forget(ino: number, n: number): void {

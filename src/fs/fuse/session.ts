@@ -424,6 +424,7 @@ export class FuseSession {
     const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
     const info = Object.keys(change).length ? await this.fs.setFileAttributes(path, change, handle) : await this.fs.getFileInfo(path);
     if (!info) throw new FsError(E.ENOENT, 'setattr', path);
+    if (!this.sameObject(ino, info)) throw new FsError(E.ENOENT, 'setattr', `${path} (replaced by a ${info.kind})`);
     this.inodes.noteDir(Number(ino), info);
     this.lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
   }
@@ -498,7 +499,7 @@ export class FuseSession {
         if (plus && e.exact) {
           // A file open now may have changed since the listing was taken (at opendir): its attributes as they are.
           const info = (e.info.kind === 'file' && this.fs.openFileInfo?.(path)) || e.info;
-          const ino = this.inodes.lookup(path);
+          const ino = this.inodes.lookup(path, info.kind);
           this.inodes.noteDir(ino, info);
           reply.add(name, bytes, ino, typeBits(info), i + 1, { info, timeout: this.attrTimeout });
         }
@@ -508,8 +509,20 @@ export class FuseSession {
     this.lib.replyBuf(req, reply.buf, reply.used);
   }
 
+  /**
+   * Whether the node's path still holds the object the kernel knows by this number. One of another kind is another
+   * object (the path was replaced by a change the table learnt of late: a look-up answered before an unlink and
+   * registered after it, another client): the number is detached from the path, as after an unlink. The kernel
+   * marks an inode whose type changes bad (EIO on every use, open descriptors too).
+   */
+  private sameObject(ino: number, info: FileInfo): boolean {
+    if (this.inodes.sameKind(Number(ino), info.kind)) return true;
+    this.inodes.detach(Number(ino));
+    return false;
+  }
+
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
-    const ino = this.inodes.lookup(path);
+    const ino = this.inodes.lookup(path, info.kind);
     this.inodes.noteDir(ino, info);
     this.lib.replyEntry(req, entryBuffer(ino, info, this.attrTimeout));
   }
@@ -564,6 +577,12 @@ export class FuseSession {
           for (const h of this.passthroughInodes.get(Number(ino))?.writers ?? []) fs.adoptPassthroughWrites?.(h);
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
+          if (!this.sameObject(ino, info)) {
+            // Replaced: a descriptor still open on the old file describes that file, as after an unlink.
+            const open = this.orphanHandle(Number(ino));
+            if (open === undefined) throw new FsError(E.ENOENT, 'getattr', `${path} (replaced by a ${info.kind})`);
+            return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(open)), this.attrTimeout);
+          }
           this.inodes.noteDir(Number(ino), info);
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
         }),
@@ -689,7 +708,7 @@ export class FuseSession {
           const existing = kill ? await this.clearedModeFor(path, kill).catch(() => undefined) : undefined;
           if (existing !== undefined) await fs.setFileAttributes(path, { mode: existing });
           const { handle, info } = await fs.createFile(path, mode, flags, caller);
-          const ino = this.inodes.lookup(this.entryPath(parent, path));
+          const ino = this.inodes.lookup(this.entryPath(parent, path), info.kind);
           this.opened(ino, handle);
           // A new file: no page of it was stored; its writer is counted before the reply lets it write.
           (await this.pageStore?.hold(ino, flags))?.(handle);
