@@ -30,8 +30,8 @@ export interface ControlHooks {
    * is open in the mount (or a working directory is there) and `lazy` was not asked: it stays mounted and served.
    */
   unmount(flush: boolean, progress: (p: Progress) => void, lazy: boolean): Promise<{ uploaded: number; left: number; busy?: boolean }>;
-  /** Forget cached names and attributes under a path (and the kernel's). */
-  refresh(path: string): void;
+  /** Forget cached names and attributes under a path (and the kernel's); resolves once the kernel has forgotten. */
+  refresh(path: string): Promise<void>;
 }
 
 export function startControlServer(socketPath: string, maintenance: Maintenance, hooks: ControlHooks, log: Logger): net.Server {
@@ -71,13 +71,13 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
           case 'reset-errors':
             return { files: maintenance.resetErrors(req.path) };
           case 'refresh':
-            hooks.refresh(req.path);
+            await hooks.refresh(req.path);
             return {};
           case 'versions':
             return { versions: await maintenance.versions(req.path) };
           case 'restore': {
             const r = await maintenance.restore(req.path, new Date(String(req.asOf)));
-            hooks.refresh(req.path);
+            await hooks.refresh(req.path);
             return r;
           }
           case 'unmount':

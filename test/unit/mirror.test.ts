@@ -7,6 +7,7 @@ import { Vault } from '../../src/cache/vault.js';
 import { objectMetaFor } from '../../src/fs/mirror/meta.js';
 import { S3Mirror } from '../../src/fs/mirror/mirror.js';
 import { RENAME_NOREPLACE } from '../../src/fs/cbfs/events.js';
+import { E } from '../../src/fs/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { FaultyStorage } from '../../src/storage/faulty.js';
@@ -50,7 +51,17 @@ function resolvable(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
+/** Its directories first, as the kernel looks each one up (a name is made only in a directory that exists). */
+async function mkdirs(p: string): Promise<void> {
+  const parts = p.split('/').slice(1, -1);
+  for (let i = 1; i <= parts.length; i++) {
+    const dir = `/${parts.slice(0, i).join('/')}`;
+    if (!(await fs.getFileInfo(dir))) await fs.createDirectory(dir, 0o755, caller);
+  }
+}
+
 async function writeFile(p: string, text: string): Promise<void> {
+  await mkdirs(p);
   const { handle } = await fs.createFile(p, 0o644, 0o1, caller);
   await fs.writeFile(handle, 0, Buffer.from(text));
   await fs.cleanupFile(handle);
@@ -506,6 +517,21 @@ describe('mirror: namespace', () => {
     expect(vault.conflicts).toEqual([]);
     expect((await fs.getFileInfo('/m'))?.kind).toBe('dir');
     expect(await fs.readSymlink('/l')).toBe('target');
+  });
+
+  it('a name is made only in a directory that exists: a request naming a directory that moved away is ENOENT', async () => {
+    // The kernel may send a request resolved just before a move's end reached its inode table: it names the old
+    // path. Before, it made the directory again in S3 (a marker, files) where no listing of this mount showed it.
+    await fs.createDirectory('/x', 0o755, caller);
+    await writeFile('/x/f', 'F');
+    await fs.renameOrMoveFile('/x', '/d', 0);
+    await expect(fs.createDirectory('/x/z', 0o755, caller)).rejects.toMatchObject({ errno: E.ENOENT });
+    await expect(fs.createFile('/x/g', 0o644, 0o1, caller)).rejects.toMatchObject({ errno: E.ENOENT });
+    await expect(fs.createSymlink('/x/l', 'f', caller)).rejects.toMatchObject({ errno: E.ENOENT });
+    await expect(fs.renameOrMoveFile('/d/f', '/x/f', 0)).rejects.toMatchObject({ errno: E.ENOENT });
+    await expect(fs.createFile('/d/f/g', 0o644, 0o1, caller)).rejects.toMatchObject({ errno: E.ENOTDIR });
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['d/', 'd/f']);
   });
 
   it('a directory moved after files under it were removed does not bring them back', async () => {

@@ -36,7 +36,8 @@ export interface DirEntry {
  * writer, `s3vault refresh`), so the kernel forgets what it cached about the path (and, for a directory, under it).
  */
 export interface ChangeNotifier {
-  invalidate(path: string): void;
+  /** Resolves once the kernel has taken every invalidation (`s3vault refresh` returns only then). */
+  invalidate(path: string): Promise<void>;
 }
 
 export interface Caller {

@@ -155,17 +155,19 @@ export class FuseSession {
    * name itself. The notify calls can block on the kernel's inode locks (held by a request waiting for us), so
    * they run on a worker thread, never on the main thread.
    */
-  invalidate(path: string): void {
+  invalidate(path: string): Promise<void> {
     const se = this.se;
-    if (!se || this.unmounting) return;
+    if (!se || this.unmounting) return Promise.resolve();
+    const calls: Promise<void>[] = [];
     for (const { path: p, ino } of this.inodes.under(path)) {
       this.cacheTokens.delete(ino);
-      this.notify((done) => this.lib.invalInode.async(se, ino, 0, 0, done));
+      calls.push(this.notify((done) => this.lib.invalInode.async(se, ino, 0, 0, done)));
       if (p === '/') continue;
       const parent = this.inodes.peekExisting(p.slice(0, p.lastIndexOf('/')) || '/');
       const name = p.slice(p.lastIndexOf('/') + 1);
-      if (parent !== undefined) this.notify((done) => this.lib.invalEntry.async(se, parent, name, Buffer.byteLength(name), done));
+      if (parent !== undefined) calls.push(this.notify((done) => this.lib.invalEntry.async(se, parent, name, Buffer.byteLength(name), done)));
     }
+    return Promise.all(calls).then(() => undefined);
   }
 
   /**
@@ -173,25 +175,32 @@ export class FuseSession {
    * than its limit ("Too many asynchronous calls are running"), which `s3vault refresh` of a tree of a few hundred
    * known files passed (two calls per inode).
    */
-  private notify(call: (done: () => void) => void): void {
-    this.notifyQueue.push(call);
-    this.pumpNotify();
+  private notify(call: (done: () => void) => void): Promise<void> {
+    return new Promise((resolve) => {
+      this.notifyQueue.push((slotFree) => {
+        const done = () => {
+          slotFree();
+          resolve();
+        };
+        try {
+          call(done);
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, 'kernel cache invalidation failed');
+          done();
+        }
+      });
+      this.pumpNotify();
+    });
   }
 
   private pumpNotify(): void {
     while (this.notifyRunning < NOTIFY_CONCURRENCY && this.notifyQueue.length) {
-      const call = this.notifyQueue.shift()!;
+      const start = this.notifyQueue.shift()!;
       this.notifyRunning++;
-      const done = () => {
+      start(() => {
         this.notifyRunning--;
         this.pumpNotify();
-      };
-      try {
-        call(done);
-      } catch (err) {
-        this.log.warn({ err: (err as Error).message }, 'kernel cache invalidation failed');
-        done();
-      }
+      });
     }
   }
 

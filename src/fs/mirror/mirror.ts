@@ -152,10 +152,10 @@ export class S3Mirror implements CbfsHandlers {
    * listings, the kernel's caches), so the next access asks storage. Cached file data is kept; it is checked
    * against the object's ETag at the next open.
    */
-  refresh(path: string): void {
+  async refresh(path: string): Promise<void> {
     this.cache.forgetUnder(path === '/' ? '' : pathToKey(path));
     this.links.clear();
-    this.notifier?.invalidate(path);
+    await this.notifier?.invalidate(path);
   }
 
 
@@ -281,6 +281,20 @@ export class S3Mirror implements CbfsHandlers {
     });
   }
 
+  /**
+   * A name is made only in a directory that exists. A request the kernel sent for a directory that moved or went
+   * away just before (its path resolved as the move ended, a moment before the FUSE layer learnt the new name) names
+   * the old path: it fails with ENOENT, as if it had come after the move, instead of making a directory no listing
+   * shows here and S3 shows to everyone else.
+   */
+  private async inDirectory(path: string, op: string): Promise<void> {
+    const parent = path.slice(0, path.lastIndexOf('/'));
+    if (parent === '') return;
+    const info = await this.getFileInfo(parent);
+    if (!info) throw new FsError(E.ENOENT, op, path, 'its directory no longer exists');
+    if (info.kind !== 'dir') throw new FsError(E.ENOTDIR, op, path);
+  }
+
   async createFile(path: string, mode: number, flags: number, caller: Caller): Promise<{ handle: number; info: FileInfo }> {
     this.writable('create', path);
     checkNewName(path, 'create', this.nameMax);
@@ -288,6 +302,7 @@ export class S3Mirror implements CbfsHandlers {
       const key = pathToKey(path);
       const attrs: FileAttrs = { mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       const existing = await this.getFileInfo(path);
+      if (!existing) await this.inDirectory(path, 'create');
       if (existing && flags & 0o200) throw new FsError(E.EEXIST, 'create', path); // O_EXCL
       if (existing?.kind === 'dir') throw new FsError(E.EISDIR, 'create', path);
       if (existing?.kind === 'symlink') throw new FsError(E.EEXIST, 'create', path);
@@ -475,6 +490,7 @@ export class S3Mirror implements CbfsHandlers {
     checkNewName(path, 'mkdir', this.nameMax);
     return this.gate.change([path], true, ([path]) => this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
+      await this.inDirectory(path, 'mkdir');
       await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its delete must not hide the directory
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       // Its marker is journaled in the vault and uploaded by the write-back queue, like a new empty file: mkdir
@@ -580,6 +596,7 @@ export class S3Mirror implements CbfsHandlers {
       const src = await this.getFileInfo(from);
       if (!src) throw new FsError(E.ENOENT, 'rename', from);
       const dst = await this.getFileInfo(to);
+      if (!dst) await this.inDirectory(to, 'rename');
       if (flags & RENAME_EXCHANGE) return this.exchange(from, src, to, dst, self);
       if (dst && flags & RENAME_NOREPLACE) throw new FsError(E.EEXIST, 'rename', to);
       await this.move(from, src, to, dst, self);
@@ -796,6 +813,7 @@ export class S3Mirror implements CbfsHandlers {
     checkNewName(path, 'symlink', this.nameMax);
     return this.gate.change([path], true, ([path]) => this.run('symlink', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'symlink', path);
+      await this.inDirectory(path, 'symlink');
       const body = Buffer.from(target);
       const key = pathToKey(path);
       // Journaled like a new file's close, and uploaded by the write-back queue as s3fs's symlink object: the
