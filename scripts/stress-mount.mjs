@@ -5,7 +5,7 @@
 // ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBADF), each with its operation; exits 1 if there were any.
 //   node scripts/stress-mount.mjs <dir on the mount> [processes=6] [ops=2000] [seed=1]
 // Then check what reached S3: `s3vault flush --wait`, mount the bucket again with a fresh vault, and compare the
-// two trees (test/helpers/model-run.mjs compare <first> <second>).
+// two trees (test/helpers/model-run.mjs compare <first> <second>); scripts/stress-check.mjs does all of it.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
