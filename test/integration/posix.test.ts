@@ -339,15 +339,17 @@ describe('other writers: changes show within the metadata lifetime, and at once 
 
   it('a directory another tool replaced by a file: the name is the file, a descriptor open on the directory keeps it', async () => {
     sh(`mkdir ${mp}/swapped && : > ${mp}/swapped/inside && ${process.execPath} ${BIN} flush --wait ${mp}`, 60);
-    // A process with the directory open, then told to look again (a line on stdin): the name, then its descriptor.
+    // A process with the directory open, then told to look again (a line on stdin): its descriptor, the name, the
+    // descriptor again.
     const holder = spawn(process.execPath, ['-e', `
       const fs = require('fs');
       const fd = fs.openSync(${JSON.stringify(`${mp}/swapped`)}, 'r');
       console.log('open ' + fs.fstatSync(fd).isDirectory());
       process.stdin.once('data', () => {
         const out = {};
-        try { out.name = fs.statSync(${JSON.stringify(`${mp}/swapped`)}).isDirectory() ? 'dir' : 'file'; } catch (e) { out.name = e.code; }
         try { out.fstat = fs.fstatSync(fd).isDirectory() ? 'dir' : 'other'; } catch (e) { out.fstat = e.code; }
+        try { out.name = fs.statSync(${JSON.stringify(`${mp}/swapped`)}).isDirectory() ? 'dir' : 'file'; } catch (e) { out.name = e.code; }
+        try { out.fstatAfter = fs.fstatSync(fd).isDirectory() ? 'dir' : 'other'; } catch (e) { out.fstatAfter = e.code; }
         console.log(JSON.stringify(out));
         process.exit(0);
       });`], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -373,7 +375,7 @@ describe('other writers: changes show within the metadata lifetime, and at once 
       holder.stdin.write('go\n');
       // Before, the look-up gave the file the directory's inode number: the kernel marked that inode bad, and the
       // open descriptor (a shell's working directory, too) answered EIO to everything.
-      expect(JSON.parse(await line(2))).toEqual({ name: 'file', fstat: 'dir' });
+      expect(JSON.parse(await line(2))).toEqual({ fstat: 'dir', name: 'file', fstatAfter: 'dir' });
     } finally {
       holder.kill();
     }

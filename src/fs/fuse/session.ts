@@ -587,7 +587,9 @@ export class FuseSession {
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
           if (!this.sameObject(ino, info)) {
-            // Replaced: a descriptor still open on the old file describes that file, as after an unlink.
+            // Replaced: a descriptor still open on the old object describes that object, as after an unlink or rmdir.
+            const gone = this.inodes.removedDir(Number(ino));
+            if (gone) return lib.replyAttr(req, statBuffer(Number(ino), gone), this.attrTimeout);
             const open = this.orphanHandle(Number(ino));
             if (open === undefined) throw new FsError(E.ENOENT, 'getattr', `${path} (replaced by a ${info.kind})`);
             return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(open)), this.attrTimeout);
