@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Several processes applying random changes to one small tree on a mount at once: writes, truncates, renames of
-// files and directories (onto each other, into each other), removes, mkdir/rmdir, chmod, reads, listings, and
-// handles kept open across them. Prints, per process, the errnos other than the expected ones (ENOENT, EEXIST,
-// ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBADF), each with its operation; exits 1 if there were any.
+// files and directories (onto each other, into each other), removes (rm -r too), mkdir/rmdir, chmod, symlinks,
+// reads, listings, and handles kept open across them. Prints, per process, the errnos other than the expected
+// ones (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY, EINVAL, EBADF, ELOOP), each with its operation; exits 1 if there
+// were any.
 //   node scripts/stress-mount.mjs <dir on the mount> [processes=6] [ops=2000] [seed=1]
 // Then check what reached S3: `s3vault flush --wait`, mount the bucket again with a fresh vault, and compare the
 // two trees (test/helpers/model-run.mjs compare <first> <second>); scripts/stress-check.mjs does all of it.
@@ -52,7 +53,8 @@ const rp = () => {
 };
 const dir = () => pick(DIRS.filter(Boolean));
 const P = (p) => path.join(root, p);
-const EXPECTED = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ENOTEMPTY', 'EINVAL', 'EBADF']);
+// ELOOP: symbolic links made at random point at each other (a -> b, b -> a).
+const EXPECTED = new Set(['ENOENT', 'EEXIST', 'ENOTDIR', 'EISDIR', 'ENOTEMPTY', 'EINVAL', 'EBADF', 'ELOOP']);
 const unexpected = [];
 const fds = [];
 for (let i = 0; i < Number(opsArg); i++) {
@@ -101,9 +103,18 @@ for (let i = 0; i < Number(opsArg); i++) {
         fs.fstatSync(fd);
         fs.closeSync(fd);
       }
-    } else {
+    } else if (r < 0.95) {
       op = 'chmod';
       fs.chmodSync(P(rp()), pick([0o644, 0o600, 0o755]));
+    } else if (r < 0.98) {
+      op = 'symlink';
+      const link = P(rp());
+      if (rand() < 0.5) fs.symlinkSync(pick(NAMES), link);
+      else fs.readlinkSync(link);
+    } else {
+      // rm -r of a directory while the others write into it.
+      op = 'rm -r';
+      fs.rmSync(P(dir()), { recursive: true, force: true });
     }
   } catch (err) {
     if (!EXPECTED.has(err.code)) unexpected.push(`${op}: ${err.message}`);
