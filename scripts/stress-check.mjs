@@ -4,7 +4,7 @@
 // the first (test/helpers/model-run.mjs compare): what reached S3 must be what the first mount shows. Prints one
 // line per seed; exits 1 if any run had unexpected errnos or a mismatch, and keeps that run's directory (vaults,
 // logs) for a look.
-//   node scripts/stress-check.mjs [--seeds 1,2,3] [--procs 6] [--ops 2000] [--server s3rver|rgw]
+//   node scripts/stress-check.mjs [--seeds 1,2,3] [--procs 6] [--ops 2000] [--server s3rver|rgw] [--verbose]
 // Needs `npm run build`. Not part of the test suite: the faults it finds are races, seen in a few runs of ten.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -22,11 +22,13 @@ const { values: opt } = parseArgs({
     procs: { type: 'string', default: '6' },
     ops: { type: 'string', default: '2000' },
     server: { type: 'string', default: 's3rver' },
+    // The mounts log at debug level (each failed request, each passthrough decision): for a run that fails.
+    verbose: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (opt.help) {
-  console.log('usage: node scripts/stress-check.mjs [--seeds 1,2,3] [--procs 6] [--ops 2000] [--server s3rver|rgw]');
+  console.log('usage: node scripts/stress-check.mjs [--seeds 1,2,3] [--procs 6] [--ops 2000] [--server s3rver|rgw] [--verbose]');
   process.exit(0);
 }
 const { startBenchServer } = await import(path.join(root, 'bench/server.mjs'));
@@ -49,7 +51,7 @@ async function check(seed) {
     client.destroy();
     const mount = (side) => {
       const mp = path.join(dir, side, 'mnt');
-      const r = cli('mount', BUCKET, mp, '--endpoint', server.endpoint, '--vault', path.join(dir, side, 'vault'), '--log-file', path.join(dir, side, 'log'));
+      const r = cli('mount', BUCKET, mp, '--endpoint', server.endpoint, '--vault', path.join(dir, side, 'vault'), '--log-file', path.join(dir, side, 'log'), ...(opt.verbose ? ['--verbose'] : []));
       if (r.status !== 0) throw new Error(`mount ${side}: ${oneLine(r)}`);
       mounts.push(mp);
       return mp;
