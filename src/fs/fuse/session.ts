@@ -416,6 +416,8 @@ export class FuseSession {
       this.cacheTokens.delete(ino);
     }
     this.fs.passthroughOpened?.(handle, writable);
+    // One line per passthrough open (debug): the kernel fails an open with EIO when it meets the other I/O mode.
+    this.log.debug({ ino, handle, backing: entry.id, handles: entry.handles.size }, 'passthrough');
     return entry.id;
   }
 
