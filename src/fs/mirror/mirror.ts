@@ -283,9 +283,9 @@ export class S3Mirror implements CbfsHandlers {
 
   /**
    * A name is made only in a directory that exists. A request the kernel sent for a directory that moved or went
-   * away just before (its path resolved as the move ended, a moment before the FUSE layer learnt the new name) names
-   * the old path: it fails with ENOENT, as if it had come after the move, instead of making a directory no listing
-   * shows here and S3 shows to everyone else.
+   * away meanwhile (its path resolved before the move ended, served after it) names the old path: it fails with
+   * ENOENT, as if it had come after the move, instead of making a directory no listing shows here and S3 shows to
+   * everyone else.
    */
   private async inDirectory(path: string, op: string): Promise<void> {
     const parent = path.slice(0, path.lastIndexOf('/'));
