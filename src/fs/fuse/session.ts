@@ -532,6 +532,18 @@ export class FuseSession {
     return false;
   }
 
+  /**
+   * getattr of a number whose object lost its name (unlinked or replaced while open, a directory removed while in
+   * use): the attributes its holders still see, from an open handle or as the directory last was. False if neither.
+   */
+  private async replyRemovedAttr(req: Ptr, ino: number): Promise<boolean> {
+    const orphan = this.orphanHandle(ino);
+    const info = orphan !== undefined ? await this.fs.getHandleInfo(orphan) : this.inodes.removedDir(ino);
+    if (!info) return false;
+    this.lib.replyAttr(req, statBuffer(ino, info), this.attrTimeout);
+    return true;
+  }
+
   private replyEntry(req: Ptr, path: string, info: FileInfo): void {
     const ino = this.inodes.lookup(path, info.kind);
     this.inodes.noteDir(ino, info);
@@ -580,21 +592,15 @@ export class FuseSession {
       },
       getattr: (req: Ptr, ino: number) =>
         this.answer(req, 'getattr', `inode ${ino}`, async () => {
-          const orphan = this.orphanHandle(Number(ino));
-          if (orphan !== undefined) return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(orphan)), this.attrTimeout);
-          const removedDir = this.inodes.removedDir(Number(ino));
-          if (removedDir) return lib.replyAttr(req, statBuffer(Number(ino), removedDir), this.attrTimeout);
+          if (await this.replyRemovedAttr(req, Number(ino))) return;
           const path = this.pathOf(ino, 'getattr');
           for (const h of this.passthroughInodes.get(Number(ino))?.writers ?? []) fs.adoptPassthroughWrites?.(h);
           const info = await fs.getFileInfo(path);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
+          // Replaced (detached now): a descriptor still open on the old object describes that object.
           if (!this.sameObject(ino, info)) {
-            // Replaced: a descriptor still open on the old object describes that object, as after an unlink or rmdir.
-            const gone = this.inodes.removedDir(Number(ino));
-            if (gone) return lib.replyAttr(req, statBuffer(Number(ino), gone), this.attrTimeout);
-            const open = this.orphanHandle(Number(ino));
-            if (open === undefined) throw new FsError(E.ENOENT, 'getattr', `${path} (replaced by a ${info.kind})`);
-            return lib.replyAttr(req, statBuffer(Number(ino), await fs.getHandleInfo(open)), this.attrTimeout);
+            if (await this.replyRemovedAttr(req, Number(ino))) return;
+            throw new FsError(E.ENOENT, 'getattr', `${path} (replaced by a ${info.kind})`);
           }
           this.inodes.noteDir(Number(ino), info);
           lib.replyAttr(req, statBuffer(Number(ino), info), this.attrTimeout);
