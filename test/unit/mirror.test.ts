@@ -534,6 +534,54 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()].sort()).toEqual(['d/', 'd/f']);
   });
 
+  // Seen in the stress check: an open or readlink beside a move of its directory found the file's record gone
+  // (moved meanwhile), made a new one at the old name, and read storage's object there, which the move had deleted:
+  // EIO. Both now wait for the move like any change under it, and then apply where their path went.
+  it.each([
+    ['an open for reading', async () => {
+      await writeFile('/x/c', 'C');
+      return async (p: string) => {
+        const h = await fs.openFile(p, 0);
+        return async () => {
+          const text = (await fs.readFile(h, 0, 1)).toString();
+          await fs.closeFile(h);
+          return text;
+        };
+      };
+    }, 'C'],
+    ['a readlink', async () => {
+      await mkdirs('/x/c');
+      await fs.createSymlink('/x/c', 'target', caller);
+      await vault.flushAll();
+      return async (p: string) => {
+        const target = await fs.readSymlink(p);
+        return async () => target;
+      };
+    }, 'target'],
+  ] as const)('%s beside a move of its directory applies where the file went, never at the old name', async (_, setUp, expected) => {
+    const run = await setUp();
+    const real = vault.openFile.bind(vault);
+    const entered = resolvable();
+    const held = resolvable();
+    vault.openFile = (async (...args: Parameters<typeof real>) => {
+      entered.resolve();
+      await held.promise; // as a slow load of the record would
+      return real(...args);
+    }) as typeof vault.openFile;
+    const started = run('/x/c');
+    await entered.promise;
+    const moving = fs.renameOrMoveFile('/x', '/w', 0);
+    // The move waits for it (a change under its name); before, the move ran to its end meanwhile.
+    await Promise.race([moving, new Promise((r) => setTimeout(r, 50))]);
+    held.resolve();
+    const result = await started;
+    await moving;
+    vault.openFile = real;
+    expect(await result()).toBe(expected);
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['w/', 'w/c']);
+  });
+
   it('a directory moved after files under it were removed does not bring them back', async () => {
     await writeFile('/m/x', 'X');
     await writeFile('/m/y', 'Y');

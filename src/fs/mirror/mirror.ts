@@ -245,8 +245,9 @@ export class S3Mirror implements CbfsHandlers {
 
   async openFile(path: string, flags: number): Promise<number> {
     const writing = (flags & 3) !== 0 || (flags & 0o1000) !== 0; // O_WRONLY|O_RDWR, O_TRUNC
-    if (!writing) return this.open(path, flags);
-    this.writable('open', path);
+    if (writing) this.writable('open', path);
+    // Read-only opens too: one that ran beside a move of its directory found the file's record gone (moved) and
+    // made a new one at the old name, whose reads then asked storage for an object the move had deleted (EIO).
     return this.gate.change([path], false, ([p]) => this.open(p, flags));
   }
 
@@ -833,7 +834,9 @@ export class S3Mirror implements CbfsHandlers {
   }
 
   async readSymlink(path: string): Promise<string> {
-    return this.run('readlink', path, async () => {
+    // Through the move gate, as an open: beside a move of its directory it read the link's moved record's old
+    // name in storage (EIO).
+    return this.gate.change([path], false, ([path]) => this.run('readlink', path, async () => {
       const info = await this.getFileInfo(path);
       if (!info) throw new FsError(E.ENOENT, 'readlink', path);
       if (info.kind !== 'symlink') throw new FsError(E.EINVAL, 'readlink', path);
@@ -855,7 +858,7 @@ export class S3Mirror implements CbfsHandlers {
       const target = data.toString('utf8');
       if (etag) this.links.set(key, { etag, target });
       return target;
-    });
+    }));
   }
 
   // ---- extended attributes: user.* in the object's metadata (s3fs), user.s3vault.tag.* the vault's tags (R43) ----
