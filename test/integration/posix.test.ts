@@ -10,7 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
-import { sh, shResult } from '../helpers/sh.js';
+import { startFaultProxy } from '../helpers/fault-proxy.js';
+import { sh, shAsync, shResult } from '../helpers/sh.js';
 import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'posix-test';
@@ -140,7 +141,7 @@ describe('open files, renames and deletes', () => {
     // both trees, and files made meanwhile stayed under the old name.
     sh(`mkdir -p ${mp}/mv-race/sub && cd ${mp}/mv-race && for i in $(seq 1 300); do echo $i > f$i; done && for i in $(seq 1 200); do echo $i > sub/f$i; done`, 120);
     flush();
-    const out = sh(`bash -c '(cd ${mp}/mv-race/sub && for i in $(seq 1 200); do echo new$i > new$i; rm -f f$i; done; echo writer-done) & sleep 0.3; mv ${mp}/mv-race ${mp}/mv-raced; echo mv=$?; wait'`, 120);
+    const out = sh(`bash -c '(cd ${mp}/mv-race/sub && for i in $(seq 1 200); do echo new$i > new$i; rm -f f$i; done; echo writer-done) & sleep 0.3; mv ${mp}/mv-race ${mp}/mv-raced 2>&1; echo mv=$?; wait'`, 120);
     expect(out).toContain('mv=0');
     expect(out).toContain('writer-done');
     const made = Array.from({ length: 200 }, (_, i) => `new${i + 1}`).sort();
@@ -324,6 +325,36 @@ describe('names and limits', () => {
 
   it('names containing ".s3vault~" are reserved for odd keys (EINVAL)', () => {
     expect(shResult(`touch ${mp}/x.s3vault~file`).stderr).toMatch(/Invalid argument/);
+  });
+});
+
+describe('a request the kernel sent by inode number while a rename moved that inode', () => {
+  it('a file another process opens while its rename runs opens where it went, as on a local disk', async () => {
+    // The kernel names the file by its number; s3vault turned that into the old name when the open came, and the
+    // open waited behind the rename. Before, it was then served at the old name: ENOENT.
+    const proxy = await startFaultProxy(s3.server.port);
+    const dir = scratchDir('moved-open');
+    const cfg = path.join(dir, 'config.json');
+    // Names stay valid in the kernel long enough that the open goes by number, with no look-up first.
+    writeFileSync(cfg, JSON.stringify({ fs: { attrTimeoutSec: 60 } }));
+    const pm = await mount({ endpoint: proxy.endpoint, bucket: BUCKET, mountpoint: path.join(dir, 'mnt'), vault: path.join(dir, 'vault'), extraArgs: ['--config', cfg] });
+    try {
+      const d = `${pm.mountpoint}/moving`;
+      await shAsync(`mkdir ${d} && echo hello > ${d}/a && ${process.execPath} ${BIN} flush --wait ${pm.mountpoint} && stat ${d}/a > /dev/null`, 120);
+      proxy.setMode('slow');
+      const copying = proxy.waitFor(/x-amz-copy-source/i);
+      const mv = shAsync(`mv ${d}/a ${d}/b`, 60);
+      await copying; // the rename is under way in s3vault: the proxy holds its CopyObject for a second
+      const read = shAsync(`cat ${d}/a`, 60);
+      await mv;
+      expect(await read).toBe('hello\n');
+      proxy.setMode('pass');
+      expect(await shAsync(`ls ${d}`, 30)).toBe('b\n');
+    } finally {
+      proxy.setMode('pass');
+      await pm.stop();
+      await proxy.close();
+    }
   });
 });
 

@@ -47,6 +47,8 @@ const S_IFREG = 0o100000;
 const O_WRONLY = 0o1;
 const O_CREAT = 0o100;
 const O_EXCL = 0o200;
+/** Attempts of an event whose inode a rename keeps moving while it waits (atPath). */
+const MOVED_ATTEMPTS = 3;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const SET = { MODE: 1, UID: 2, GID: 4, SIZE: 8, ATIME: 16, MTIME: 32, ATIME_NOW: 128, MTIME_NOW: 256 } as const;
@@ -339,8 +341,46 @@ export class FuseSession {
     return name;
   }
 
-  private childPath(parent: number | bigint, namePtr: Ptr, op: string): string {
-    return joinPath(this.pathOf(parent, op), this.name(namePtr, op));
+  /**
+   * A child's path, as a function for atPath: the name is decoded now (libfuse reuses its buffer once the callback
+   * returns), the parent's path each time it is called.
+   */
+  private child(parent: number | bigint, namePtr: Ptr, op: string): () => string {
+    const name = this.name(namePtr, op);
+    return () => joinPath(this.pathOf(parent, op), name);
+  }
+
+  /**
+   * Run an event at the path its inode has, and again at the new one if a rename moved the inode (or a directory
+   * above it) while the event waited behind another of that name: the kernel names objects by number, so the path
+   * resolved when the request came names where the object was. A local disk would have served it where it went.
+   * A query runs again whenever its path changed meanwhile (an old path may find nothing, or another object); a
+   * change only when it failed with ENOENT, which the backend answers before it changes anything. Bounded: a name
+   * moved on each attempt gets the last answer.
+   */
+  private async atPath<P extends string | readonly string[], T>(op: string, resolve: () => P, fn: (path: P) => Promise<T>, query: boolean): Promise<[P, T]> {
+    const same = (a: P, b: P | undefined) => b !== undefined && (typeof a === 'string' ? a === b : a.join('\0') === (b as readonly string[]).join('\0'));
+    const now = (): P | undefined => {
+      try {
+        return resolve();
+      } catch {
+        return undefined; // removed meanwhile: nothing to follow
+      }
+    };
+    for (let attempt = 1; ; attempt++) {
+      const path = resolve();
+      let result: T;
+      try {
+        result = await fn(path);
+      } catch (err) {
+        const moved = attempt < MOVED_ATTEMPTS && err instanceof FsError && err.errno === E.ENOENT && !same(path, now());
+        if (!moved) throw err;
+        this.log.debug({ op, path, now: now() }, 'path moved while the request waited: served at the new one');
+        continue;
+      }
+      if (!query || attempt >= MOVED_ATTEMPTS || same(path, now())) return [path, result];
+      this.log.debug({ op, path, now: now() }, 'path moved while the request waited: served at the new one');
+    }
   }
 
   /**
@@ -432,8 +472,9 @@ export class FuseSession {
 
   private async setAttributes(req: Ptr, ino: number, change: AttributeChange, handle: number | undefined): Promise<void> {
     const orphan = this.orphanHandle(Number(ino));
-    const path = orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr');
-    const info = Object.keys(change).length ? await this.fs.setFileAttributes(path, change, handle) : await this.fs.getFileInfo(path);
+    const resolve = () => (orphan !== undefined ? (this.inodes.path(Number(ino)) ?? '') : this.pathOf(ino, 'setattr'));
+    const changing = Object.keys(change).length > 0;
+    const [path, info] = await this.atPath('setattr', resolve, (p) => (changing ? this.fs.setFileAttributes(p, change, handle) : this.fs.getFileInfo(p)), !changing);
     if (!info) throw new FsError(E.ENOENT, 'setattr', path);
     if (!this.sameObject(ino, info)) throw new FsError(E.ENOENT, 'setattr', `${path} (replaced by a ${info.kind})`);
     this.inodes.noteDir(Number(ino), info);
@@ -575,8 +616,7 @@ export class FuseSession {
       destroy: () => {},
       lookup: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'lookup', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'lookup');
-          const info = await fs.getFileInfo(path);
+          const [path, info] = await this.atPath('lookup', this.child(parent, name, 'lookup'), (p) => fs.getFileInfo(p), true);
           if (!info) {
             if (this.negativeTimeout > 0) lib.replyEntry(req, negativeEntryBuffer(this.negativeTimeout));
             else lib.replyErr(req, E.ENOENT);
@@ -593,9 +633,8 @@ export class FuseSession {
       getattr: (req: Ptr, ino: number) =>
         this.answer(req, 'getattr', `inode ${ino}`, async () => {
           if (await this.replyRemovedAttr(req, Number(ino))) return;
-          const path = this.pathOf(ino, 'getattr');
           for (const h of this.passthroughInodes.get(Number(ino))?.writers ?? []) fs.adoptPassthroughWrites?.(h);
-          const info = await fs.getFileInfo(path);
+          const [path, info] = await this.atPath('getattr', () => this.pathOf(ino, 'getattr'), (p) => fs.getFileInfo(p), true);
           if (!info) throw new FsError(E.ENOENT, 'getattr', path);
           // Replaced (detached now): a descriptor still open on the old object describes that object.
           if (!this.sameObject(ino, info)) {
@@ -631,8 +670,7 @@ export class FuseSession {
       mkdir: (req: Ptr, parent: number, name: Ptr, mode: number) => {
         const caller = this.caller(req);
         this.answer(req, 'mkdir', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'mkdir');
-          const info = await fs.createDirectory(path, mode, caller);
+          const [path, info] = await this.atPath('mkdir', this.child(parent, name, 'mkdir'), (p) => fs.createDirectory(p, mode, caller), false);
           this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
@@ -641,32 +679,29 @@ export class FuseSession {
       mknod: (req: Ptr, parent: number, name: Ptr, mode: number) => {
         const caller = this.caller(req);
         this.answer(req, 'mknod', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'mknod');
-          if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', path, 'S3 holds no FIFOs, sockets or device files');
-          const { handle, info } = await fs.createFile(path, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller);
+          if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', this.child(parent, name, 'mknod')(), 'S3 holds no FIFOs, sockets or device files');
+          const [path, { handle, info }] = await this.atPath('mknod', this.child(parent, name, 'mknod'), (p) => fs.createFile(p, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller), false);
           await fs.closeFile(handle);
           this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
       unlink: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'unlink', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'unlink');
-          await fs.deleteFile(path);
+          const [path] = await this.atPath('unlink', this.child(parent, name, 'unlink'), (p) => fs.deleteFile(p), false);
           this.inodes.remove(this.entryPath(parent, path));
           lib.replyErr(req, 0);
         }),
       rmdir: (req: Ptr, parent: number, name: Ptr) =>
         this.answer(req, 'rmdir', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'rmdir');
-          await fs.deleteDirectory(path);
+          const [path] = await this.atPath('rmdir', this.child(parent, name, 'rmdir'), (p) => fs.deleteDirectory(p), false);
           this.inodes.remove(this.entryPath(parent, path));
           lib.replyErr(req, 0);
         }),
       rename: (req: Ptr, parent: number, name: Ptr, newParent: number, newName: Ptr, flags: number) =>
         this.answer(req, 'rename', `inode ${parent}`, async () => {
-          const from = this.childPath(parent, name, 'rename');
-          const to = this.childPath(newParent, newName, 'rename');
-          await fs.renameOrMoveFile(from, to, flags);
+          const [fromAt, toAt] = [this.child(parent, name, 'rename'), this.child(newParent, newName, 'rename')];
+          const names = () => [fromAt(), toAt()] as const;
+          const [[from, to]] = await this.atPath('rename', names, ([f, t]) => fs.renameOrMoveFile(f, t, flags), false);
           const [a, b] = [this.entryPath(parent, from), this.entryPath(newParent, to)];
           if (flags & RENAME_EXCHANGE) this.inodes.exchange(a, b);
           else this.inodes.rename(a, b);
@@ -676,15 +711,15 @@ export class FuseSession {
       symlink: (req: Ptr, link: Ptr, parent: number, name: Ptr) => {
         const caller = this.caller(req);
         this.answer(req, 'symlink', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'symlink');
           const target = this.name(link, 'symlink');
-          const info = await fs.createSymlink(path, target, caller);
+          const [path, info] = await this.atPath('symlink', this.child(parent, name, 'symlink'), (p) => fs.createSymlink(p, target, caller), false);
           this.replyEntry(req, this.entryPath(parent, path), info);
         });
       },
       readlink: (req: Ptr, ino: number) =>
         this.answer(req, 'readlink', `inode ${ino}`, async () => {
-          lib.replyReadlink(req, await fs.readSymlink(this.pathOf(ino, 'readlink')));
+          const [, target] = await this.atPath('readlink', () => this.pathOf(ino, 'readlink'), (p) => fs.readSymlink(p), true);
+          lib.replyReadlink(req, target);
         }),
       fallocate: (req: Ptr, ino: number, mode: number, offset: number, length: number, fi: Ptr) => {
         const handle = this.fh(fi);
@@ -707,7 +742,7 @@ export class FuseSession {
           const stored = await this.pageStore?.hold(Number(ino), flags);
           let handle: number | undefined;
           try {
-            handle = await fs.openFile(this.pathOf(ino, 'open'), flags);
+            [, handle] = await this.atPath('open', () => this.pathOf(ino, 'open'), (p) => fs.openFile(p, flags), false);
             this.opened(Number(ino), handle);
             const backingId = this.passthroughOpen(Number(ino), handle, flags);
             if (backingId > 0) lib.replyBuf(req, openOutBuffer(handle, FOPEN_PASSTHROUGH, backingId), 16);
@@ -722,12 +757,13 @@ export class FuseSession {
         const caller = this.caller(req);
         const kill = this.takeKill();
         this.answer(req, 'create', `inode ${parent}`, async () => {
-          const path = this.childPath(parent, name, 'create');
+          const at = this.child(parent, name, 'create');
+          const path = at();
           // CREATE of a name that exists (O_TRUNC, the kernel's look-up having missed it): cleared as by OPEN.
           const existing = kill ? await this.clearedModeFor(path, kill).catch(() => undefined) : undefined;
           if (existing !== undefined) await fs.setFileAttributes(path, { mode: existing });
-          const { handle, info } = await fs.createFile(path, mode, flags, caller);
-          const ino = this.inodes.lookup(this.entryPath(parent, path), info.kind);
+          const [made, { handle, info }] = await this.atPath('create', at, (p) => fs.createFile(p, mode, flags, caller), false);
+          const ino = this.inodes.lookup(this.entryPath(parent, made), info.kind);
           this.opened(ino, handle);
           // A new file: no page of it was stored; its writer is counted before the reply lets it write.
           (await this.pageStore?.hold(ino, flags))?.(handle);
@@ -806,8 +842,7 @@ export class FuseSession {
             this.dirs.set(dh, { path: '', listed: [], self: Number(ino), parent: ROOT_INO });
             return lib.replyOpen(req, fileInfoBuffer(flags, dh));
           }
-          const path = this.pathOf(ino, 'opendir');
-          const listed: DirEntry[] = await fs.enumerateDirectory(path);
+          const [path, listed] = await this.atPath('opendir', () => this.pathOf(ino, 'opendir'), (p): Promise<DirEntry[]> => fs.enumerateDirectory(p), true);
           const parent = path === '/' ? ROOT_INO : this.inodes.peek(path.slice(0, path.lastIndexOf('/')) || '/');
           const dh = this.nextDir++;
           this.dirs.set(dh, { path, listed, self: Number(ino), parent });
@@ -825,11 +860,12 @@ export class FuseSession {
         const data = copyIn(value, Number(size));
         this.answer(req, 'setxattr', `inode ${ino}`, async () => {
           const name = this.name(namePtr, 'setxattr');
-          const path = this.pathOf(ino, 'setxattr');
-          const exists = (await fs.getExtendedAttribute(path, name)) !== null;
-          if (flags & XATTR_CREATE && exists) throw new FsError(E.EEXIST, 'setxattr', path);
-          if (flags & XATTR_REPLACE && !exists) throw new FsError(E.ENODATA, 'setxattr', path);
-          await fs.setExtendedAttribute(path, name, data);
+          await this.atPath('setxattr', () => this.pathOf(ino, 'setxattr'), async (path) => {
+            const exists = (await fs.getExtendedAttribute(path, name)) !== null;
+            if (flags & XATTR_CREATE && exists) throw new FsError(E.EEXIST, 'setxattr', path);
+            if (flags & XATTR_REPLACE && !exists) throw new FsError(E.ENODATA, 'setxattr', path);
+            await fs.setExtendedAttribute(path, name, data);
+          }, false);
           lib.replyErr(req, 0);
         });
       },
@@ -844,20 +880,21 @@ export class FuseSession {
           return;
         }
         this.answer(req, 'getxattr', `inode ${ino}`, async () => {
-          const value = await fs.getExtendedAttribute(this.pathOf(ino, 'getxattr'), name);
+          const [, value] = await this.atPath('getxattr', () => this.pathOf(ino, 'getxattr'), (p) => fs.getExtendedAttribute(p, name), true);
           if (value === null) throw new FsError(E.ENODATA, 'getxattr', name);
           this.replySized(req, value, Number(size));
         });
       },
       listxattr: (req: Ptr, ino: number, size: number) =>
         this.answer(req, 'listxattr', `inode ${ino}`, async () => {
-          const names = await fs.listExtendedAttributes(this.pathOf(ino, 'listxattr'));
+          const [, names] = await this.atPath('listxattr', () => this.pathOf(ino, 'listxattr'), (p) => fs.listExtendedAttributes(p), true);
           this.replySized(req, Buffer.from(names.map((n) => `${n}\0`).join('')), Number(size));
         }),
       removexattr: (req: Ptr, ino: number, namePtr: Ptr) =>
         this.answer(req, 'removexattr', `inode ${ino}`, async () => {
           const name = this.name(namePtr, 'removexattr');
-          if (!(await fs.removeExtendedAttribute(this.pathOf(ino, 'removexattr'), name))) throw new FsError(E.ENODATA, 'removexattr', name);
+          const [, removed] = await this.atPath('removexattr', () => this.pathOf(ino, 'removexattr'), (p) => fs.removeExtendedAttribute(p, name), false);
+          if (!removed) throw new FsError(E.ENODATA, 'removexattr', name);
           lib.replyErr(req, 0);
         }),
       statfs: (req: Ptr) => {
