@@ -60,6 +60,8 @@ const fds = [];
 for (let i = 0; i < Number(opsArg); i++) {
   const r = rand();
   let op = '';
+  // CLOCK_MONOTONIC, as the kernel's trace with trace_clock "mono": a failure's requests can be found there by pid.
+  const t0 = process.hrtime.bigint();
   try {
     if (r < 0.25) {
       op = 'write';
@@ -117,7 +119,7 @@ for (let i = 0; i < Number(opsArg); i++) {
       fs.rmSync(P(dir()), { recursive: true, force: true });
     }
   } catch (err) {
-    if (!EXPECTED.has(err.code)) unexpected.push(`${op}: ${err.message}`);
+    if (!EXPECTED.has(err.code)) unexpected.push(`${op}: ${err.message} [pid ${process.pid}, ${Number(t0) / 1e9}-${Number(process.hrtime.bigint()) / 1e9} s mono]`);
   }
 }
 for (const fd of fds) fs.closeSync(fd);

@@ -359,12 +359,14 @@ export class FuseSession {
    * moved on each attempt gets the last answer.
    */
   private async atPath<P extends string | readonly string[], T>(op: string, resolve: () => P, fn: (path: P) => Promise<T>, query: boolean): Promise<[P, T]> {
-    const same = (a: P, b: P | undefined) => b !== undefined && (typeof a === 'string' ? a === b : a.join('\0') === (b as readonly string[]).join('\0'));
-    const now = (): P | undefined => {
+    const key = (p: P) => (typeof p === 'string' ? p : p.join('\0'));
+    // Where the inode is now, if a rename moved it; not if unchanged or removed meanwhile (nothing to follow).
+    const movedTo = (path: P): P | undefined => {
       try {
-        return resolve();
+        const now = resolve();
+        return key(now) === key(path) ? undefined : now;
       } catch {
-        return undefined; // removed meanwhile: nothing to follow
+        return undefined;
       }
     };
     for (let attempt = 1; ; attempt++) {
@@ -373,15 +375,17 @@ export class FuseSession {
       try {
         result = await fn(path);
       } catch (err) {
-        const moved = attempt < MOVED_ATTEMPTS && err instanceof FsError && err.errno === E.ENOENT && !same(path, now());
-        if (!moved) throw err;
-        this.log.debug({ op, path, now: now() }, 'path moved while the request waited: served at the new one');
+        const now = attempt < MOVED_ATTEMPTS && err instanceof FsError && err.errno === E.ENOENT ? movedTo(path) : undefined;
+        if (now === undefined) throw err;
+        this.log.debug({ op, path, now }, 'path moved while the request waited: served at the new one');
         continue;
       }
-      if (!query || attempt >= MOVED_ATTEMPTS || same(path, now())) return [path, result];
-      this.log.debug({ op, path, now: now() }, 'path moved while the request waited: served at the new one');
+      const now = query && attempt < MOVED_ATTEMPTS ? movedTo(path) : undefined;
+      if (now === undefined) return [path, result];
+      this.log.debug({ op, path, now }, 'path moved while the request waited: served at the new one');
     }
   }
+
 
   /**
    * Where a parent's entry is now, at the reply: a directory move may have taken the parent along while the
