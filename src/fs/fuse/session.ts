@@ -584,7 +584,8 @@ export class FuseSession {
   private async replyRemovedAttr(req: Ptr, ino: number): Promise<boolean> {
     const orphan = this.orphanHandle(ino);
     const info = orphan !== undefined ? await this.fs.getHandleInfo(orphan) : this.inodes.removedDir(ino);
-    if (!info) return false;
+    // Never another type than the kernel has for the number: it would mark the inode bad (EIO to its holders).
+    if (!info || !this.inodes.sameKind(ino, info.kind)) return false;
     this.lib.replyAttr(req, statBuffer(ino, info), this.attrTimeout);
     return true;
   }

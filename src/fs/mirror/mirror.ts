@@ -262,6 +262,9 @@ export class S3Mirror implements CbfsHandlers {
       const key = pathToKey(path);
       let file: CachedFile;
       const rec = this.vault.record(key);
+      // The kernel follows links itself and never opens one: the file it meant lost this name to a link meanwhile
+      // (a handle on the link's record made the kernel's file inode a link to its getattr: EIO ever after).
+      if (rec && (rec.mode & S_IFMT) === S_IFLNK) throw new FsError(E.ENOENT, 'open', path, 'a symbolic link has this name now');
       if (this.vault.isOpen(key) || (rec && (rec.dirty || rec.remoteEtag === null))) {
         file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec!);
       } else {
@@ -274,7 +277,7 @@ export class S3Mirror implements CbfsHandlers {
           remote = { info: { kind: 'file', size: rec.size, mode: rec.mode, uid: rec.uid, gid: rec.gid, mtimeMs: rec.mtimeMs }, etag: rec.remoteEtag };
           this.log.debug({ key }, 'storage unreachable: opening the cached copy');
         }
-        if (!remote) throw new FsError(E.ENOENT, 'open', path);
+        if (!remote || remote.info.kind === 'symlink') throw new FsError(E.ENOENT, 'open', path, remote ? 'a symbolic link has this name now' : undefined);
         file = await this.vault.openFile(key, { etag: remote.etag, size: remote.info.size }, remote.info);
       }
       if (flags & 0o1000) await file.setSize(0);
