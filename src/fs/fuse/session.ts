@@ -386,7 +386,6 @@ export class FuseSession {
     }
   }
 
-
   /**
    * Where a parent's entry is now, at the reply: a directory move may have taken the parent along while the
    * request waited for it (the backend then made the entry at the new name).
@@ -684,8 +683,9 @@ export class FuseSession {
       mknod: (req: Ptr, parent: number, name: Ptr, mode: number) => {
         const caller = this.caller(req);
         this.answer(req, 'mknod', `inode ${parent}`, async () => {
-          if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', this.child(parent, name, 'mknod')(), 'S3 holds no FIFOs, sockets or device files');
-          const [path, { handle, info }] = await this.atPath('mknod', this.child(parent, name, 'mknod'), (p) => fs.createFile(p, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller), false);
+          const at = this.child(parent, name, 'mknod');
+          if ((mode & S_IFMT) !== S_IFREG) throw new FsError(E.EPERM, 'mknod', at(), 'S3 holds no FIFOs, sockets or device files');
+          const [path, { handle, info }] = await this.atPath('mknod', at, (p) => fs.createFile(p, mode & 0o7777, O_WRONLY | O_CREAT | O_EXCL, caller), false);
           await fs.closeFile(handle);
           this.replyEntry(req, this.entryPath(parent, path), info);
         });
