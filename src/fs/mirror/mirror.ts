@@ -262,8 +262,8 @@ export class S3Mirror implements CbfsHandlers {
       const key = pathToKey(path);
       let file: CachedFile;
       const rec = this.vault.record(key);
-      // The kernel follows links itself and never opens one: the file it meant lost this name to a link meanwhile
-      // (a handle on the link's record made the kernel's file inode a link to its getattr: EIO ever after).
+      // The kernel follows links itself and never opens one: the file it meant lost this name to a link meanwhile.
+      // (A handle on the link's record once made getattr call the kernel's file inode a link: EIO ever after.)
       if (rec && (rec.mode & S_IFMT) === S_IFLNK) throw new FsError(E.ENOENT, 'open', path, 'a symbolic link has this name now');
       if (this.vault.isOpen(key) || (rec && (rec.dirty || rec.remoteEtag === null))) {
         file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null, rec!);
