@@ -425,6 +425,8 @@ export class CachedFile {
 
   private async resize(size: number): Promise<void> {
     return this.lock.run(async () => {
+      // The kernel may have written past the size the vault knows: a truncate to that stale size would be skipped.
+      this.adoptIfWritten();
       const old = this.rec.size;
       if (size === old) return;
       await this.waitInflight(0, this.blockCount());
@@ -458,6 +460,7 @@ export class CachedFile {
    * null: no such offset (ENXIO).
    */
   seekData(offset: number, hole: boolean): number | null {
+    this.adoptIfWritten();
     const size = this.rec.size;
     if (offset >= size || offset < 0) return null;
     const bs = this.ctx.blockSize;
@@ -817,6 +820,14 @@ export class CachedFile {
     this.openStat = undefined;
     this.externalStamp = `${st.ctimeNs}:${st.size}`;
     this.externalMtimeNs = st.mtimeNs;
+  }
+
+  /**
+   * Before anything that depends on the file's size or blocks: take in what passthrough handles wrote. Every such
+   * change goes through the data file, not the vault, so the vault's size and block states lag until adopted.
+   */
+  adoptIfWritten(): void {
+    if (this.passthroughWriters > 0) this.adoptExternalWrites();
   }
 
   /** The data file's descriptor, whatever it holds (a passthrough handle opened beside others must share it). */

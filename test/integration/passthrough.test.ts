@@ -132,6 +132,33 @@ describe('FUSE passthrough', () => {
     expect(sh(`python3 ${SCRIPT} ${mp}`, 30)).toBe('4145\n5000\n');
   });
 
+  it('ftruncate and fallocate on a descriptor that wrote by passthrough act on the size its writes made', async () => {
+    const mp = m!.mountpoint;
+    // The vault last saw size 0; the kernel's passthrough writes made 8 KiB and 9000 bytes. Before, fallocate
+    // inside the written bytes "grew" the file from 0 to the end of its range, cutting off the rest (9000 → 1100).
+    // The ftruncate to the size the vault last saw must not be taken for "no change" either.
+    const py = [
+      'import os, sys',
+      'd = sys.argv[1]',
+      "fd = os.open(os.path.join(d, 'trunc.bin'), os.O_RDWR | os.O_CREAT, 0o644)",
+      "os.write(fd, b'a' * 8192)",
+      'os.ftruncate(fd, 0)',
+      'print(os.fstat(fd).st_size)',
+      'os.close(fd)',
+      "fd = os.open(os.path.join(d, 'falloc.bin'), os.O_RDWR | os.O_CREAT, 0o644)",
+      "os.write(fd, b'b' * 9000)",
+      'os.posix_fallocate(fd, 100, 1000)',
+      'print(os.fstat(fd).st_size)',
+      'os.close(fd)',
+      "print(os.stat(os.path.join(d, 'trunc.bin')).st_size, os.stat(os.path.join(d, 'falloc.bin')).st_size)",
+    ].join('\n');
+    writeFileSync(SCRIPT, py);
+    expect(sh(`python3 ${SCRIPT} ${mp}`, 30)).toBe('0\n9000\n0 9000\n');
+    sh(`${process.execPath} ${BIN} flush --wait ${mp}`, 60);
+    expect((await s3.get(BUCKET, 'trunc.bin')).length).toBe(0);
+    expect((await s3.get(BUCKET, 'falloc.bin')).toString()).toBe('b'.repeat(9000));
+  });
+
   it('eviction never takes the blocks of a file open by passthrough', async () => {
     await m?.stop();
     const pinned = randomBytes(4 * 1024 * 1024);

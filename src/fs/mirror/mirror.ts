@@ -947,6 +947,8 @@ export class S3Mirror implements CbfsHandlers {
     if (end > MAX_OBJECT) throw new FsError(E.EFBIG, 'fallocate', h.path, 'S3 objects are limited to 5 TiB');
     return this.run('fallocate', h.path, async () => {
       const file = h.file;
+      // Its size decides what grows and what is zeroed: the kernel's passthrough writes count.
+      file.adoptIfWritten();
       const keep = (mode & FALLOC_FL_KEEP_SIZE) !== 0;
       if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
         // Zeros are written (S3 objects have no holes); with KEEP_SIZE never past the end.
