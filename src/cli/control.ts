@@ -34,8 +34,18 @@ export interface ControlHooks {
   refresh(path: string): Promise<void>;
 }
 
-export function startControlServer(socketPath: string, maintenance: Maintenance, hooks: ControlHooks, log: Logger): net.Server {
+export interface ControlServer extends net.Server {
+  /**
+   * Resolves once every request received so far has its answer written (or after `ms`). The process must not exit
+   * before: an unmount asked here ends the mount, and the CLI that asked would otherwise read a closed connection
+   * instead of its result.
+   */
+  answered(ms: number): Promise<void>;
+}
+
+export function startControlServer(socketPath: string, maintenance: Maintenance, hooks: ControlHooks, log: Logger): ControlServer {
   rmSync(socketPath, { force: true });
+  const pending = new Set<Promise<void>>();
   const server = net.createServer((conn) => {
     let buf = '';
     const send = (m: ControlMessage): void => {
@@ -88,22 +98,33 @@ export function startControlServer(socketPath: string, maintenance: Maintenance,
             throw new Error(`unknown operation ${String((req as { op: unknown }).op)}`);
         }
       };
-      run().then(
-        (data) => {
-          send({ type: 'result', data });
-          conn.end();
-        },
+      const answer = (m: ControlMessage): Promise<void> =>
+        new Promise((resolve) => {
+          send(m);
+          conn.once('close', () => resolve());
+          conn.end(() => resolve());
+        });
+      const done = run().then(
+        (data) => answer({ type: 'result', data }),
         (err: unknown) => {
           log.error({ op: req.op, path: req.path, err: (err as Error).message }, 'control request failed');
-          send({ type: 'error', message: (err as Error).message });
-          conn.end();
+          return answer({ type: 'error', message: (err as Error).message });
         },
       );
+      pending.add(done);
+      void done.finally(() => pending.delete(done));
     });
   });
   server.listen(socketPath);
   server.unref();
-  return server;
+  return Object.assign(server, {
+    answered: async (ms: number): Promise<void> => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+      await Promise.race([Promise.all(pending), late]);
+      clearTimeout(timer);
+    },
+  });
 }
 
 /** Send one request; calls onProgress for each progress line; resolves with the result. */

@@ -23,10 +23,9 @@ import { EMBEDDED_CREDENTIALS, EMBEDDED_NAME_MAX, lastLines, startEmbeddedServer
 import { StorageError } from '../storage/rwresult.js';
 import { S3Storage } from '../storage/s3.js';
 import { PoweredStorage } from '../storage/power.js';
-import type { Server } from 'node:net';
 import { Maintenance } from '../fs/mirror/maintenance.js';
 import { ENUM_MODE } from '../cache/constants.js';
-import { startControlServer } from './control.js';
+import { startControlServer, type ControlServer } from './control.js';
 import { EXIT } from './exit-codes.js';
 import { checkMountpoint, MountpointError, registerMount, unregisterMount } from './mountpoint.js';
 
@@ -73,7 +72,7 @@ export async function runMount(job: MountJob): Promise<number> {
   let vault: Vault | undefined;
   let session: FuseSession | undefined;
   let mountpoint: string | undefined;
-  let control: Server | undefined;
+  let control: ControlServer | undefined;
   /** A second signal: stop waiting for uploads, at the unmount and at the vault's close. */
   let forced = false;
   let where = `s3://${config.s3.bucket}/${config.s3.prefix}`;
@@ -255,6 +254,8 @@ export async function runMount(job: MountJob): Promise<number> {
     else process.stderr.write(`s3vault: error: ${message}\n`);
     return exit;
   } finally {
+    // The CLI that asked for this unmount (or anything else) gets its answer first.
+    await control?.answered(5000);
     control?.close();
     session?.close();
     // Told not to wait for the uploads (a second signal): those under way are abandoned, as by a crash.

@@ -3,9 +3,10 @@
  * offsets across blocks, mmap reads and writes, truncates, fallocate (grow, keep size, punch hole, zero range),
  * copy_file_range, fsync, dropped page caches and reopens, each read checked against what the file must hold.
  * Then the object in S3 must hold exactly the file's last bytes, and so must a fresh mount reading it from S3.
- * Three mounts: the default (FUSE passthrough for files all in the vault); one that uploads and evicts while the
- * file is used (short flush delay, a vault smaller than the files, pauses with the file closed); and the same
- * without passthrough, where every read and write goes through s3vault.
+ * Four mounts: the default (FUSE passthrough for files all in the vault); one killed (SIGKILL) right after the
+ * last close, whose vault must hold and upload the last bytes when mounted again; one that uploads and evicts
+ * while the file is used (short flush delay, a vault smaller than the files, pauses with the file closed); and
+ * the same without passthrough, where every read and write goes through s3vault.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -34,8 +35,12 @@ afterAll(async () => {
   await s3?.stop();
 });
 
-/** fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. */
-async function exercise(name: string, seeds: number[], ops: number, pauseMs: number, flags: string[]): Promise<void> {
+/**
+ * fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. With
+ * `crash`, s3vault is killed (SIGKILL) right after fsx's last close, nothing flushed, and a mount of the same
+ * vault must upload the last bytes: a close is durable.
+ */
+async function exercise(name: string, seeds: number[], ops: number, pauseMs: number, flags: string[], crash = false): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
   const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: flags });
   try {
@@ -45,9 +50,19 @@ async function exercise(name: string, seeds: number[], ops: number, pauseMs: num
       // fsx prints the failing operation and the ones before it: the message a failure needs.
       expect(r.stdout + r.stderr, `fsx seed ${seed} on the ${name} mount`).toMatch(new RegExp(`^ok ${ops} ops`));
     }
-    sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
+    if (!crash) sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
   } finally {
-    expect(await m.stop()).toBe(0);
+    if (crash) await m.stop('SIGKILL');
+    else expect(await m.stop()).toBe(0);
+  }
+  if (crash) {
+    const again = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault: m.vault });
+    try {
+      for (const seed of seeds) sh(`cmp ${expected}/${seed} ${again.mountpoint}/${name}/f${seed}`, 120);
+      sh(`${process.execPath} ${BIN} flush --wait ${again.mountpoint}`, 120);
+    } finally {
+      expect(await again.stop()).toBe(0);
+    }
   }
   for (const seed of seeds) {
     const want = readFileSync(`${expected}/${seed}`);
@@ -72,6 +87,10 @@ describe('file data under random operations (fsx)', () => {
 
   it('uploads and evictions while the file is used: every read agrees, and S3 gets the last bytes', async () => {
     await exercise('evicting', [3, 4], 1200, 300, ['--flush-delay', '100', '--cache-size', '6M']);
+  });
+
+  it('kill -9 right after the last close: the same vault, mounted again, holds and uploads the last bytes', async () => {
+    await exercise('crash', [6, 7], 1500, 0, [], true);
   });
 
   it('without passthrough (every read and write through s3vault), uploading and evicting too', async () => {
