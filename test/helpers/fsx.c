@@ -5,11 +5,12 @@
  * reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
  * a file being uploaded, uploaded, or evicted from the vault and read back from S3.
  *
- *   fsx [-e EXPECTED] FILE SEED OPS [MAXLEN [PAUSE_MS]]
+ *   fsx [-e EXPECTED] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]
  *     → "ok OPS ops, size N", exit 0; with -e, the bytes the file must hold are written to EXPECTED at the end
  *       (a local path: the test compares it with the object after a remount);
  *     → on a mismatch or a failed call, the last operations and the first bad byte, exit 1.
  *   MAXLEN: the largest the file gets (default 4 MiB); PAUSE_MS: how long some reopens wait, file closed (0).
+ *   -k: end with fsync instead of close, print the result, and wait to be killed with the file still open.
  *
  * Every operation has a bounded size, so a run's time is bounded by OPS; the test that runs it adds a timeout. */
 #define _GNU_SOURCE
@@ -256,10 +257,14 @@ static void final_check(void) {
 
 int main(int argc, char **argv) {
   const char *expected = NULL;
-  int a = 1;
-  if (a + 1 < argc && !strcmp(argv[a], "-e")) { expected = argv[a + 1]; a += 2; }
+  int a = 1, hold = 0;
+  for (;;) {
+    if (a + 1 < argc && !strcmp(argv[a], "-e")) { expected = argv[a + 1]; a += 2; }
+    else if (a < argc && !strcmp(argv[a], "-k")) { hold = 1; a += 1; }
+    else break;
+  }
   if (argc - a < 3) {
-    fprintf(stderr, "usage: fsx [-e EXPECTED] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
+    fprintf(stderr, "usage: fsx [-e EXPECTED] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
     return 2;
   }
   file = argv[a];
@@ -287,11 +292,16 @@ int main(int argc, char **argv) {
     else op_reopen();
   }
   final_check();
-  if (close(fd) != 0) sys_fail("last close", 0, 0);
+  if (hold) {
+    if (fsync(fd) != 0) sys_fail("last fsync", 0, 0);
+  } else if (close(fd) != 0) sys_fail("last close", 0, 0);
   if (expected) {
     int e = open(expected, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (e < 0 || write(e, good, size) != size || close(e) != 0) { perror(expected); return 2; }
   }
   printf("ok %ld ops, size %ld%s%s\n", ops, size, punch_ok ? "" : " (no punch hole)", zero_range_ok ? "" : " (no zero range)");
+  fflush(stdout);
+  if (hold)
+    for (;;) pause(); /* the file stays open: the caller kills s3vault, then this */
   return 0;
 }

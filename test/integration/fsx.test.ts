@@ -3,12 +3,13 @@
  * offsets across blocks, mmap reads and writes, truncates, fallocate (grow, keep size, punch hole, zero range),
  * copy_file_range, fsync, dropped page caches and reopens, each read checked against what the file must hold.
  * Then the object in S3 must hold exactly the file's last bytes, and so must a fresh mount reading it from S3.
- * Four mounts: the default (FUSE passthrough for files all in the vault); one killed (SIGKILL) right after the
- * last close, whose vault must hold and upload the last bytes when mounted again; one that uploads and evicts
+ * Five mounts: the default (FUSE passthrough for files all in the vault); two killed (SIGKILL), right after the
+ * last close or right after an fsync with the file still open, whose vault must hold and upload the last bytes
+ * when mounted again; one that uploads and evicts
  * while the file is used (short flush delay, a vault smaller than the files, pauses with the file closed); and
  * the same without passthrough, where every read and write goes through s3vault.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,25 +36,54 @@ afterAll(async () => {
   await s3?.stop();
 });
 
+/** How a run ends: flushed and unmounted; or s3vault killed (SIGKILL), nothing flushed, after fsx's last close or
+ * after its last fsync with the file still open. */
+type End = 'unmount' | 'kill after close' | 'kill after fsync';
+
+/** fsx, ended with -k: resolves with its output once it has synced and waits (the file open); the child stays. */
+function fsxHolding(args: string): Promise<{ out: string; child: ChildProcess }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('timeout', ['-k', '5', '300', 'bash', '-c', `exec ${FSX} -k ${args}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      if (/^ok .*\n/.test(out)) resolve({ out, child });
+    });
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => reject(new Error(`fsx ended (${code}) before it synced:\n${out}`)));
+  });
+}
+
 /**
- * fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. With
- * `crash`, s3vault is killed (SIGKILL) right after fsx's last close, nothing flushed, and a mount of the same
- * vault must upload the last bytes: a close is durable.
+ * fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. Killed
+ * runs: the same vault, mounted again, must hold the last bytes and upload them (a close and an fsync are durable).
  */
-async function exercise(name: string, seeds: number[], ops: number, pauseMs: number, flags: string[], crash = false): Promise<void> {
+async function exercise(name: string, seeds: number[], ops: number, pauseMs: number, flags: string[], end: End = 'unmount'): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
+  const crash = end !== 'unmount';
   const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: flags });
+  const held: ChildProcess[] = [];
   try {
     sh(`mkdir -p ${m.mountpoint}/${name}`);
     for (const seed of seeds) {
-      const r = shResult(`${FSX} -e ${expected}/${seed} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${MAXLEN} ${pauseMs}`, 300);
+      const args = `-e ${expected}/${seed} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${MAXLEN} ${pauseMs}`;
+      let out: string;
+      if (end === 'kill after fsync') {
+        const run = await fsxHolding(args);
+        held.push(run.child);
+        out = run.out;
+      } else {
+        const r = shResult(`${FSX} ${args}`, 300);
+        out = r.stdout + r.stderr;
+      }
       // fsx prints the failing operation and the ones before it: the message a failure needs.
-      expect(r.stdout + r.stderr, `fsx seed ${seed} on the ${name} mount`).toMatch(new RegExp(`^ok ${ops} ops`));
+      expect(out, `fsx seed ${seed} on the ${name} mount`).toMatch(new RegExp(`^ok ${ops} ops`));
     }
     if (!crash) sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
   } finally {
     if (crash) await m.stop('SIGKILL');
     else expect(await m.stop()).toBe(0);
+    for (const c of held) c.kill('SIGKILL');
   }
   if (crash) {
     const again = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault: m.vault });
@@ -90,7 +120,11 @@ describe('file data under random operations (fsx)', () => {
   });
 
   it('kill -9 right after the last close: the same vault, mounted again, holds and uploads the last bytes', async () => {
-    await exercise('crash', [6, 7], 1500, 0, [], true);
+    await exercise('crash', [6, 7], 1500, 0, [], 'kill after close');
+  });
+
+  it('kill -9 right after an fsync, the file still open: the same vault, mounted again, holds and uploads those bytes', async () => {
+    await exercise('crash-open', [8, 9], 1500, 0, [], 'kill after fsync');
   });
 
   it('without passthrough (every read and write through s3vault), uploading and evicting too', async () => {
