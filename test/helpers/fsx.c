@@ -1,8 +1,8 @@
 /* A file-data exerciser in the spirit of fsx: random operations on one file, each checked against a copy of what
  * the file must hold, kept in memory. It covers what the shell tools and the model test do not reach: writes and
- * reads at unaligned offsets across the vault's blocks, writes and reads through mmap, truncates, fallocate
- * (grow, keep size, punch hole, zero range), copy_file_range inside the file, fsync, dropped page caches and
- * reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
+ * reads at unaligned offsets across the vault's blocks, appends through a second descriptor (O_APPEND), reads by a
+ * descriptor opened afresh, writes and reads through mmap, truncates, fallocate (grow, keep size, punch hole, zero
+ * range), copy_file_range inside the file, fsync, dropped page caches and reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
  * a file being uploaded, uploaded, or evicted from the vault and read back from S3.
  *
  *   fsx [-e EXPECTED] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]
@@ -27,7 +27,8 @@
 #include <linux/falloc.h>
 
 static const char *file;
-static int fd = -1;
+static int fd = -1;  /* the file, read and written */
+static int afd = -1; /* the same file opened O_APPEND beside it */
 static unsigned char *good; /* what the file must hold */
 static unsigned char *buf;  /* scratch for reads and new data */
 static long size;           /* what its size must be */
@@ -90,6 +91,39 @@ static void do_open(int trunc) {
   fd = open(file, O_RDWR | O_CREAT | (trunc ? O_TRUNC : 0), 0644);
   if (fd < 0) sys_fail("open", trunc, 0);
   if (trunc) size = 0;
+  afd = open(file, O_WRONLY | O_APPEND);
+  if (afd < 0) sys_fail("open O_APPEND", 0, 0);
+}
+
+static void op_append(void) {
+  long len = 1 + below(rnd() % 4 ? 16384 : 262144);
+  if (size + len > maxlen) return;
+  note("append +%ld at %ld", len, size);
+  fill_random(buf, len);
+  ssize_t w = write(afd, buf, len);
+  if (w != len) sys_fail("append", len, w);
+  memcpy(good + size, buf, len);
+  size += len;
+}
+
+/* A reader that opens the file afresh: what another process would see. */
+static void op_fresh_read(void) {
+  long off = below(size + 1), len = 1 + below(262144);
+  if (off + len > maxlen) len = maxlen - off;
+  if (len <= 0) return;
+  note("fresh open, read %ld +%ld", off, len);
+  int rfd = open(file, O_RDONLY);
+  if (rfd < 0) sys_fail("open for reading", off, len);
+  long want = off >= size ? 0 : (off + len > size ? size - off : len), done = 0;
+  while (done < len) {
+    ssize_t r = pread(rfd, buf + done, len - done, off + done);
+    if (r < 0) sys_fail("pread (fresh)", off + done, len - done);
+    if (r == 0) break;
+    done += r;
+  }
+  close(rfd);
+  if (done != want) dump_and_fail("fresh read at %ld returned %ld bytes, expected %ld", off, done, want);
+  check(buf, off, done, "fresh read");
 }
 
 static void op_write(void) {
@@ -234,6 +268,7 @@ static void op_reopen(void) {
   int trunc = rnd() % 16 == 0;
   long wait = pause_ms > 0 && rnd() % 3 == 0 ? pause_ms : 0;
   note(trunc ? "close, %ld ms, reopen O_TRUNC%.0ld" : "close, %ld ms, reopen%.0ld", wait, 0);
+  if (close(afd) != 0) sys_fail("close O_APPEND", 0, 0);
   if (close(fd) != 0) sys_fail("close", 0, 0);
   if (wait) {
     struct timespec ts = { wait / 1000, (wait % 1000) * 1000000L };
@@ -279,8 +314,10 @@ int main(int argc, char **argv) {
   do_open(0);
   for (opno = 0; opno < ops; opno++) {
     long r = below(100);
-    if (r < 22) op_write();
-    else if (r < 38) op_read();
+    if (r < 18) op_write();
+    else if (r < 22) op_append();
+    else if (r < 34) op_read();
+    else if (r < 38) op_fresh_read();
     else if (r < 46) op_mapread();
     else if (r < 54) op_mapwrite();
     else if (r < 60) op_truncate();
@@ -294,7 +331,7 @@ int main(int argc, char **argv) {
   final_check();
   if (hold) {
     if (fsync(fd) != 0) sys_fail("last fsync", 0, 0);
-  } else if (close(fd) != 0) sys_fail("last close", 0, 0);
+  } else if (close(afd) != 0 || close(fd) != 0) sys_fail("last close", 0, 0);
   if (expected) {
     int e = open(expected, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (e < 0 || write(e, good, size) != size || close(e) != 0) { perror(expected); return 2; }

@@ -110,8 +110,9 @@ async function exercise(name: string, seeds: number[], ops: number, pauseMs: num
 
 describe('file data under random operations (fsx)', () => {
   it('default mount: every read agrees, and S3 gets the last bytes', async () => {
-    // Seeds 1 and 2 failed before passthrough writes were taken in ahead of fallocate: a fallocate that grew the
-    // file from the vault's stale size truncated what the kernel had written past it.
+    // Seed 1 failed before passthrough writes were taken in ahead of fallocate: a fallocate that grew the file
+    // from the vault's stale size cut off what the kernel had written past it (at op 1355, fstat said 3031919
+    // bytes, not 4194304; seeds 4-6 failed the same way, two of them with SIGBUS in a mapping past the new end).
     await exercise('default', [1, 2], 3000, 0, []);
   });
 
