@@ -140,6 +140,12 @@ export class CachedFile {
   /** Bumped by changes to the data file; a commit with none since the last needs no fdatasync. */
   private dataGen = 0;
   private syncedDataGen = 0;
+  /**
+   * The smallest size the file had since the running upload read it. Bytes past it that are absent now are zeros
+   * here (cut by a truncate, then grown back), but hold the old bytes in the object that upload leaves: they must
+   * not be fetched from it.
+   */
+  private sizeFloor = Number.POSITIVE_INFINITY;
   private lastReadEnd = -1;
   private window = 0;
   /** First block not yet requested by read-ahead. */
@@ -439,6 +445,7 @@ export class CachedFile {
       this.accounted(() => {
         if (size < old) {
           this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
+          this.sizeFloor = Math.min(this.sizeFloor, size);
           const blocks = this.blockCount(size);
           this.blocks.clearFrom(blocks);
           // The block that now ends the file changed (its tail is gone).
@@ -597,6 +604,7 @@ export class CachedFile {
       const streamMeta = stream && this.ctx.stream && !metaOnly && !options.toKey && stream.key === this.rec.key && !stream.timesSet ? this.ctx.stream.meta(this.rec, this.rec.key) : undefined;
       const streamOk = streamMeta !== undefined && JSON.stringify(streamMeta) === JSON.stringify(stream!.meta);
       if (stream && !streamOk) this.ctx.log.debug({ key: this.rec.key }, 'stream upload: not usable (metadata or name changed); the file goes whole');
+      this.sizeFloor = this.rec.size;
       return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, streamOk, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) {
@@ -689,7 +697,9 @@ export class CachedFile {
         this.rec.dirty = false;
         this.rec.dataDirty = false;
       } else {
-        this.rec.fetchLimit = Math.min(prep.size, this.rec.size);
+        // Changed meanwhile: the object holds the file as it was read, which is the file's only up to the smallest
+        // size it had since (a truncate followed by growth left zeros here where the object has the old bytes).
+        this.rec.fetchLimit = Math.min(prep.size, this.rec.size, this.sizeFloor);
       }
       // S3 has it now: losing this commit only means uploading again. So it waits for the end of the turn, to share
       // one transaction with the other uploads that ended in it.
@@ -853,6 +863,7 @@ export class CachedFile {
       if (size < this.rec.size) {
         this.blocks.clearFrom(count);
         this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
+        this.sizeFloor = Math.min(this.sizeFloor, size);
       }
       this.rec.size = size;
       // Every block that holds data counts as changed; a hole the kernel never wrote stays a hole (SEEK_HOLE).
