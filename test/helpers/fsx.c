@@ -5,11 +5,12 @@
  * range), copy_file_range inside the file, fsync, dropped page caches and reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
  * a file being uploaded, uploaded, or evicted from the vault and read back from S3.
  *
- *   fsx [-e EXPECTED] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]
+ *   fsx [-e EXPECTED] [-i INITIAL] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]
  *     → "ok OPS ops, size N", exit 0; with -e, the bytes the file must hold are written to EXPECTED at the end
  *       (a local path: the test compares it with the object after a remount);
  *     → on a mismatch or a failed call, the last operations and the first bad byte, exit 1.
  *   MAXLEN: the largest the file gets (default 4 MiB); PAUSE_MS: how long some reopens wait, file closed (0).
+ *   -i: FILE exists and holds INITIAL's bytes (at most MAXLEN): start from them instead of an empty file.
  *   -k: end with fsync instead of close, print the result, and wait to be killed with the file still open.
  *
  * Every operation has a bounded size, so a run's time is bounded by OPS; the test that runs it adds a timeout. */
@@ -291,15 +292,16 @@ static void final_check(void) {
 }
 
 int main(int argc, char **argv) {
-  const char *expected = NULL;
+  const char *expected = NULL, *initial = NULL;
   int a = 1, hold = 0;
   for (;;) {
     if (a + 1 < argc && !strcmp(argv[a], "-e")) { expected = argv[a + 1]; a += 2; }
+    else if (a + 1 < argc && !strcmp(argv[a], "-i")) { initial = argv[a + 1]; a += 2; }
     else if (a < argc && !strcmp(argv[a], "-k")) { hold = 1; a += 1; }
     else break;
   }
   if (argc - a < 3) {
-    fprintf(stderr, "usage: fsx [-e EXPECTED] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
+    fprintf(stderr, "usage: fsx [-e EXPECTED] [-i INITIAL] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
     return 2;
   }
   file = argv[a];
@@ -310,7 +312,16 @@ int main(int argc, char **argv) {
   good = calloc(maxlen, 1);
   buf = malloc(maxlen > (1 << 20) ? maxlen : 1 << 20);
   if (!good || !buf) return 2;
-  unlink(file);
+  if (initial) {
+    /* FILE exists and holds these bytes (an object the mount has not read yet): start from them. */
+    int i = open(initial, O_RDONLY);
+    if (i < 0) { perror(initial); return 2; }
+    ssize_t n = read(i, good, maxlen);
+    close(i);
+    if (n < 0) { perror(initial); return 2; }
+    size = n;
+  } else
+    unlink(file);
   do_open(0);
   for (opno = 0; opno < ops; opno++) {
     long r = below(100);

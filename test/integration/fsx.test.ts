@@ -7,12 +7,15 @@
  * - the default (FUSE passthrough for files all in the vault);
  * - uploading and evicting while the file is used (short flush delay, a vault smaller than the files, pauses with
  *   the file closed), with files of up to 4 MiB and of up to 24 MiB (multipart uploads, streamed or not);
+ * - a file that starts as an object the vault does not hold (its blocks fetched as they are used, partial writes
+ *   of absent blocks), in a vault smaller than it;
  * - killed (SIGKILL) right after the last close, or right after an fsync with the file still open: the same vault,
  *   mounted again, must hold and upload the last bytes;
  * - without passthrough, where every read and write goes through s3vault.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,7 +26,8 @@ import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'fsx-test';
 const FSX = path.join(scratchDir('fsx-bin'), 'fsx');
-const MAXLEN = 4 * 1024 * 1024;
+const MiB = 1024 * 1024;
+const MAXLEN = 4 * MiB;
 let s3: TestServer;
 
 beforeAll(async () => {
@@ -60,15 +64,35 @@ function fsxHolding(args: string): Promise<{ out: string; child: ChildProcess }>
  * fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. Killed
  * runs: the same vault, mounted again, must hold the last bytes and upload them (a close and an fsync are durable).
  */
-async function exercise(name: string, seeds: number[], ops: number, pauseMs: number, flags: string[], end: End = 'unmount', maxlen = MAXLEN): Promise<void> {
+interface Run {
+  /** fsx's seeds, one file each. */
+  seeds: number[];
+  ops: number;
+  /** How long some reopens wait with the file closed (with a short flush delay: its upload runs meanwhile). */
+  pauseMs?: number;
+  flags?: string[];
+  end?: End;
+  /** The largest the file gets. */
+  maxlen?: number;
+  /** Each file starts as an object of this many random bytes, put in S3 before the mount (not in its vault). */
+  initial?: number;
+}
+
+async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial }: Run): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
   const crash = end !== 'unmount';
+  const start = initial === undefined ? undefined : scratchDir(`fsx-initial-${name}`);
+  for (const seed of start ? seeds : []) {
+    const bytes = randomBytes(initial!);
+    writeFileSync(`${start}/${seed}`, bytes);
+    await s3.put(BUCKET, `${name}/f${seed}`, bytes);
+  }
   const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: flags });
   const held: ChildProcess[] = [];
   try {
     sh(`mkdir -p ${m.mountpoint}/${name}`);
     for (const seed of seeds) {
-      const args = `-e ${expected}/${seed} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
+      const args = `-e ${expected}/${seed}${start ? ` -i ${start}/${seed}` : ''} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
       let out: string;
       if (end === 'kill after fsync') {
         const run = await fsxHolding(args);
@@ -115,32 +139,36 @@ describe('file data under random operations (fsx)', () => {
     // Seed 1 failed before passthrough writes were taken in ahead of fallocate: a fallocate that grew the file
     // from the vault's stale size cut off what the kernel had written past it (at op 1355, fstat said 3031919
     // bytes, not 4194304; seeds 4-6 failed the same way, two of them with SIGBUS in a mapping past the new end).
-    await exercise('default', [1, 2], 3000, 0, []);
+    await exercise('default', { seeds: [1, 2], ops: 3000 });
   });
 
   it('uploads and evictions while the file is used: every read agrees, and S3 gets the last bytes', async () => {
-    await exercise('evicting', [3, 4], 1200, 300, ['--flush-delay', '100', '--cache-size', '6M']);
+    await exercise('evicting', { seeds: [3, 4], ops: 1200, pauseMs: 300, flags: ['--flush-delay', '100', '--cache-size', '6M'] });
   });
 
   it('files of up to 24 MiB (multipart uploads, ranged fetches), uploading and evicting: every read agrees', async () => {
     // Seeds 601 and 602 failed before an upload that ended after the file was cut and grown back stopped raising
     // the fetch limit: the file's zeros were then fetched from the new object, which held the old bytes there.
-    await exercise('large', [601, 602], 1200, 200, ['--flush-delay', '50', '--cache-size', '16M'], 'unmount', 24 * 1024 * 1024);
+    await exercise('large', { seeds: [601, 602], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '16M'], maxlen: 24 * MiB });
   });
 
   it('the same with --stream-uploads (parts sent while the file is written)', async () => {
-    await exercise('large-stream', [603], 1000, 200, ['--flush-delay', '50', '--cache-size', '40M', '--stream-uploads'], 'unmount', 24 * 1024 * 1024);
+    await exercise('large-stream', { seeds: [603], ops: 1000, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '40M', '--stream-uploads'], maxlen: 24 * MiB });
+  });
+
+  it('files that start as objects not in the vault (lazy fetches, partial writes of absent blocks), evicting', async () => {
+    await exercise('remote', { seeds: [904], ops: 1500, flags: ['--cache-size', '8M'], maxlen: 24 * MiB, initial: 20_000_000 });
   });
 
   it('kill -9 right after the last close: the same vault, mounted again, holds and uploads the last bytes', async () => {
-    await exercise('crash', [6, 7], 1500, 0, [], 'kill after close');
+    await exercise('crash', { seeds: [6, 7], ops: 1500, end: 'kill after close' });
   });
 
   it('kill -9 right after an fsync, the file still open: the same vault, mounted again, holds and uploads those bytes', async () => {
-    await exercise('crash-open', [8, 9], 1500, 0, [], 'kill after fsync');
+    await exercise('crash-open', { seeds: [8, 9], ops: 1500, end: 'kill after fsync' });
   });
 
   it('without passthrough (every read and write through s3vault), uploading and evicting too', async () => {
-    await exercise('no-passthrough', [5], 1500, 300, ['--flush-delay', '100', '--cache-size', '6M', '--no-passthrough']);
+    await exercise('no-passthrough', { seeds: [5], ops: 1500, pauseMs: 300, flags: ['--flush-delay', '100', '--cache-size', '6M', '--no-passthrough'] });
   });
 });
