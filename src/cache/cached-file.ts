@@ -32,6 +32,16 @@ const SYNC_READ_MAX = 128 * 1024;
 /** Blocks read back at once to sum them at a commit. */
 const SUM_RUN_BLOCKS = 8;
 
+/**
+ * After an upload, a file's holes (blocks never written, zeros here) become clean blocks of zeros, up to this many
+ * bytes: the object holds zeros there now, and without this they would be fetched from it (a read of a sparse
+ * file's gap needed the network after its upload). Larger gaps stay fetchable: counted as present, a sparse
+ * disk image's gigabytes of zeros would push real data out of the vault.
+ */
+const HOLES_KEPT_MAX = 64 * 1024 * 1024;
+/** The checksum of a whole block of zeros, per block size. */
+const zeroSums = new Map<number, string>();
+
 /** Clocks of this machine and the storage may disagree by this much. */
 const CLOCK_SLACK_MS = 5000;
 
@@ -605,7 +615,11 @@ export class CachedFile {
       const streamOk = streamMeta !== undefined && JSON.stringify(streamMeta) === JSON.stringify(stream!.meta);
       if (stream && !streamOk) this.ctx.log.debug({ key: this.rec.key }, 'stream upload: not usable (metadata or name changed); the file goes whole');
       this.sizeFloor = this.rec.size;
-      return { gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, streamOk, ...this.ctx.objectMeta(this.rec, this.rec.key) };
+      // What is still absent now that every block the old object holds is here: holes, zeros on both sides once
+      // this upload lands.
+      const holes: number[] = [];
+      if (!metaOnly) for (let b = 0; b < this.blockCount(); b++) if (this.blocks.get(b) === BLOCK.ABSENT && !this.needsFetch(b)) holes.push(b);
+      return { holes, gen: this.gen, metaOnly, size: this.rec.size, key: options.toKey ?? this.rec.key, base: this.rec.remoteEtag, streamOk, ...this.ctx.objectMeta(this.rec, this.rec.key) };
     });
     if (!prep) {
       await stream?.abort();
@@ -681,11 +695,13 @@ export class CachedFile {
       const { id } = this.rec;
       if (resumed) stream!.finished();
       const tags = () => {
+        this.ctx.statements.putBlocks(id, zeros, BLOCK.CLEAN);
         if (attempted) this.ctx.statements.deleteTag(id, OWN_TAG.ATTEMPT);
         if (resumed) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
         this.ctx.statements.putTag(id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
         if (result.versionId) this.ctx.statements.putTag(id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
       };
+      let zeros: { idx: number; sum: string }[];
       if (same) {
         for (let b = 0; b < this.blockCount(); b++) {
           if (this.blocks.get(b) === BLOCK.DIRTY) {
@@ -701,11 +717,33 @@ export class CachedFile {
         // size it had since (a truncate followed by growth left zeros here where the object has the old bytes).
         this.rec.fetchLimit = Math.min(prep.size, this.rec.size, this.sizeFloor);
       }
+      zeros = this.keepHoles(prep.holes);
       // S3 has it now: losing this commit only means uploading again. So it waits for the end of the turn, to share
       // one transaction with the other uploads that ended in it.
       await this.commitLocked(false, tags, true);
       return same ? 'uploaded' : 'changed';
     });
+  }
+
+  /**
+   * An upload landed: the holes it read (absent then) that are still absent and would now be fetched from the
+   * object become clean blocks of zeros — what the data file holds there, and what the upload sent — if they are
+   * few enough (HOLES_KEPT_MAX). Still absent means nothing wrote them since (a write makes a block dirty; only a
+   * truncate makes one absent again, and the fetch limit stays below such a cut). Returns them with checksums.
+   */
+  private keepHoles(holes: number[]): { idx: number; sum: string }[] {
+    const bs = this.ctx.blockSize;
+    const count = this.blockCount();
+    const kept = holes.filter((b) => b < count && this.needsFetch(b));
+    if (kept.length === 0 || kept.length * bs > HOLES_KEPT_MAX) return [];
+    // A block's checksum covers its bytes within the file: the last one may be short.
+    const tail = this.rec.size - (count - 1) * bs;
+    let full = zeroSums.get(bs);
+    if (full === undefined) zeroSums.set(bs, (full = blockSum(Buffer.alloc(bs))));
+    this.accounted(() => {
+      for (const b of kept) this.blocks.set(b, BLOCK.CLEAN);
+    });
+    return kept.map((b) => ({ idx: b, sum: b === count - 1 && tail < bs ? blockSum(Buffer.alloc(tail)) : full }));
   }
 
   /** MD5 of the first `size` bytes (what S3 gives a single-part object as its ETag). */

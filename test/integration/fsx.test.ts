@@ -11,6 +11,7 @@
  *   of absent blocks), in a vault smaller than it;
  * - killed (SIGKILL) right after the last close, or right after an fsync with the file still open: the same vault,
  *   mounted again, must hold and upload the last bytes;
+ * - through a proxy that fails requests now and then (503, 500, resets) while uploads run;
  * - without passthrough, where every read and write goes through s3vault.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -21,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, mount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
-import { sh, shResult } from '../helpers/sh.js';
+import { sh, shAsync } from '../helpers/sh.js';
+import { startFaultProxy, type FaultMode } from '../helpers/fault-proxy.js';
 import { scratchDir } from '../helpers/scratch.js';
 
 const BUCKET = 'fsx-test';
@@ -46,24 +48,24 @@ afterAll(async () => {
  * after its last fsync with the file still open. */
 type End = 'unmount' | 'kill after close' | 'kill after fsync';
 
-/** fsx, ended with -k: resolves with its output once it has synced and waits (the file open); the child stays. */
-function fsxHolding(args: string): Promise<{ out: string; child: ChildProcess }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('timeout', ['-k', '5', '300', 'bash', '-c', `exec ${FSX} -k ${args}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Run fsx without blocking this process (a fault proxy in it must keep forwarding). Resolves with its output when
+ * it exits, or — with `hold` (-k) — once it has synced and waits with the file open; the child is then the
+ * caller's to kill.
+ */
+function runFsx(args: string, hold: boolean): Promise<{ out: string; child: ChildProcess }> {
+  return new Promise((resolve) => {
+    const child = spawn('timeout', ['-k', '5', '300', 'bash', '-c', `exec ${FSX}${hold ? ' -k' : ''} ${args}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
-      if (/^ok .*\n/.test(out)) resolve({ out, child });
+      if (hold && /^ok .*\n/.test(out)) resolve({ out, child });
     });
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => reject(new Error(`fsx ended (${code}) before it synced:\n${out}`)));
+    child.on('exit', (code) => resolve({ out: code === 124 ? `${out}\nfsx timed out (hung mount?)` : out, child }));
   });
 }
 
-/**
- * fsx on a mount with these flags; then S3, and a mount with a fresh vault, must hold what fsx expects. Killed
- * runs: the same vault, mounted again, must hold the last bytes and upload them (a close and an fsync are durable).
- */
 interface Run {
   /** fsx's seeds, one file each. */
   seeds: number[];
@@ -76,9 +78,11 @@ interface Run {
   maxlen?: number;
   /** Each file starts as an object of this many random bytes, put in S3 before the mount (not in its vault). */
   initial?: number;
+  /** The mount reaches S3 through a proxy that fails some requests while fsx runs (none during the flush). */
+  flaky?: boolean;
 }
 
-async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial }: Run): Promise<void> {
+async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial, flaky }: Run): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
   const crash = end !== 'unmount';
   const start = initial === undefined ? undefined : scratchDir(`fsx-initial-${name}`);
@@ -87,29 +91,32 @@ async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end
     writeFileSync(`${start}/${seed}`, bytes);
     await s3.put(BUCKET, `${name}/f${seed}`, bytes);
   }
-  const m = await mount({ endpoint: s3.endpoint, bucket: BUCKET, extraArgs: flags });
+  const proxy = flaky ? await startFaultProxy(s3.server.port) : undefined;
+  // Mostly passing; now and then a stretch of 503s, 500s or reset connections (the SDK's retries, the write-back
+  // queue's backoff, and uploads the file changed under meet them).
+  const faults: FaultMode[] = ['pass', 'pass', 'pass', 'pass', 'pass', 'pass', 'slowdown', 'error500', 'reset'];
+  let turn = 0;
+  const flakes = proxy && setInterval(() => proxy.setMode(faults[turn++ % faults.length]), 150);
+  const m = await mount({ endpoint: proxy?.endpoint ?? s3.endpoint, bucket: BUCKET, extraArgs: flags });
   const held: ChildProcess[] = [];
   try {
-    sh(`mkdir -p ${m.mountpoint}/${name}`);
+    await shAsync(`mkdir -p ${m.mountpoint}/${name}`);
     for (const seed of seeds) {
       const args = `-e ${expected}/${seed}${start ? ` -i ${start}/${seed}` : ''} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
-      let out: string;
-      if (end === 'kill after fsync') {
-        const run = await fsxHolding(args);
-        held.push(run.child);
-        out = run.out;
-      } else {
-        const r = shResult(`${FSX} ${args}`, 300);
-        out = r.stdout + r.stderr;
-      }
+      const { out, child } = await runFsx(args, end === 'kill after fsync');
+      if (end === 'kill after fsync') held.push(child);
       // fsx prints the failing operation and the ones before it: the message a failure needs.
       expect(out, `fsx seed ${seed} on the ${name} mount`).toMatch(new RegExp(`^ok ${ops} ops`));
     }
-    if (!crash) sh(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
+    clearInterval(flakes);
+    proxy?.setMode('pass');
+    if (!crash) await shAsync(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
   } finally {
+    clearInterval(flakes);
     if (crash) await m.stop('SIGKILL');
     else expect(await m.stop()).toBe(0);
     for (const c of held) c.kill('SIGKILL');
+    await proxy?.close();
   }
   if (crash) {
     const again = await mount({ endpoint: s3.endpoint, bucket: BUCKET, vault: m.vault });
@@ -158,6 +165,10 @@ describe('file data under random operations (fsx)', () => {
 
   it('files that start as objects not in the vault (lazy fetches, partial writes of absent blocks), evicting', async () => {
     await exercise('remote', { seeds: [904], ops: 1500, flags: ['--cache-size', '8M'], maxlen: 24 * MiB, initial: 20_000_000 });
+  });
+
+  it('through a server that fails requests now and then (503, 500, resets), uploading meanwhile', async () => {
+    await exercise('flaky', { seeds: [10, 11], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50'], maxlen: 24 * MiB, flaky: true });
   });
 
   it('kill -9 right after the last close: the same vault, mounted again, holds and uploads the last bytes', async () => {

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Vault } from '../../src/cache/vault.js';
+import { checkAndRepair } from '../../src/cache/check.js';
 import { VaultError } from '../../src/cache/errors.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { blockSum, initChecksums } from '../../src/cache/checksum.js';
@@ -172,6 +173,33 @@ describe('vault: writes and sizes', () => {
     expect(got.subarray(10).every((b) => b === 0)).toBe(true);
     while (f.dirty) await f.upload();
     expect(storage.objects.get('f')!.data).toEqual(got);
+    await vault.close();
+  });
+
+  it("after its upload, a sparse file's gaps are read from the vault, not fetched from the object", async () => {
+    let vault = await openVault();
+    const f = await vault.openFile('s', null, attrs);
+    await f.write(0, Buffer.from('head'));
+    await f.setSize(300 * KiB + 5); // blocks 1-4 never written: holes, the last one short
+    await f.write(150 * KiB, Buffer.from('middle'));
+    await f.commit();
+    await f.upload();
+    // Before, the gaps became "in the object" and each read of them was a GET (offline: EIO).
+    const reads = storage.calls.read ?? 0;
+    const got = await f.read(0, 300 * KiB + 5);
+    expect(storage.calls.read ?? 0).toBe(reads);
+    expect(got).toEqual(storage.objects.get('s')!.data);
+    expect(f.cachedBlocks()).toBe(5);
+    await vault.closeFile(f);
+    await vault.close();
+    // The vault's check reads every clean block against its checksum: the gaps' sums are right.
+    const report = await checkAndRepair(dir);
+    expect(report.blocksChecked).toBe(5);
+    expect(report.droppedClean).toEqual([]);
+    vault = await openVault();
+    const g = await vault.openFile('s', { etag: storage.objects.get('s')!.etag, size: 300 * KiB + 5 }, attrs);
+    expect(await g.read(200 * KiB, 100 * KiB + 5)).toEqual(Buffer.alloc(100 * KiB + 5));
+    expect(storage.calls.read ?? 0).toBe(reads);
     await vault.close();
   });
 
