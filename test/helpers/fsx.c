@@ -96,6 +96,23 @@ static void do_open(int trunc) {
   if (afd < 0) sys_fail("open O_APPEND", 0, 0);
 }
 
+/* pread [off, off+len) through rfd: the bytes up to the file's end must be there, and be what it holds. */
+static void read_and_check(int rfd, long off, long len, const char *how) {
+  long want = off >= size ? 0 : (off + len > size ? size - off : len), done = 0;
+  while (done < len) {
+    ssize_t r = pread(rfd, buf + done, len - done, off + done);
+    if (r < 0) sys_fail("pread", off + done, len - done);
+    if (r == 0) break;
+    done += r;
+  }
+  if (done != want) {
+    char m[160];
+    snprintf(m, sizeof m, "%s at %%ld returned %%ld bytes, expected %%ld", how);
+    dump_and_fail(m, off, done, want);
+  }
+  check(buf, off, done, how);
+}
+
 static void op_append(void) {
   long len = 1 + below(rnd() % 4 ? 16384 : 262144);
   if (size + len > maxlen) return;
@@ -115,16 +132,8 @@ static void op_fresh_read(void) {
   note("fresh open, read %ld +%ld", off, len);
   int rfd = open(file, O_RDONLY);
   if (rfd < 0) sys_fail("open for reading", off, len);
-  long want = off >= size ? 0 : (off + len > size ? size - off : len), done = 0;
-  while (done < len) {
-    ssize_t r = pread(rfd, buf + done, len - done, off + done);
-    if (r < 0) sys_fail("pread (fresh)", off + done, len - done);
-    if (r == 0) break;
-    done += r;
-  }
+  read_and_check(rfd, off, len, "fresh read");
   close(rfd);
-  if (done != want) dump_and_fail("fresh read at %ld returned %ld bytes, expected %ld", off, done, want);
-  check(buf, off, done, "fresh read");
 }
 
 static void op_write(void) {
@@ -147,15 +156,7 @@ static void op_read(void) {
   if (off + len > maxlen) len = maxlen - off;
   if (len <= 0) return;
   note("read %ld +%ld", off, len);
-  long want = off >= size ? 0 : (off + len > size ? size - off : len), done = 0;
-  while (done < len) {
-    ssize_t r = pread(fd, buf + done, len - done, off + done);
-    if (r < 0) sys_fail("pread", off + done, len - done);
-    if (r == 0) break;
-    done += r;
-  }
-  if (done != want) dump_and_fail("read at %ld returned %ld bytes, expected %ld", off, done, want);
-  check(buf, off, done, "read");
+  read_and_check(fd, off, len, "read");
 }
 
 static void op_mapread(void) {

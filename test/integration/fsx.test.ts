@@ -14,28 +14,26 @@
  * - through a proxy that fails requests now and then (503, 500, resets) while uploads run;
  * - without passthrough, where every read and write goes through s3vault.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, mount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { sh, shAsync } from '../helpers/sh.js';
 import { startFaultProxy, type FaultMode } from '../helpers/fault-proxy.js';
 import { scratchDir } from '../helpers/scratch.js';
+import { buildCHelper } from '../helpers/c-helper.js';
 
 const BUCKET = 'fsx-test';
-const FSX = path.join(scratchDir('fsx-bin'), 'fsx');
+let FSX: string;
 const MiB = 1024 * 1024;
 const MAXLEN = 4 * MiB;
 let s3: TestServer;
 
 beforeAll(async () => {
-  const src = fileURLToPath(new URL('../helpers/fsx.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-O2', '-o', FSX, src], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot build the fsx helper (gcc is installed by scripts/install.sh --test): ${cc.stderr}`);
+  FSX = buildCHelper('fsx');
   s3 = await startTestServer();
   await s3.createBucket(BUCKET);
 });

@@ -3,31 +3,29 @@
  * helper for the calls the shell lacks: renameat2 flags, SEEK_DATA/SEEK_HOLE, PUNCH_HOLE). What each operation
  * does on S3 is checked on the server with the SDK.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BIN, mount, type TestMount } from '../helpers/mount.js';
 import { startTestServer, type TestServer } from '../helpers/s3.js';
 import { startFaultProxy } from '../helpers/fault-proxy.js';
 import { sh, shAsync, shResult } from '../helpers/sh.js';
 import { scratchDir } from '../helpers/scratch.js';
+import { buildCHelper } from '../helpers/c-helper.js';
 
 const BUCKET = 'posix-test';
 let s3: TestServer;
 let m: TestMount;
 let mp: string;
 let args: string[];
-const FSOPS = path.join(scratchDir('fsops'), 'fsops');
+let FSOPS: string;
 
 const flush = () => sh(`${process.execPath} ${BIN} flush --wait ${mp}`, 120);
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 beforeAll(async () => {
-  const src = fileURLToPath(new URL('../helpers/fsops.c', import.meta.url));
-  const cc = spawnSync('gcc', ['-O1', '-o', FSOPS, src], { encoding: 'utf8' });
-  if (cc.status !== 0) throw new Error(`cannot build the fsops helper (gcc is installed by scripts/install.sh --test): ${cc.stderr}`);
+  FSOPS = buildCHelper('fsops');
   s3 = await startTestServer();
   await s3.createBucket(BUCKET);
   const cfg = path.join(scratchDir('cfg'), 'config.json');
