@@ -53,7 +53,8 @@ type End = 'unmount' | 'kill after close' | 'kill after fsync';
  */
 function runFsx(args: string, hold: boolean): Promise<{ out: string; child: ChildProcess }> {
   return new Promise((resolve) => {
-    const child = spawn('timeout', ['-k', '5', '300', 'bash', '-c', `exec ${FSX}${hold ? ' -k' : ''} ${args}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: `timeout` and fsx go together when the caller kills it (see killFsx).
+    const child = spawn('timeout', ['-k', '5', '300', 'bash', '-c', `exec ${FSX}${hold ? ' -k' : ''} ${args}`], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let out = '';
     child.stdout.on('data', (c: Buffer) => {
       out += c.toString();
@@ -62,6 +63,15 @@ function runFsx(args: string, hold: boolean): Promise<{ out: string; child: Chil
     child.stderr.on('data', (c: Buffer) => (out += c.toString()));
     child.on('exit', (code) => resolve({ out: code === 124 ? `${out}\nfsx timed out (hung mount?)` : out, child }));
   });
+}
+
+/** Kill a held fsx: the whole group (a signal to `timeout` alone would leave fsx waiting on a dead mount). */
+function killFsx(child: ChildProcess): void {
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
 interface Run {
@@ -113,7 +123,7 @@ async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end
     clearInterval(flakes);
     if (crash) await m.stop('SIGKILL');
     else expect(await m.stop()).toBe(0);
-    for (const c of held) c.kill('SIGKILL');
+    for (const c of held) killFsx(c);
     await proxy?.close();
   }
   if (crash) {
