@@ -694,6 +694,8 @@ export class CachedFile {
       // The new ETag, the end of the attempt and the blocks now clean go into the journal in one transaction.
       const { id } = this.rec;
       if (resumed) stream!.finished();
+      /** Holes kept as clean zeros (keepHoles below), journaled with the rest of the upload's end. */
+      let zeros: { idx: number; sum: string }[] = [];
       const tags = () => {
         this.ctx.statements.putBlocks(id, zeros, BLOCK.CLEAN);
         if (attempted) this.ctx.statements.deleteTag(id, OWN_TAG.ATTEMPT);
@@ -701,7 +703,6 @@ export class CachedFile {
         this.ctx.statements.putTag(id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
         if (result.versionId) this.ctx.statements.putTag(id, OWN_TAG.VERSION_ID, Buffer.from(result.versionId));
       };
-      let zeros: { idx: number; sum: string }[];
       if (same) {
         for (let b = 0; b < this.blockCount(); b++) {
           if (this.blocks.get(b) === BLOCK.DIRTY) {
