@@ -143,6 +143,12 @@ export class CachedFile {
   private readonly uploadLock = new Mutex();
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly changed = new Set<number>();
+  /**
+   * The lowest block a shrink cleared since the last commit. The journal's rows from there on are dropped at the
+   * next commit: a file cut and grown back before it would otherwise keep the old rows of blocks that are now
+   * zeros (a cut to 0 and a write at 2 MiB left blocks 0 and 1 journaled with their old checksums).
+   */
+  private cutFrom = Number.POSITIVE_INFINITY;
   private readonly blocks: BlockMap;
   /** Bumped by every change (data, size, attributes): an upload is current only if it did not move. */
   private gen = 0;
@@ -458,6 +464,7 @@ export class CachedFile {
           this.sizeFloor = Math.min(this.sizeFloor, size);
           const blocks = this.blockCount(size);
           this.blocks.clearFrom(blocks);
+          this.cutFrom = Math.min(this.cutFrom, blocks);
           // The block that now ends the file changed (its tail is gone).
           if (size % bs !== 0 && this.blocks.get(blocks - 1) !== BLOCK.ABSENT) this.markDirty(blocks - 1, blocks - 1);
         } else if (old % bs !== 0 && this.blocks.get(Math.floor(old / bs)) !== BLOCK.ABSENT) {
@@ -541,7 +548,7 @@ export class CachedFile {
     this.committedGen = this.gen;
     // Nothing new since the last commit (a release after its close's flush, an upload's first step): the
     // journal already says it all. A durable commit still runs: the last one may not be on disk yet.
-    if (!durable && !also && this.changed.size === 0 && this.ctx.statements.isSaved(this.rec)) return;
+    if (!durable && !also && this.changed.size === 0 && this.cutFrom === Number.POSITIVE_INFINITY && this.ctx.statements.isSaved(this.rec)) return;
     // The data file's fdatasync runs while the changed blocks are read back and summed (both from the page
     // cache): an fsync after a large passthrough write costs the longer of the two, not their sum. The journal
     // commit still waits for it, so the journal never names data the disk may not have.
@@ -553,6 +560,8 @@ export class CachedFile {
     }
     const changed = [...this.changed].filter((b) => b < this.blockCount()).sort((a, b) => a - b);
     this.changed.clear();
+    const cutFrom = this.cutFrom;
+    this.cutFrom = Number.POSITIVE_INFINITY;
     const dirty: { idx: number; sum: string }[] = [];
     const clean: { idx: number; sum: null }[] = [];
     try {
@@ -566,15 +575,30 @@ export class CachedFile {
       await synced;
     } catch (err) {
       for (const b of changed) this.changed.add(b); // not committed: the next commit takes them again
+      this.cutFrom = Math.min(this.cutFrom, cutFrom);
       throw err;
     }
     // Removed meanwhile: its record is gone, and its id may already be another file's.
     if (this.unlinked) return;
-    if (!batched) return this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, durable, also);
+    // Rows go in as the blocks are when the transaction runs, which may be a turn or a batch later: a block evicted
+    // meanwhile (its row dropped, its bytes punched out) must not come back as clean (it then read as zeros: fsx
+    // lost 32 KiB that way, the eviction falling between an upload's end and its batched commit). A block that
+    // changed otherwise since was taken into `changed` again, for the next commit.
+    const rows = (): { dropFrom: number; dirty: { idx: number; sum: string }[]; clean: { idx: number; sum: null }[] } => ({
+      dropFrom: Math.min(cutFrom, this.blockCount()),
+      dirty: dirty.filter((b) => this.blocks.get(b.idx) === BLOCK.DIRTY),
+      clean: clean.filter((b) => this.blocks.get(b.idx) === BLOCK.CLEAN),
+    });
+    if (!batched) {
+      const r = rows();
+      return this.ctx.statements.commitFile(this.rec, r.dropFrom, r.dirty, r.clean, durable, also);
+    }
     // The record as it is when the batch commits, as the direct commit wrote it: a change that takes no lock (a
     // pin) made meanwhile is kept, not overwritten by an older copy.
     await this.ctx.statements.batched(() => {
-      if (!this.unlinked) this.ctx.statements.commitFile(this.rec, this.blockCount(), dirty, clean, false, also);
+      if (this.unlinked) return;
+      const r = rows();
+      this.ctx.statements.commitFile(this.rec, r.dropFrom, r.dirty, r.clean, false, also);
     });
   }
 
@@ -697,7 +721,8 @@ export class CachedFile {
       /** Holes kept as clean zeros (keepHoles below), journaled with the rest of the upload's end. */
       let zeros: { idx: number; sum: string }[] = [];
       const tags = () => {
-        this.ctx.statements.putBlocks(id, zeros, BLOCK.CLEAN);
+        // As the other rows: only those still clean when the batch commits (eviction may have taken some).
+        this.ctx.statements.putBlocks(id, zeros.filter((z) => this.blocks.get(z.idx) === BLOCK.CLEAN), BLOCK.CLEAN);
         if (attempted) this.ctx.statements.deleteTag(id, OWN_TAG.ATTEMPT);
         if (resumed) this.ctx.statements.deleteTag(id, OWN_TAG.STREAM);
         this.ctx.statements.putTag(id, OWN_TAG.ETAG, Buffer.from(result.etag || '-'));
@@ -901,6 +926,7 @@ export class CachedFile {
     this.accounted(() => {
       if (size < this.rec.size) {
         this.blocks.clearFrom(count);
+        this.cutFrom = Math.min(this.cutFrom, count);
         this.rec.fetchLimit = Math.min(this.rec.fetchLimit, size);
         this.sizeFloor = Math.min(this.sizeFloor, size);
       }

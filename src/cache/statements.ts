@@ -370,11 +370,11 @@ export class VaultStatements {
   }
 
   /**
-   * The journal commit of one file: record, dirty and clean blocks, blocks past the end, and `also` (the tags an
-   * upload leaves), in one transaction. `durable`: on disk when it returns (fsync), not only safe from a crash of
-   * the process.
+   * The journal commit of one file: record, dirty and clean blocks, the rows from `dropFrom` on dropped first (past
+   * the end, or cut by a truncate since the last commit), and `also` (the tags an upload leaves), in one
+   * transaction. `durable`: on disk when it returns (fsync), not only safe from a crash of the process.
    */
-  commitFile(rec: FileRecord, blockCount: number, dirty: BlockSum[], clean: BlockSum[], durable = true, also?: () => void): void {
+  commitFile(rec: FileRecord, dropFrom: number, dirty: BlockSum[], clean: BlockSum[], durable = true, also?: () => void): void {
     this.occupied(rec.key);
     this.forgetId(rec.id);
     this.forget(rec.key);
@@ -383,7 +383,7 @@ export class VaultStatements {
       this.withRoom(() =>
         this.db.transaction(() => {
           this.s.update.run(this.params(rec));
-          this.s.dropBlocksFrom.run(rec.id, blockCount);
+          this.s.dropBlocksFrom.run(rec.id, dropFrom);
           for (const b of dirty) this.s.putBlock.run(rec.id, b.idx, BLOCK.DIRTY, b.sum);
           for (const b of clean) this.s.putBlock.run(rec.id, b.idx, BLOCK.CLEAN, b.sum);
           also?.();

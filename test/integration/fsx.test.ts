@@ -12,7 +12,8 @@
  * - killed (SIGKILL) right after the last close, or right after an fsync with the file still open: the same vault,
  *   mounted again, must hold and upload the last bytes;
  * - through a proxy that fails requests now and then (503, 500, resets) while uploads run;
- * - without passthrough, where every read and write goes through s3vault.
+ * - without passthrough, where every read and write goes through s3vault; and so with four files at once in a
+ *   vault smaller than two of them.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -88,9 +89,11 @@ interface Run {
   initial?: number;
   /** The mount reaches S3 through a proxy that fails some requests while fsx runs (none during the flush). */
   flaky?: boolean;
+  /** All seeds run at once (each file's uploads and evictions then fall amid the others' operations). */
+  together?: boolean;
 }
 
-async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial, flaky }: Run): Promise<void> {
+async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial, flaky, together }: Run): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
   const crash = end !== 'unmount';
   const start = initial === undefined ? undefined : scratchDir(`fsx-initial-${name}`);
@@ -109,13 +112,18 @@ async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end
   const held: ChildProcess[] = [];
   try {
     await shAsync(`mkdir -p ${m.mountpoint}/${name}`);
-    for (const seed of seeds) {
+    const one = async (seed: number): Promise<void> => {
       const args = `-e ${expected}/${seed}${start ? ` -i ${start}/${seed}` : ''} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
       const { out, child } = await runFsx(args, end === 'kill after fsync');
       if (end === 'kill after fsync') held.push(child);
       // fsx prints the failing operation and the ones before it: the message a failure needs.
       expect(out, `fsx seed ${seed} on the ${name} mount`).toMatch(new RegExp(`^ok ${ops} ops`));
-    }
+    };
+    if (together) {
+      // Every run to its end before judging (a failed one must not leave others writing into the unmount).
+      const results = await Promise.allSettled(seeds.map(one));
+      for (const r of results) if (r.status === 'rejected') throw r.reason;
+    } else for (const seed of seeds) await one(seed);
     clearInterval(flakes);
     proxy?.setMode('pass');
     if (!crash) await shAsync(`${process.execPath} ${BIN} flush --wait ${m.mountpoint}`, 120);
@@ -189,5 +197,13 @@ describe('file data under random operations (fsx)', () => {
 
   it('without passthrough (every read and write through s3vault), uploading and evicting too', async () => {
     await exercise('no-passthrough', { seeds: [5], ops: 1500, pauseMs: 300, flags: ['--flush-delay', '100', '--cache-size', '6M', '--no-passthrough'] });
+  });
+
+  it('four files at once without passthrough, in a vault smaller than two of them: each evicts the others\' blocks', async () => {
+    // Seed 1203 failed about one run in six (at op 89 or op 54: a write's bytes read back as zeros) before a commit
+    // stopped journaling as clean the blocks evicted after it listed them: an eviction between an upload's end and
+    // its batched commit left the journal saying "clean" over a punched hole, so the file read zeros there after
+    // its next open, and its next upload sent them. (Without passthrough, open files' clean blocks are evicted.)
+    await exercise('together', { seeds: [1201, 1202, 1203, 1204], ops: 300, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], together: true });
   });
 });

@@ -227,6 +227,56 @@ describe('vault: writes and sizes', () => {
 });
 
 describe('vault: journal and recovery', () => {
+  it("a block evicted between an upload's end and its batched commit stays out of the journal (it read back as zeros)", async () => {
+    let vault = await openVault();
+    const data = pattern(128 * KiB + 10);
+    const f = await vault.openFile('e', null, attrs);
+    await f.write(0, data);
+    await f.commit();
+    // The upload's end is the second batched journal write (the first: its attempt). The evictor runs just before it,
+    // as its setImmediate did in fsx (the blocks are clean and the file unchanged by then).
+    onBatched(vault, (n, job, real) => {
+      if (n === 2) (vault as unknown as { evictor: { evict(limit: number): void } }).evictor.evict(0);
+      return real(job);
+    });
+    expect(await f.upload()).toBe('uploaded');
+    expect(f.cachedBlocks()).toBe(0);
+    await vault.closeFile(f);
+    await vault.close();
+    expect((await checkAndRepair(dir)).droppedClean).toEqual([]);
+    vault = await openVault();
+    const g = await vault.openFile('e', { etag: storage.objects.get('e')!.etag, size: data.length }, attrs);
+    // Before, the journal said clean for both blocks, whose bytes eviction had punched out: zeros, and the next upload
+    // sent them.
+    expect(g.cachedBlocks()).toBe(0);
+    expect(await g.read(0, data.length)).toEqual(data);
+    await vault.close();
+  });
+
+  it('a file cut and grown back between two commits keeps no journal rows of the blocks the cut cleared', async () => {
+    let vault = await openVault();
+    const f = await vault.openFile('c', null, attrs);
+    await f.write(0, pattern(192 * KiB));
+    await f.commit();
+    await f.setSize(0);
+    await f.write(130 * KiB, Buffer.from('tail'));
+    await f.commit();
+    expect(f.cachedBlocks()).toBe(1);
+    await vault.closeFile(f);
+    await vault.close();
+    // Before, blocks 0 and 1 kept their rows (dirty, with the checksums of the old bytes) over zeros.
+    const report = await checkAndRepair(dir);
+    expect(report.damagedDirty).toEqual([]);
+    expect(report.blocksChecked).toBe(1);
+    vault = await openVault();
+    const g = await vault.openFile('c', null, attrs);
+    expect(g.cachedBlocks()).toBe(1);
+    const got = await g.read(0, 130 * KiB + 4);
+    expect(got.subarray(0, 130 * KiB).every((b) => b === 0)).toBe(true);
+    expect(got.subarray(130 * KiB).toString()).toBe('tail');
+    await vault.close();
+  });
+
   it('keeps committed dirty data across a crash (orphans) and forgets clean blocks after an unclean stop', async () => {
     const etag = storage.putObject('clean', pattern(100 * KiB));
     let vault = await openVault();
