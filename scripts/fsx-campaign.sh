@@ -3,6 +3,7 @@
 # each), then check that S3 holds exactly what each fsx expects (through a mount with a fresh vault).
 #   scripts/fsx-campaign.sh "SEEDS" OPS MAXLEN PAUSE_MS [mount options…]
 #   scripts/fsx-campaign.sh "1 2 3 4" 1500 4194304 200 --flush-delay 50 --cache-size 6M --no-passthrough
+# FSX_FLAGS in the environment go to each fsx (e.g. FSX_FLAGS=-r: renames away and back).
 # Prints fsx's result per seed ("ok …", or the failing operation and the ones before it), then one line per seed
 # whose object is right. Exit 0 when every seed passed both. A failed run's directory is kept (printed).
 set -uo pipefail
@@ -30,7 +31,8 @@ start_mount --vault "$work/vault" --log-file "$work/log" "$@" || exit 1
 mkdir -p "$mp/d"
 pids=()
 for s in $seeds; do
-  timeout -k 5 900 "$work/fsx" -e "$work/expected$s" "$mp/d/f$s" "$s" "$ops" "$maxlen" "$pause" > "$work/out$s" 2>&1 &
+  # shellcheck disable=SC2086 # FSX_FLAGS: several words
+  timeout -k 5 900 "$work/fsx" ${FSX_FLAGS:-} -e "$work/expected$s" "$mp/d/f$s" "$s" "$ops" "$maxlen" "$pause" > "$work/out$s" 2>&1 &
   pids+=($!)
 done
 failed=0
@@ -42,6 +44,9 @@ start_mount --vault "$work/fresh" || exit 1
 for s in $seeds; do
   if [ -e "$work/expected$s" ] && timeout 120 cmp -s "$work/expected$s" "$mp/d/f$s"; then echo "seed $s: S3 holds the expected bytes"; else failed=1; fi
 done
+# Nothing else under the prefix: no object left under a name the file had for a while (fsx -r's FILE.mv).
+extra=$(timeout 60 ls "$mp/d" | grep -vxE "$(printf 'f%s|' $seeds | sed 's/|$//')")
+[ -z "$extra" ] || { echo "S3 holds other objects: $extra"; failed=1; }
 node bin/s3vault.js unmount "$mp" >/dev/null
 if [ "$failed" -eq 0 ]; then rm -rf "$work"; else echo "failed; kept $work (s3vault's log: $work/log)"; fi
 exit "$failed"

@@ -5,13 +5,14 @@
  * range), copy_file_range inside the file, fsync, dropped page caches and reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
  * a file being uploaded, uploaded, or evicted from the vault and read back from S3.
  *
- *   fsx [-e EXPECTED] [-i INITIAL] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]
+ *   fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] FILE SEED OPS [MAXLEN [PAUSE_MS]]
  *     → "ok OPS ops, size N", exit 0; with -e, the bytes the file must hold are written to EXPECTED at the end
  *       (a local path: the test compares it with the object after a remount);
  *     → on a mismatch or a failed call, the last operations and the first bad byte, exit 1.
  *   MAXLEN: the largest the file gets (default 4 MiB); PAUSE_MS: how long some reopens wait, file closed (0).
  *   -i: FILE exists and holds INITIAL's bytes (at most MAXLEN): start from them instead of an empty file.
  *   -k: end with fsync instead of close, print the result, and wait to be killed with the file still open.
+ *   -r: half the reopens rename the file away (to FILE.mv) and back instead, open or closed.
  *
  * Every operation has a bounded size, so a run's time is bounded by OPS; the test that runs it adds a timeout. */
 #define _GNU_SOURCE
@@ -38,6 +39,7 @@ static long pause_ms;
 static uint64_t rng_state;
 static long opno;
 static int zero_range_ok = 1, punch_ok = 1;
+static int renames;         /* -r: some reopens rename the file away and back instead */
 
 #define LOG_N 32
 static char oplog[LOG_N][128];
@@ -266,16 +268,46 @@ static void op_drop_cache(void) {
   if (posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0) sys_fail("fadvise", 0, 0);
 }
 
+static void sleep_ms(long ms) {
+  struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+  nanosleep(&ts, NULL);
+}
+
+/* Rename the file away and back: open (its descriptors go on with it, and one write lands under the other name), or
+ * closed (with the pause under the other name, its upload due meanwhile). Only with -r: without it, no rnd() is
+ * drawn here, so the sequences of seeds run before -r existed stay the same. */
+static void op_rename(void) {
+  char away[4096];
+  snprintf(away, sizeof away, "%s.mv", file);
+  int open_file = rnd() % 2;
+  long wait = pause_ms > 0 && rnd() % 2 ? pause_ms : 0;
+  long off = below(size + 1), len = 1 + below(4096);
+  if (off + len > maxlen) off = maxlen - len;
+  note(open_file ? "rename away and back, open, %ld ms, write at %ld" : "close, rename away, %ld ms, back, reopen%.0ld", wait, off);
+  if (!open_file && (close(afd) != 0 || close(fd) != 0)) sys_fail("close", 0, 0);
+  if (rename(file, away) != 0) sys_fail("rename away", 0, 0);
+  if (open_file) {
+    fill_random(buf, len);
+    if (pwrite(fd, buf, len, off) != len) sys_fail("pwrite under the other name", off, len);
+    memcpy(good + off, buf, len);
+    if (off + len > size) size = off + len;
+  }
+  if (wait) sleep_ms(wait);
+  if (rename(away, file) != 0) sys_fail("rename back", 0, 0);
+  if (!open_file) do_open(0);
+}
+
 static void op_reopen(void) {
+  if (renames && rnd() % 2) {
+    op_rename();
+    return;
+  }
   int trunc = rnd() % 16 == 0;
   long wait = pause_ms > 0 && rnd() % 3 == 0 ? pause_ms : 0;
   note(trunc ? "close, %ld ms, reopen O_TRUNC%.0ld" : "close, %ld ms, reopen%.0ld", wait, 0);
   if (close(afd) != 0) sys_fail("close O_APPEND", 0, 0);
   if (close(fd) != 0) sys_fail("close", 0, 0);
-  if (wait) {
-    struct timespec ts = { wait / 1000, (wait % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-  }
+  if (wait) sleep_ms(wait);
   do_open(trunc);
 }
 
@@ -299,10 +331,11 @@ int main(int argc, char **argv) {
     if (a + 1 < argc && !strcmp(argv[a], "-e")) { expected = argv[a + 1]; a += 2; }
     else if (a + 1 < argc && !strcmp(argv[a], "-i")) { initial = argv[a + 1]; a += 2; }
     else if (a < argc && !strcmp(argv[a], "-k")) { hold = 1; a += 1; }
+    else if (a < argc && !strcmp(argv[a], "-r")) { renames = 1; a += 1; }
     else break;
   }
   if (argc - a < 3) {
-    fprintf(stderr, "usage: fsx [-e EXPECTED] [-i INITIAL] [-k] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
+    fprintf(stderr, "usage: fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
     return 2;
   }
   file = argv[a];

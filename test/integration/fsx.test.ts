@@ -13,7 +13,8 @@
  *   mounted again, must hold and upload the last bytes;
  * - through a proxy that fails requests now and then (503, 500, resets) while uploads run;
  * - without passthrough, where every read and write goes through s3vault; and so with four files at once in a
- *   vault smaller than two of them.
+ *   vault smaller than two of them;
+ * - with the file renamed away and back now and then, open or closed (with and without passthrough).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -91,9 +92,11 @@ interface Run {
   flaky?: boolean;
   /** All seeds run at once (each file's uploads and evictions then fall amid the others' operations). */
   together?: boolean;
+  /** fsx -r: half its reopens rename the file away (FILE.mv) and back instead, open or closed. */
+  renames?: boolean;
 }
 
-async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial, flaky, together }: Run): Promise<void> {
+async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end = 'unmount', maxlen = MAXLEN, initial, flaky, together, renames }: Run): Promise<void> {
   const expected = scratchDir(`fsx-expected-${name}`);
   const crash = end !== 'unmount';
   const start = initial === undefined ? undefined : scratchDir(`fsx-initial-${name}`);
@@ -113,7 +116,7 @@ async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end
   try {
     await shAsync(`mkdir -p ${m.mountpoint}/${name}`);
     const one = async (seed: number): Promise<void> => {
-      const args = `-e ${expected}/${seed}${start ? ` -i ${start}/${seed}` : ''} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
+      const args = `${renames ? '-r ' : ''}-e ${expected}/${seed}${start ? ` -i ${start}/${seed}` : ''} ${m.mountpoint}/${name}/f${seed} ${seed} ${ops} ${maxlen} ${pauseMs}`;
       const { out, child } = await runFsx(args, end === 'kill after fsync');
       if (end === 'kill after fsync') held.push(child);
       // fsx prints the failing operation and the ones before it: the message a failure needs.
@@ -143,6 +146,9 @@ async function exercise(name: string, { seeds, ops, pauseMs = 0, flags = [], end
       expect(await again.stop()).toBe(0);
     }
   }
+  // Only the files (and the directory's marker): no object left under a name one had for a while, or by an upload
+  // a rename overtook.
+  expect((await s3.list(BUCKET, `${name}/`)).filter((k) => !k.endsWith('/')).sort()).toEqual(seeds.map((s) => `${name}/f${s}`).sort());
   for (const seed of seeds) {
     const want = readFileSync(`${expected}/${seed}`);
     const got = await s3.get(BUCKET, `${name}/f${seed}`);
@@ -205,5 +211,13 @@ describe('file data under random operations (fsx)', () => {
     // its batched commit left the journal saying "clean" over a punched hole, so the file read zeros there after
     // its next open, and its next upload sent them. (Without passthrough, open files' clean blocks are evicted.)
     await exercise('together', { seeds: [1201, 1202, 1203, 1204], ops: 300, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], together: true });
+  });
+
+  it('renamed away and back, open (written under the other name) or closed (its upload due meanwhile)', async () => {
+    await exercise('renames', { seeds: [1801, 1802], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M'], renames: true, together: true });
+  });
+
+  it('the same without passthrough', async () => {
+    await exercise('renames-np', { seeds: [1803, 1804], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], renames: true, together: true });
   });
 });
