@@ -1,7 +1,7 @@
 /**
  * The in-memory block map of one open file: each block's state, when it was last used (for LRU eviction of
- * open files' blocks) and how many reads are copying it out right now (such a block is never evicted, or a
- * read could return a punched hole).
+ * open files' blocks) and how many reads or writes are using it right now (such a block is never evicted: a read
+ * could return a punched hole, and a write could mark dirty a block whose old bytes it fetched and lost).
  */
 export const BLOCK = { ABSENT: 0, CLEAN: 1, DIRTY: 2 } as const;
 export type BlockStateCode = (typeof BLOCK)[keyof typeof BLOCK];
@@ -15,7 +15,7 @@ export function nextTick(): number {
 export class BlockMap {
   private states: Uint8Array;
   private used: Float64Array;
-  private readonly reading = new Map<number, number>();
+  private readonly inUse = new Map<number, number>();
   /** How many blocks are not absent. */
   present = 0;
 
@@ -62,20 +62,21 @@ export class BlockMap {
     this.used = used;
   }
 
-  beginRead(first: number, last: number): void {
-    for (let b = first; b <= last; b++) this.reading.set(b, (this.reading.get(b) ?? 0) + 1);
+  /** A read or write of blocks [first, last] begins: none of them may be evicted until it ends (release). */
+  hold(first: number, last: number): void {
+    for (let b = first; b <= last; b++) this.inUse.set(b, (this.inUse.get(b) ?? 0) + 1);
   }
 
-  endRead(first: number, last: number): void {
+  release(first: number, last: number): void {
     for (let b = first; b <= last; b++) {
-      const n = (this.reading.get(b) ?? 1) - 1;
-      if (n === 0) this.reading.delete(b);
-      else this.reading.set(b, n);
+      const n = (this.inUse.get(b) ?? 1) - 1;
+      if (n === 0) this.inUse.delete(b);
+      else this.inUse.set(b, n);
     }
   }
 
-  isBeingRead(b: number): boolean {
-    return this.reading.has(b);
+  isHeld(b: number): boolean {
+    return this.inUse.has(b);
   }
 
   count(state: BlockStateCode, blocks: number): number {

@@ -126,6 +126,8 @@ export class CachedFile {
    */
   passthroughOpens = 0;
   passthroughWriters = 0;
+  /** Holders of every block against eviction (keepBlocks). */
+  private kept = 0;
   /** While an upload runs it owns the file's stream: no new one may start (it would send every part again). */
   private uploading = false;
 
@@ -221,14 +223,14 @@ export class CachedFile {
     const end = Math.min(this.rec.size, offset + length);
     const first = Math.floor(offset / this.ctx.blockSize);
     const last = Math.floor((end - 1) / this.ctx.blockSize);
-    this.blocks.beginRead(first, last);
+    this.blocks.hold(first, last);
     this.ctx.pendingSums?.touch();
     try {
       await this.ensure(offset, end, true);
       this.blocks.touch(first, last);
       return await this.readLocal(offset, end - offset);
     } finally {
-      this.blocks.endRead(first, last);
+      this.blocks.release(first, last);
     }
   }
 
@@ -241,7 +243,7 @@ export class CachedFile {
     const end = Math.min(this.rec.size, offset + length);
     const first = Math.floor(offset / this.ctx.blockSize);
     const last = Math.floor((end - 1) / this.ctx.blockSize);
-    this.blocks.beginRead(first, last);
+    this.blocks.hold(first, last);
     try {
       await this.ensure(offset, end, true);
       this.blocks.touch(first, last);
@@ -249,7 +251,7 @@ export class CachedFile {
       if (fstatSync(this.fd.fd).size < end) ftruncateSync(this.fd.fd, this.rec.size);
       await send(this.fd.fd, offset, end - offset);
     } finally {
-      this.blocks.endRead(first, last);
+      this.blocks.release(first, last);
     }
   }
 
@@ -404,16 +406,23 @@ export class CachedFile {
       const end = offset + data.length;
       const first = Math.floor(offset / bs);
       const last = Math.floor((end - 1) / bs);
-      // Read-modify-write: a block only partly overwritten must hold its old bytes first.
-      for (const b of new Set([first, last])) {
-        const blockEnd = Math.min((b + 1) * bs, this.rec.fetchLimit);
-        if (this.needsFetch(b) && (offset > b * bs || end < blockEnd)) await this.ensure(b * bs, Math.min((b + 1) * bs, this.rec.size), false);
+      // Until they are dirty, the blocks are held against eviction: the first block's old bytes, fetched while the
+      // last one's fetch ran, were evicted meanwhile, and the block then marked dirty over a punched hole (fsx).
+      this.blocks.hold(first, last);
+      try {
+        // Read-modify-write: a block only partly overwritten must hold its old bytes first.
+        for (const b of new Set([first, last])) {
+          const blockEnd = Math.min((b + 1) * bs, this.rec.fetchLimit);
+          if (this.needsFetch(b) && (offset > b * bs || end < blockEnd)) await this.ensure(b * bs, Math.min((b + 1) * bs, this.rec.size), false);
+        }
+        await this.waitInflight(first, last);
+        this.accounted(() => {
+          this.markDirty(first, last);
+          if (end > this.rec.size) this.rec.size = end;
+        });
+      } finally {
+        this.blocks.release(first, last);
       }
-      await this.waitInflight(first, last);
-      this.accounted(() => {
-        this.markDirty(first, last);
-        if (end > this.rec.size) this.rec.size = end;
-      });
       // Before any byte moves: an upload reading the data file concurrently must see that it changed.
       this.gen++;
       this.dataGen++;
@@ -809,17 +818,31 @@ export class CachedFile {
    * A file with changes keeps every block until it is uploaded (the upload needs them, R53).
    */
   evictable(): { file: CachedFile; block: number; used: number }[] {
-    if (this.rec.pinned || this.rec.dirty || this.unlinked || this.closing || this.passthroughOpens > 0) return [];
+    if (this.rec.pinned || this.rec.dirty || this.unlinked || this.closing || this.passthroughOpens > 0 || this.kept > 0) return [];
     const out: { file: CachedFile; block: number; used: number }[] = [];
     for (let b = 0; b < this.blockCount(); b++) {
-      if (this.blocks.get(b) === BLOCK.CLEAN && !this.blocks.isBeingRead(b) && !this.inflight.has(b)) out.push({ file: this, block: b, used: this.blocks.lastUse(b) });
+      if (this.blocks.get(b) === BLOCK.CLEAN && !this.blocks.isHeld(b) && !this.inflight.has(b)) out.push({ file: this, block: b, used: this.blocks.lastUse(b) });
     }
     return out;
   }
 
+  /**
+   * Hold every block of the file against eviction until the returned function is called: for a caller that fetches
+   * the whole file and then takes its object away (a rename that makes it local, or moves its pending changes), the
+   * fetched blocks must still be here when nothing else holds them.
+   */
+  keepBlocks(): () => void {
+    this.kept++;
+    let done = false;
+    return () => {
+      if (!done) this.kept--;
+      done = true;
+    };
+  }
+
   /** Evict one clean block: forget it and give its disk space back. Synchronous, so no read slips in between. */
   evictBlock(b: number): boolean {
-    if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isBeingRead(b) || this.inflight.has(b) || this.rec.dirty || this.closing || this.passthroughOpens > 0) return false;
+    if (this.blocks.get(b) !== BLOCK.CLEAN || this.blocks.isHeld(b) || this.inflight.has(b) || this.rec.dirty || this.closing || this.passthroughOpens > 0 || this.kept > 0) return false;
     const start = b * this.ctx.blockSize;
     if (!punchHole(this.fd.fd, start, Math.min(this.ctx.blockSize, this.rec.size - start))) return false;
     this.accounted(() => this.blocks.set(b, BLOCK.ABSENT));

@@ -133,6 +133,45 @@ describe('vault: writes and sizes', () => {
     await vault.close();
   });
 
+  it("a write across two absent blocks keeps the first one's old bytes when eviction runs during the second fetch", async () => {
+    const data = pattern(200 * KiB);
+    const etag = storage.putObject('f', data);
+    const vault = await openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    // Block 0's fetch has landed (clean, the file unchanged) when block 1's runs: the evictor runs then, as it did
+    // in fsx under a vault smaller than its files.
+    const read = storage.read.bind(storage);
+    storage.read = async (key, offset, length, tag) => {
+      if (offset === 64 * KiB) (vault as unknown as { evictor: { evict(limit: number): void } }).evictor.evict(0);
+      return read(key, offset, length, tag);
+    };
+    await f.write(60 * KiB, Buffer.alloc(10 * KiB, 0x41));
+    const expected = Buffer.from(data);
+    expected.fill(0x41, 60 * KiB, 70 * KiB);
+    // Before, block 0 was evicted while held by nobody, then marked dirty over its punched hole: zeros up to 60 KiB.
+    expect(await f.read(0, 200 * KiB)).toEqual(expected);
+    expect(await f.upload()).toBe('uploaded');
+    expect(storage.objects.get('f')!.data).toEqual(expected);
+    await vault.close();
+  });
+
+  it('keepBlocks holds every block of a clean file against eviction until let go', async () => {
+    const data = pattern(200 * KiB);
+    const etag = storage.putObject('f', data);
+    const vault = await openVault();
+    const f = await vault.openFile('f', { etag, size: data.length }, attrs);
+    const evict = (): void => (vault as unknown as { evictor: { evict(limit: number): void } }).evictor.evict(0);
+    const letGo = f.keepBlocks();
+    await f.fetchAll();
+    evict();
+    expect(f.cachedBlocks()).toBe(4);
+    letGo();
+    letGo(); // a second call changes nothing
+    evict();
+    expect(f.cachedBlocks()).toBe(0);
+    await vault.close();
+  });
+
   it('truncate then extend gives zeros, never the old remote bytes', async () => {
     const etag = storage.putObject('f', pattern(150 * KiB));
     const vault = await openVault();

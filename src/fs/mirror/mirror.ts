@@ -644,22 +644,23 @@ export class S3Mirror implements CbfsHandlers {
     if (rec?.local || toLocal) return this.renameLocal(from, to, src, toLocal);
     if (rec && (rec.dirty || rec.remoteEtag === null)) {
       // Changes not uploaded yet: the pending upload goes to the new name, whole; the old object goes away —
-      // but only once every byte it still holds for this file is in the vault.
-      if (rec.remoteEtag !== null) {
-        const file = await this.vault.openFile(fromKey, { etag: rec.remoteEtag, size: rec.size }, rec);
-        try {
-          await file.fetchAll();
-        } finally {
-          await this.vault.closeFile(file);
-        }
-      }
+      // but only once every byte it still holds for this file is in the vault, and those bytes stay there (held
+      // against eviction) until the record no longer points at that object.
       const hadObject = rec.remoteEtag !== null;
-      this.vault.renameFile(fromKey, toKey);
-      // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends it
-      // before its PUT, so that object is no conflict).
-      if (hadObject) await this.deleteObjectOf(from, fromKey);
-      if (dstExists) await this.deleteObjectOf(to, toKey);
-      this.vault.detachRemote(toKey);
+      const file = hadObject ? await this.vault.openFile(fromKey, { etag: rec.remoteEtag!, size: rec.size }, rec) : undefined;
+      const letGo = file?.keepBlocks();
+      try {
+        await file?.fetchAll();
+        this.vault.renameFile(fromKey, toKey);
+        // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends
+        // it before its PUT, so that object is no conflict).
+        if (hadObject) await this.deleteObjectOf(from, fromKey);
+        if (dstExists) await this.deleteObjectOf(to, toKey);
+        this.vault.detachRemote(toKey);
+      } finally {
+        letGo?.();
+        if (file) await this.vault.closeFile(file);
+      }
       if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
       this.forgetName(from, fromKey);
       this.cache.delete(toKey);
@@ -689,6 +690,8 @@ export class S3Mirror implements CbfsHandlers {
     const rec = this.vault.record(fromKey);
     const base = rec ? (rec.remoteEtag ? { etag: rec.remoteEtag, size: rec.size } : null) : await this.remoteBase(from, fromKey);
     const file = await this.vault.openFile(fromKey, base, rec ?? src);
+    // Fetched whole, the blocks stay (held against eviction) until the record is local: its object goes first.
+    const letGo = file.keepBlocks();
     try {
       await file.fetchAll();
       if (file.rec.remoteEtag !== null) await this.storage.delete(fromKey);
@@ -696,6 +699,7 @@ export class S3Mirror implements CbfsHandlers {
       this.vault.renameFile(fromKey, toKey);
       this.vault.setLocal(toKey, toLocal);
     } finally {
+      letGo();
       await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
     }
     this.cache.set(fromKey, { info: null, complete: true });
