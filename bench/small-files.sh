@@ -44,27 +44,8 @@ for r in $(seq "$rounds"); do
   echo "  copy $(sub "$t1" "$t0") s (CPU: s3vault $(sub "$v1" "$v0"), server $(sub "$s1" "$s0"))   flush $(sub "$t2" "$t1") s (CPU: s3vault $(sub "$v2" "$v1"), server $(sub "$s2" "$s1"))   total $(sub "$t2" "$t0") s"
 done
 
-# The uploader: a warm SDK client that PUTs when told to ("go" on stdin) and prints its time.
-# Beside the package's node_modules, where its imports resolve.
-uploader="bench/.puts-$$.mjs"
-trap 'rm -f "$uploader"; cleanup' EXIT
-cat > "$uploader" <<'EOF'
-import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import PQueue from 'p-queue';
-const [endpoint, prefix, n] = process.argv.slice(2);
-const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true });
-const body = Buffer.alloc(4096, 1);
-await client.send(new PutObjectCommand({ Bucket: 'bench', Key: `${prefix}-warm`, Body: body }));
-console.log('ready');
-await new Promise((r) => process.stdin.once('data', r));
-const t0 = performance.now();
-const q = new PQueue({ concurrency: 32 });
-for (let j = 0; j < Number(n); j++) q.add(() => client.send(new PutObjectCommand({ Bucket: 'bench', Key: `${prefix}/f${j}`, Body: body })));
-await q.onIdle();
-console.log(((performance.now() - t0) / 1000).toFixed(2));
-process.exit(0);
-EOF
-puts() { node --no-warnings "$uploader" "http://127.0.0.1:$port" "$1" "$files"; }
+# The uploader (bench/puts.mjs): a warm SDK client that PUTs when told to ("go" on stdin) and prints its time.
+puts() { node --no-warnings bench/puts.mjs "http://127.0.0.1:$port" "$1" "$files"; }
 
 echo "overlap: the copy and $files PUTs by another process, one after the other and at once"
 for r in $(seq "$rounds"); do

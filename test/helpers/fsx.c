@@ -5,7 +5,7 @@
  * range), copy_file_range inside the file, fsync, dropped page caches and reopens. With a pause (see below) the file is closed long enough for its upload to run, so later operations meet
  * a file being uploaded, uploaded, or evicted from the vault and read back from S3.
  *
- *   fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] FILE SEED OPS [MAXLEN [PAUSE_MS]]
+ *   fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] [-v] FILE SEED OPS [MAXLEN [PAUSE_MS]]
  *     → "ok OPS ops, size N", exit 0; with -e, the bytes the file must hold are written to EXPECTED at the end
  *       (a local path: the test compares it with the object after a remount);
  *     → on a mismatch or a failed call, the last operations and the first bad byte, exit 1.
@@ -13,11 +13,13 @@
  *   -i: FILE exists and holds INITIAL's bytes (at most MAXLEN): start from them instead of an empty file.
  *   -k: end with fsync instead of close, print the result, and wait to be killed with the file still open.
  *   -r: half the reopens rename the file away (to FILE.mv) and back instead, open or closed.
+ *   -v: print each operation to stderr as it starts (the whole sequence of a seed: run it on a local disk).
  *
  * Every operation has a bounded size, so a run's time is bounded by OPS; the test that runs it adds a timeout. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +42,7 @@ static uint64_t rng_state;
 static long opno;
 static int zero_range_ok = 1, punch_ok = 1;
 static int renames;         /* -r: some reopens rename the file away and back instead */
+static int verbose;         /* -v: every operation to stderr as it starts */
 
 #define LOG_N 32
 static char oplog[LOG_N][128];
@@ -53,10 +56,14 @@ static uint64_t rnd(void) {
 }
 static long below(long n) { return n > 0 ? (long)(rnd() % (uint64_t)n) : 0; }
 
-static void note(const char *fmt, long a, long b) {
+static void note(const char *fmt, ...) {
   snprintf(oplog[opno % LOG_N], sizeof oplog[0], "%ld ", opno);
   size_t used = strlen(oplog[opno % LOG_N]);
-  snprintf(oplog[opno % LOG_N] + used, sizeof oplog[0] - used, fmt, a, b);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(oplog[opno % LOG_N] + used, sizeof oplog[0] - used, fmt, ap);
+  va_end(ap);
+  if (verbose) fprintf(stderr, "%s\n", oplog[opno % LOG_N]);
 }
 
 static void dump_and_fail(const char *fmt, long a, long b, long c) {
@@ -209,7 +216,7 @@ static void op_fallocate(void) {
   if (kind == 3 && !zero_range_ok) kind = 1;
   int mode = kind == 0 ? 0 : kind == 1 ? FALLOC_FL_KEEP_SIZE : kind == 2 ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
                                                                          : FALLOC_FL_ZERO_RANGE | (rnd() % 2 ? FALLOC_FL_KEEP_SIZE : 0);
-  note("fallocate mode %ld at %ld", mode, off);
+  note("fallocate mode %ld at %ld +%ld", (long)mode, off, len);
   if (fallocate(fd, mode, off, len) != 0) {
     if (errno == EOPNOTSUPP && kind == 2) { punch_ok = 0; return; }
     if (errno == EOPNOTSUPP && kind == 3) { zero_range_ok = 0; return; }
@@ -232,7 +239,7 @@ static void op_copy_range(void) {
   long len = 1 + below(size / 2 < 262144 ? size / 2 : 262144);
   long from = below(size - len + 1), to = below(maxlen - len);
   if (to < from + len && from < to + len) return; /* ranges of one file must not overlap */
-  note("copy_file_range %ld -> %ld", from, to);
+  note("copy_file_range %ld -> %ld +%ld", from, to, len);
   loff_t in = from, out = to;
   long done = 0;
   while (done < len) {
@@ -283,7 +290,7 @@ static void op_rename(void) {
   long wait = pause_ms > 0 && rnd() % 2 ? pause_ms : 0;
   long off = below(size + 1), len = 1 + below(4096);
   if (off + len > maxlen) off = maxlen - len;
-  note(open_file ? "rename away and back, open, %ld ms, write at %ld" : "close, rename away, %ld ms, back, reopen%.0ld", wait, off);
+  note(open_file ? "rename away and back, open, %ld ms, write at %ld +%ld" : "close, rename away, %ld ms, back, reopen", wait, off, len);
   if (!open_file && (close(afd) != 0 || close(fd) != 0)) sys_fail("close", 0, 0);
   if (rename(file, away) != 0) sys_fail("rename away", 0, 0);
   if (open_file) {
@@ -332,10 +339,11 @@ int main(int argc, char **argv) {
     else if (a + 1 < argc && !strcmp(argv[a], "-i")) { initial = argv[a + 1]; a += 2; }
     else if (a < argc && !strcmp(argv[a], "-k")) { hold = 1; a += 1; }
     else if (a < argc && !strcmp(argv[a], "-r")) { renames = 1; a += 1; }
+    else if (a < argc && !strcmp(argv[a], "-v")) { verbose = 1; a += 1; }
     else break;
   }
   if (argc - a < 3) {
-    fprintf(stderr, "usage: fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
+    fprintf(stderr, "usage: fsx [-e EXPECTED] [-i INITIAL] [-k] [-r] [-v] FILE SEED OPS [MAXLEN [PAUSE_MS]]\n");
     return 2;
   }
   file = argv[a];
