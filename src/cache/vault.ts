@@ -432,8 +432,10 @@ export class Vault {
     try {
       await done;
     } finally {
-      this.closing.delete(key);
-      if (this.open.get(key) === file) this.open.delete(key);
+      // Under its name now: a rename may have moved it while it closed (see renameFile).
+      if (this.closing.get(file.key) === done) this.closing.delete(file.key);
+      if (this.closing.get(key) === done) this.closing.delete(key);
+      if (this.open.get(file.key) === file) this.open.delete(file.key);
     }
     if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked && !file.rec.local) this.writeback.schedule(file.key, file.size);
     if (purge === PURGE.IMMEDIATE) this.purge(key);
@@ -541,6 +543,13 @@ export class Vault {
     if (file) {
       this.open.delete(fromKey);
       this.open.set(toKey, file);
+    }
+    // A file closing moves with its close: an open of the new name waits for it, and the close's end clears the
+    // new name's entry (left behind, a later open of it got the closed file: its descriptor gone, or another's).
+    const closing = this.closing.get(fromKey);
+    if (closing) {
+      this.closing.delete(fromKey);
+      this.closing.set(toKey, closing);
     }
   }
 

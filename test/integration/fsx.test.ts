@@ -213,11 +213,14 @@ describe('file data under random operations (fsx)', () => {
     await exercise('together', { seeds: [1201, 1202, 1203, 1204], ops: 300, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], together: true });
   });
 
-  it('renamed away and back, open (written under the other name) or closed (its upload due meanwhile)', async () => {
-    await exercise('renames', { seeds: [1801, 1802], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M'], renames: true, together: true });
+  it('four files at once renamed away and back, open (written under the other name) or closed (uploaded meanwhile)', async () => {
+    // Before writes held their blocks against eviction, seed 2003 failed in half the runs (at op 461: a read of
+    // zeros where a write's read-modify-write had fetched the old bytes, evicted before the write marked them dirty).
+    await exercise('renames', { seeds: [2001, 2002, 2003, 2004], ops: 800, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M'], renames: true, together: true });
   });
 
   it('the same without passthrough', async () => {
-    await exercise('renames-np', { seeds: [1803, 1804], ops: 1200, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], renames: true, together: true });
+    // Seed 2101 failed the same way in three runs of four (at op 485 or at its final read).
+    await exercise('renames-np', { seeds: [2101, 2102, 2103, 2104], ops: 800, pauseMs: 200, flags: ['--flush-delay', '50', '--cache-size', '6M', '--no-passthrough'], renames: true, together: true });
   });
 });

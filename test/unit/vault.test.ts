@@ -266,6 +266,41 @@ describe('vault: writes and sizes', () => {
 });
 
 describe('vault: journal and recovery', () => {
+  it('a file renamed while its last handle closes is closed under its new name, and opens afresh there', async () => {
+    const data = pattern(100 * KiB);
+    const etag = storage.putObject('a', data);
+    const vault = await openVault();
+    const f = await vault.openFile('a', { etag, size: data.length }, attrs);
+    // A write's read-modify-write holds the file's lock while its fetch waits: the close waits behind it.
+    let release!: () => void;
+    let reached!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const fetching = new Promise<void>((r) => (reached = r));
+    const read = storage.read.bind(storage);
+    storage.read = async (key, offset, length, tag) => {
+      reached();
+      await gate;
+      return read(key, offset, length, tag);
+    };
+    const writing = f.write(10, Buffer.from('xyz'));
+    await fetching;
+    const closing = vault.closeFile(f);
+    storage.objects.set('b', storage.objects.get('a')!); // the rename's copy
+    vault.renameFile('a', 'b');
+    release();
+    await writing;
+    await closing;
+    // Before, the closed file stayed open under "b": the next open of "b" got it back, its descriptor closed.
+    expect(vault.isOpen('b')).toBe(false);
+    const g = await vault.openFile('b', { etag, size: data.length }, attrs);
+    expect(g).not.toBe(f);
+    const want = Buffer.from(data);
+    want.write('xyz', 10);
+    expect(await g.read(0, data.length)).toEqual(want);
+    await vault.closeFile(g);
+    await vault.close();
+  });
+
   it("a block evicted between an upload's end and its batched commit stays out of the journal (it read back as zeros)", async () => {
     let vault = await openVault();
     const data = pattern(128 * KiB + 10);
