@@ -8,7 +8,6 @@
  */
 import { constants as fsc, existsSync, mkdirSync, openSync, renameSync, rmSync, truncateSync } from 'node:fs';
 import Database from 'better-sqlite3';
-import { truncate } from 'node:fs/promises';
 import path from 'node:path';
 import type { MultipartStorage, StorageDriver } from '../storage/driver.js';
 import type { PoweredStorage } from '../storage/power.js';
@@ -360,7 +359,13 @@ export class Vault {
       this.ctx.log.debug({ key, cached: rec.remoteEtag, remote: base?.etag }, 'remote object changed: dropping cached blocks');
       this.evictor.account(-this.statements.presentBytes(this.ctx.blockSize, rec.id));
       this.statements.dropAllBlocks(rec.id);
-      await truncate(this.dataPath(rec.id), 0).catch(() => undefined);
+      // Synchronous, as the rest of the load: a rename served during an await here could move the record, which
+      // this load would then save back under the old name.
+      try {
+        truncateSync(this.dataPath(rec.id), 0);
+      } catch {
+        // no data file yet: nothing to drop
+      }
       rec = { ...rec, ...attrs, size: base?.size ?? 0, fetchLimit: base?.size ?? 0, remoteEtag: base?.etag ?? null, dirty: base === null, dataDirty: base === null };
       this.statements.saveFile(rec);
       if (base === null && !this.offline) this.ctx.absentAt.set(key, Date.now());
