@@ -438,13 +438,14 @@ export class Vault {
       await done;
     } finally {
       // Under its name now: a rename may have moved it while it closed (see renameFile).
-      if (this.closing.get(file.key) === done) this.closing.delete(file.key);
-      if (this.closing.get(key) === done) this.closing.delete(key);
+      for (const k of [key, file.key]) if (this.closing.get(k) === done) this.closing.delete(k);
       if (this.open.get(file.key) === file) this.open.delete(file.key);
     }
-    if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked && !file.rec.local) this.writeback.schedule(file.key, file.size);
-    if (purge === PURGE.IMMEDIATE) this.purge(key);
-    else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, key, this.purgeAfterCloseMs, () => this.purge(key));
+    // The actions follow the file to its name now (the old one may be another file's already).
+    const now = file.key;
+    if (flush === FLUSH.DELAYED && file.dirty && !file.unlinked && !file.rec.local) this.writeback.schedule(now, file.size);
+    if (purge === PURGE.IMMEDIATE) this.purge(now);
+    else if (purge === PURGE.DELAYED) this.later(this.purgeTimers, now, this.purgeAfterCloseMs, () => this.purge(now));
     this.evictor.maybeEvict();
     if (flushError) throw flushError;
   }
