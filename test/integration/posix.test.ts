@@ -71,6 +71,7 @@ describe('symbolic links are s3fs symlink objects', () => {
   });
 
   it('reads a symlink object another tool wrote, and renames and deletes links', async () => {
+    await s3.put(BUCKET, 'real.txt', 'target\n'); // the link's target, as the test before leaves it (this one runs alone too)
     await s3.put(BUCKET, 'ext/link', '../real.txt', { mode: String(0o120777), mtime: '1600000000' });
     // The root was listed a moment ago (the test before): a name another tool adds shows within the metadata
     // lifetime, or at once after a refresh.
