@@ -658,6 +658,64 @@ describe('mirror: namespace', () => {
     await expect(fs.renameOrMoveFile('/moved', '/moved/inside', 0)).rejects.toMatchObject({ errno: 22 });
   });
 
+  /**
+   * The next copy copies the object as it is when it begins, and answers once `gate` resolves. The copy gets a new
+   * ETag, as S3 gives a multipart object's copy (the source's ETag is its parts' digest). Returns a promise that
+   * resolves when the copy has begun.
+   */
+  function pauseNextCopy(gate: Promise<void>): Promise<void> {
+    const inner = storage.copy.bind(storage);
+    const begun = resolvable();
+    storage.copy = async (fromKey, toKey, ...rest) => {
+      storage.copy = inner;
+      await inner(fromKey, toKey, ...rest);
+      const copied = storage.objects.get(toKey)!;
+      copied.etag = `${copied.etag}-copy`;
+      begun.resolve();
+      await gate;
+      return { etag: copied.etag };
+    };
+    return begun.promise;
+  }
+
+  it('a file written through an open handle while its rename copies it is uploaded to the new name, based on the copy: no conflict', async () => {
+    await writeFile('/w', 'old bytes');
+    const handle = await fs.openFile('/w', 2);
+    const gate = resolvable();
+    const begun = pauseNextCopy(gate.promise);
+    const renaming = fs.renameOrMoveFile('/w', '/w2', 0);
+    await begun;
+    await fs.writeFile(handle, 0, Buffer.from('NEW'));
+    gate.resolve();
+    await renaming;
+    await fs.closeFile(handle);
+    await vault.flushAll();
+    // Before: the record stayed based on the source's ETag, and its upload met the copy's as another writer's.
+    expect([vault.conflicts, storage.objects.get('w2')?.data.toString(), storage.objects.has('w')]).toEqual([[], 'NEW bytes', false]);
+  });
+
+  it('an upload asked for while a rename copies the file waits for the rename, and goes to the new name', async () => {
+    await writeFile('/u', 'old bytes');
+    const gate = resolvable();
+    const begun = pauseNextCopy(gate.promise);
+    const renaming = fs.renameOrMoveFile('/u', '/u2', 0);
+    await begun;
+    // Changed and closed during the copy, and its upload asked for at once (fsync with --sync remote, a flush).
+    const handle = await fs.openFile('/u', 2);
+    await fs.writeFile(handle, 0, Buffer.from('NEW'));
+    await fs.closeFile(handle);
+    const flushing = vault.flushAll();
+    await new Promise((r) => setTimeout(r, 20));
+    gate.resolve();
+    await renaming;
+    await flushing;
+    await vault.flushAll();
+    await vault.sendDeletes();
+    // Before: the upload landed under the old name (then deleted), and the record, taking it for its base, was
+    // clean: the new name kept the old bytes.
+    expect([storage.objects.get('u2')?.data.toString(), storage.objects.has('u'), vault.conflicts]).toEqual(['NEW bytes', false, []]);
+  });
+
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
     await writeFile('/f', 'data');
     const writes = storage.calls.write;

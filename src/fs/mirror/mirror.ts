@@ -636,6 +636,20 @@ export class S3Mirror implements CbfsHandlers {
   private async renameFile(from: string, to: string, src: FileInfo, dstExists = false): Promise<void> {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
+    // No upload of either name starts until the rename is done (one in flight is waited for below). One started
+    // meanwhile, by a close during the copy or the fetch, landed the file under the name it was leaving: that object
+    // was then deleted or left behind, and the record, moved on, took it for its base.
+    const letGo = [this.vault.holdUploads(fromKey), this.vault.holdUploads(toKey)];
+    try {
+      await this.moveFile(from, to, src, dstExists);
+    } finally {
+      for (const release of letGo) release();
+    }
+  }
+
+  private async moveFile(from: string, to: string, src: FileInfo, dstExists: boolean): Promise<void> {
+    const fromKey = pathToKey(from);
+    const toKey = pathToKey(to);
     // What had the target name goes away; a handle open on it keeps reading and writing the replaced file.
     if (dstExists && this.vault.record(toKey)) await this.releaseName(toKey, to);
     await this.vault.settled(fromKey);
@@ -668,9 +682,13 @@ export class S3Mirror implements CbfsHandlers {
       await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
       const { etag } = await this.storage.copy(fromKey, toKey);
       this.vault.renameFile(fromKey, toKey);
+      // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
+      // the object it read from, which is the copy now: its ETag differs when the source was a multipart upload.
+      this.vault.rebase(toKey, etag, {});
+      const moved = this.vault.record(toKey);
+      if (moved?.dirty && moved.remoteEtag !== null) this.vault.rebaseMoved(toKey, moved.remoteEtag, etag);
       // The source's delete is journaled and sent batched: the rename waits for the copy alone.
       await this.deleteObjectOf(from, fromKey);
-      this.vault.rebase(toKey, etag, {});
       const link = this.links.get(fromKey);
       this.links.delete(fromKey);
       if (link) this.links.set(toKey, { etag, target: link.target });
