@@ -598,9 +598,10 @@ export class Vault {
   }
 
   /** The object was replaced by our own hand with the same bytes (metadata copy-in-place): keep the blocks. */
-  rebase(key: string, etag: string, attrs: Partial<FileAttrs>): void {
+  rebase(key: string, etag: string, attrs: Partial<FileAttrs>, copiedEtag?: string): void {
     const rec = this.open.get(key)?.rec ?? this.statements.find(key);
-    if (!rec || rec.dirty) return;
+    // A record changed meanwhile keeps its base, unless that is the version just copied (`copiedEtag`).
+    if (!rec || (rec.dirty && (copiedEtag === undefined || rec.remoteEtag !== copiedEtag))) return;
     Object.assign(rec, attrs, { remoteEtag: etag });
     this.statements.saveFile(rec);
   }

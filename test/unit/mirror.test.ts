@@ -725,6 +725,26 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/f'))?.mode).toBe(0o700);
   });
 
+  it('a file opened and written while chmod copies its object onto itself gets both: the new mode and the new bytes, no conflict', async () => {
+    await writeFile('/m', 'old bytes');
+    const gate = resolvable();
+    const begun = pauseNextCopy(gate.promise);
+    const chmod = fs.setFileAttributes('/m', { mode: 0o600 });
+    await begun;
+    const handle = await fs.openFile('/m', 2);
+    await fs.writeFile(handle, 0, Buffer.from('NEW'));
+    await fs.closeFile(handle);
+    const flushing = vault.flushAll();
+    await new Promise((r) => setTimeout(r, 20));
+    gate.resolve();
+    await chmod;
+    await flushing;
+    await vault.flushAll();
+    // Before: the upload landed during the copy, which then put the old bytes back under the new mode.
+    const o = storage.objects.get('m');
+    expect([o?.data.toString(), Number(o?.meta.mode) & 0o7777, vault.conflicts, (await fs.getFileInfo('/m'))?.mode]).toEqual(['NEW bytes', 0o600, [], 0o600]);
+  });
+
   it('chmod, chown and utimens that change nothing send nothing (tar x sets them on every directory it makes)', async () => {
     await fs.createDirectory('/d', 0o755, caller);
     await writeFile('/d/f', 'data');

@@ -434,9 +434,19 @@ export class S3Mirror implements CbfsHandlers {
       // Metadata only, data unchanged in storage: copy the object onto itself with new metadata.
       const next: FileInfo = { ...info, ...attrs };
       if (sameAttributes(info, next)) return next;
-      const { etag } = await this.storage.copy(key, key, encodeMeta(info.kind, next));
-      this.vault.rebase(key, etag, attrs);
-      this.cache.set(key, { info: next, etag, complete: true });
+      // No upload of the file starts during the copy (opened, written and closed meanwhile, it would land first and
+      // be copied over with the old metadata, or after and drop the new).
+      const letGo = this.vault.holdUploads(key);
+      try {
+        const copied = this.vault.record(key)?.remoteEtag ?? this.cache.get(key)?.etag;
+        const { etag } = await this.storage.copy(key, key, encodeMeta(info.kind, next));
+        // Written meanwhile, the file takes the new attributes and is based on the copy (its ETag differs when the
+        // object was a multipart upload): its upload carries both, and meets no conflict.
+        this.vault.rebase(key, etag, attrs, copied);
+        this.cache.set(key, { info: next, etag, complete: true });
+      } finally {
+        letGo();
+      }
       return next;
     }));
   }
