@@ -725,6 +725,40 @@ describe('mirror: namespace', () => {
     expect((await fs.getFileInfo('/f'))?.mode).toBe(0o700);
   });
 
+  it('an upload asked for while unlink brings an open file\'s missing blocks in never starts: nothing comes back after the delete', async () => {
+    storage.putObject('z', Buffer.alloc(3 * 1024 * 1024, 1));
+    const handle = await fs.openFile('/z', 2);
+    await fs.writeFile(handle, 0, Buffer.from('NEW')); // changed; blocks 1 and 2 still in storage only
+    const gate = resolvable();
+    const begun = resolvable();
+    const read = storage.read.bind(storage);
+    storage.read = async (...args) => {
+      storage.read = read;
+      begun.resolve();
+      await gate.promise;
+      return read(...args);
+    };
+    // A PUT slower than the delete's batch (a large file on a slow link).
+    const write = storage.write.bind(storage);
+    storage.write = async (...args) => {
+      await new Promise((r) => setTimeout(r, 300));
+      return write(...args);
+    };
+    const unlinking = fs.deleteFile('/z');
+    await begun.promise;
+    const flushing = vault.flushAll(); // `s3vault flush`, or an fsync with --sync remote, meanwhile
+    await new Promise((r) => setTimeout(r, 20));
+    gate.resolve();
+    await unlinking;
+    await vault.sendDeletes();
+    await flushing;
+    await new Promise((r) => setTimeout(r, 350));
+    // Before: the upload started during the unlink, its PUT racing the delete (one landing after it leaves the
+    // object back under a removed name).
+    expect([storage.objects.has('z'), storage.calls.write ?? 0]).toEqual([false, 0]);
+    await fs.closeFile(handle);
+  });
+
   it('a file opened and written while chmod copies its object onto itself gets both: the new mode and the new bytes, no conflict', async () => {
     await writeFile('/m', 'old bytes');
     const gate = resolvable();

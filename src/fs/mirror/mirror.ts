@@ -545,19 +545,26 @@ export class S3Mirror implements CbfsHandlers {
    * `deleteObject`: the object (if storage has one of ours) is deleted too, journaled with the record's removal.
    */
   private async releaseName(key: string, path: string, deleteObject = false) {
-    await this.vault.settled(key);
-    const rec = this.vault.record(key);
-    if (rec && this.vault.isOpen(key) && rec.remoteEtag !== null) {
-      const file = await this.vault.openFile(key, { etag: rec.remoteEtag, size: rec.size }, rec);
-      try {
-        await file.fetchAll(() => resetTimeout(path));
-      } finally {
-        await this.vault.closeFile(file, { flush: FLUSH.NONE });
+    // No upload of the name starts meanwhile (asked for while an open file's blocks come in): its PUT would race
+    // the delete.
+    const letGo = this.vault.holdUploads(key);
+    try {
+      await this.vault.settled(key);
+      const rec = this.vault.record(key);
+      if (rec && this.vault.isOpen(key) && rec.remoteEtag !== null) {
+        const file = await this.vault.openFile(key, { etag: rec.remoteEtag, size: rec.size }, rec);
+        try {
+          await file.fetchAll(() => resetTimeout(path));
+        } finally {
+          await this.vault.closeFile(file, { flush: FLUSH.NONE });
+        }
       }
+      this.vault.removeRecord(key, { deleteObject: deleteObject && (!rec || rec.remoteEtag !== null) });
+      this.links.delete(key);
+      return rec;
+    } finally {
+      letGo();
     }
-    this.vault.removeRecord(key, { deleteObject: deleteObject && (!rec || rec.remoteEtag !== null) });
-    this.links.delete(key);
-    return rec;
   }
 
   /**
