@@ -799,6 +799,12 @@ export class CachedFile {
     }
   }
 
+  /** Every byte of the file is in the vault: nothing of it is left to fetch from storage. */
+  holdsWhole(): boolean {
+    for (let b = 0; b < this.blockCount(); b++) if (this.needsFetch(b)) return false;
+    return true;
+  }
+
   /** Bytes of this file the vault holds (what its size limit counts). */
   heldBytes(): number {
     return this.presentBytes();

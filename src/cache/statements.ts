@@ -90,6 +90,7 @@ export class VaultStatements {
         'INSERT INTO blocks (file_id, idx, state, sum) VALUES (?, ?, ?, ?) ON CONFLICT (file_id, idx) DO UPDATE SET state = excluded.state, sum = coalesce(excluded.sum, blocks.sum)',
       ),
       dropBlock: db.prepare('DELETE FROM blocks WHERE file_id = ? AND idx = ?'),
+      blocksBelow: db.prepare('SELECT count(*) AS n FROM blocks WHERE file_id = ? AND idx < ?'),
       sizeOf: db.prepare('SELECT size FROM files WHERE id = ?'),
       unsummed: db.prepare('SELECT 1 FROM blocks WHERE file_id = ? AND idx = ? AND state = 1 AND sum IS NULL'),
       setSum: db.prepare('UPDATE blocks SET sum = ? WHERE file_id = ? AND idx = ? AND state = 1 AND sum IS NULL'),
@@ -299,6 +300,11 @@ export class VaultStatements {
   /** Whether a block is clean and still without its checksum (see PendingSums). */
   isUnsummed(fileId: number, idx: number): boolean {
     return this.s.unsummed.get(fileId, idx) !== undefined;
+  }
+
+  /** How many of a file's blocks below `end` are present. */
+  blocksBelow(fileId: number, end: number): number {
+    return (this.s.blocksBelow.get(fileId, end) as { n: number }).n;
   }
 
   /** Checksums of clean blocks fetched without one; a block changed or dropped meanwhile keeps what it has. */

@@ -597,6 +597,16 @@ export class Vault {
     }
   }
 
+  /** Every byte of the file is in the vault: nothing of it is left to fetch from storage. */
+  holdsWhole(key: string): boolean {
+    const open = this.open.get(key);
+    if (open) return open.holdsWhole();
+    const rec = this.statements.find(key);
+    if (!rec) return false;
+    const needed = Math.ceil(Math.min(rec.size, rec.fetchLimit) / this.ctx.blockSize);
+    return this.statements.blocksBelow(rec.id, needed) === needed;
+  }
+
   /** The object was replaced by our own hand with the same bytes (metadata copy-in-place): keep the blocks. */
   rebase(key: string, etag: string, attrs: Partial<FileAttrs>, copiedEtag?: string): void {
     const rec = this.open.get(key)?.rec ?? this.statements.find(key);

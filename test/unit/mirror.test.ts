@@ -716,6 +716,29 @@ describe('mirror: namespace', () => {
     expect([storage.objects.get('u2')?.data.toString(), storage.objects.has('u'), vault.conflicts]).toEqual(['NEW bytes', false, []]);
   });
 
+  it('a file the vault holds whole is renamed while storage is unreachable: it moves as a changed file, and goes up under its new name once storage is back', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    await writeFile('/r', 'data');
+    storage.putObject('elsewhere', 'not in the vault');
+    expect((await fs.getFileInfo('/elsewhere'))?.size).toBe(16);
+    faulty.reachable(false);
+    await fs.renameOrMoveFile('/r', '/r2', 0);
+    expect([await fs.getFileInfo('/r'), (await fs.getFileInfo('/r2'))?.size]).toEqual([null, 4]);
+    const h = await fs.openFile('/r2', 0);
+    expect((await fs.readFile(h, 0, 10)).toString()).toBe('data');
+    await fs.closeFile(h);
+    // A file whose bytes are in storage only cannot move without it.
+    await expect(fs.renameOrMoveFile('/elsewhere', '/moved', 0)).rejects.toMatchObject({ errno: E.EIO });
+    expect([...storage.objects.keys()].sort()).toEqual(['elsewhere', 'r']);
+    faulty.reachable(true);
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['elsewhere', 'r2']);
+    expect([storage.objects.get('r2')?.data.toString(), vault.conflicts]).toEqual(['data', []]);
+  });
+
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
     await writeFile('/f', 'data');
     const writes = storage.calls.write;

@@ -5,7 +5,7 @@
  * server-side copy + delete. See docs/SEMANTICS.md for each operation.
  */
 import PQueue from 'p-queue';
-import type { CachedFile, FileAttrs } from '../../cache/cached-file.js';
+import type { CachedFile, FileAttrs, FileRecord } from '../../cache/cached-file.js';
 import type { Vault } from '../../cache/vault.js';
 import { StorageError } from '../../storage/rwresult.js';
 import type { Logger } from '../../log.js';
@@ -673,46 +673,69 @@ export class S3Mirror implements CbfsHandlers {
     const rec = this.vault.record(fromKey);
     const toLocal = this.localNames.matches(to);
     if (rec?.local || toLocal) return this.renameLocal(from, to, src, toLocal);
-    if (rec && (rec.dirty || rec.remoteEtag === null)) {
-      // Changes not uploaded yet: the pending upload goes to the new name, whole; the old object goes away —
-      // but only once every byte it still holds for this file is in the vault, and those bytes stay there (held
-      // against eviction) until the record no longer points at that object.
-      const hadObject = rec.remoteEtag !== null;
-      const file = hadObject ? await this.vault.openFile(fromKey, { etag: rec.remoteEtag!, size: rec.size }, rec) : undefined;
-      const letGo = file?.keepBlocks();
-      try {
-        await file?.fetchAll();
-        this.vault.renameFile(fromKey, toKey);
-        // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends
-        // it before its PUT, so that object is no conflict).
-        if (hadObject) await this.deleteObjectOf(from, fromKey);
-        if (dstExists) await this.deleteObjectOf(to, toKey);
-        this.vault.detachRemote(toKey);
-      } finally {
-        letGo?.();
-        if (file) await this.vault.closeFile(file);
-      }
-      if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
-      this.forgetName(from, fromKey);
-      this.cache.delete(toKey);
-    } else {
-      await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
-      const { etag } = await this.storage.copy(fromKey, toKey);
-      this.vault.renameFile(fromKey, toKey);
-      // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
-      // the object it read from, which is the copy now: its ETag differs when the source was a multipart upload.
-      this.vault.rebase(toKey, etag, {});
-      const moved = this.vault.record(toKey);
-      if (moved?.dirty && moved.remoteEtag !== null) this.vault.rebaseMoved(toKey, moved.remoteEtag, etag);
-      // The source's delete is journaled and sent batched: the rename waits for the copy alone.
-      await this.deleteObjectOf(from, fromKey);
-      const link = this.links.get(fromKey);
-      this.links.delete(fromKey);
-      if (link) this.links.set(toKey, { etag, target: link.target });
-      this.forgetName(from, fromKey);
-      this.cache.set(toKey, { info: src, etag, complete: true });
-    }
+    if (rec && (rec.dirty || rec.remoteEtag === null)) await this.moveChanged(from, to, rec, dstExists);
+    else await this.moveByCopy(from, to, src, rec, dstExists);
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
+  }
+
+  /**
+   * A file with changes not uploaded yet (or one moved without storage): the pending upload goes to the new name,
+   * whole; the old object goes away — but only once every byte it still holds for this file is in the vault, and
+   * those bytes stay there (held against eviction) until the record no longer points at that object.
+   */
+  private async moveChanged(from: string, to: string, rec: FileRecord, dstExists: boolean): Promise<void> {
+    const fromKey = pathToKey(from);
+    const toKey = pathToKey(to);
+    const hadObject = rec.remoteEtag !== null;
+    const file = hadObject ? await this.vault.openFile(fromKey, { etag: rec.remoteEtag!, size: rec.size }, rec) : undefined;
+    const letGo = file?.keepBlocks();
+    try {
+      await file?.fetchAll();
+      this.vault.renameFile(fromKey, toKey);
+      // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends
+      // it before its PUT, so that object is no conflict).
+      if (hadObject) await this.deleteObjectOf(from, fromKey);
+      if (dstExists) await this.deleteObjectOf(to, toKey);
+      this.vault.detachRemote(toKey);
+    } finally {
+      letGo?.();
+      if (file) await this.vault.closeFile(file);
+    }
+    if (!this.vault.isOpen(toKey)) this.vault.scheduleUpload(toKey);
+    this.forgetName(from, fromKey);
+    this.cache.delete(toKey);
+  }
+
+  /**
+   * An unchanged file: a server-side copy, then the old name's delete, journaled. Without storage (offline, or
+   * failing right now), a file the vault holds whole moves as a changed one does instead, uploaded under its new
+   * name once storage is back: a `mv`, an editor's save, work offline as on a local disk.
+   */
+  private async moveByCopy(from: string, to: string, src: FileInfo, rec: FileRecord | undefined, dstExists: boolean): Promise<void> {
+    const fromKey = pathToKey(from);
+    const toKey = pathToKey(to);
+    let etag: string;
+    try {
+      await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
+      ({ etag } = await this.storage.copy(fromKey, toKey));
+    } catch (err) {
+      // A copy that landed after all (its answer lost) is recognised by that upload as its own bytes.
+      if (!(err instanceof StorageError && err.transient) || !rec || !this.vault.holdsWhole(fromKey)) throw err;
+      return this.moveChanged(from, to, rec, dstExists);
+    }
+    this.vault.renameFile(fromKey, toKey);
+    // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
+    // the object it read from, which is the copy now: its ETag differs when the source was a multipart upload.
+    this.vault.rebase(toKey, etag, {});
+    const moved = this.vault.record(toKey);
+    if (moved?.dirty && moved.remoteEtag !== null) this.vault.rebaseMoved(toKey, moved.remoteEtag, etag);
+    // The source's delete is journaled and sent batched: the rename waits for the copy alone.
+    await this.deleteObjectOf(from, fromKey);
+    const link = this.links.get(fromKey);
+    this.links.delete(fromKey);
+    if (link) this.links.set(toKey, { etag, target: link.target });
+    this.forgetName(from, fromKey);
+    this.cache.set(toKey, { info: src, etag, complete: true });
   }
 
   /**
