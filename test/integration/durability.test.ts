@@ -275,7 +275,7 @@ describe('durability', () => {
     const m = await mount({ endpoint: server.endpoint, bucket: 'offline', extraArgs: ['--flush-delay', '100'] });
     mounts.push(m);
     try {
-      sh(`mkdir ${m.mountpoint}/docs && echo 'first draft' > ${m.mountpoint}/docs/a.txt && echo old > ${m.mountpoint}/docs/old.txt && ls -l ${m.mountpoint}/docs`);
+      sh(`mkdir ${m.mountpoint}/docs && echo 'first draft' > ${m.mountpoint}/docs/a.txt && echo old > ${m.mountpoint}/docs/old.txt && echo keep > ${m.mountpoint}/docs/keep.txt && ls -l ${m.mountpoint}/docs`);
       await flushMount(m.mountpoint);
       await server.stop();
       // Offline: the known file reads, changes and new files are accepted, listings come from the vault.
@@ -285,8 +285,11 @@ describe('durability', () => {
       sh(`mkdir -m 700 ${m.mountpoint}/docs/made-offline`);
       sh(`rm ${m.mountpoint}/docs/old.txt`);
       sh(`ln -s a.txt ${m.mountpoint}/docs/link`);
+      // An uploaded, unchanged file the vault holds whole moves without the server's copy (before: EIO).
+      sh(`mv ${m.mountpoint}/docs/keep.txt ${m.mountpoint}/docs/kept.txt`);
+      expect(sh(`cat ${m.mountpoint}/docs/kept.txt`)).toBe('keep\n');
       expect(sh(`readlink ${m.mountpoint}/docs/link`).trim()).toBe('a.txt');
-      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'link', 'made-offline']);
+      expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'kept.txt', 'link', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
       // mount has been quiet for the flush delay, and fails after the SDK's own retries.
       let status = '';
@@ -302,6 +305,8 @@ describe('durability', () => {
       let made = '';
       let old = 'old\n';
       let link = '';
+      let kept = '';
+      let keep = 'keep\n';
       while (Date.now() < deadline) {
         // A poll that fails (a kept-alive connection the server closed as it was reused, mid-body) is polled again.
         const get = (key: string) =>
@@ -312,8 +317,8 @@ describe('durability', () => {
           fetch(`${server.endpoint}/offline/${key}`, { method: 'HEAD' })
             .then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''))
             .catch(() => '');
-        [a, b, made, old, link] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt'), mode('docs/link')]);
-        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link) break;
+        [a, b, made, old, link, kept, keep] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt'), mode('docs/link'), get('docs/kept.txt'), get('docs/keep.txt')]);
+        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link && kept && !keep) break;
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(a).toBe('first draft\noffline edit\n');
@@ -321,6 +326,7 @@ describe('durability', () => {
       expect(made).toBe(String(0o40700)); // the directory made offline, its marker uploaded once the server was back
       expect(old).toBe(''); // removed offline: its journaled delete went once the server was back
       expect(link).toBe(String(0o120777)); // the symlink made offline, uploaded as s3fs's symlink object
+      expect([kept, keep]).toEqual(['keep\n', '']); // moved offline: uploaded under its new name, the old one deleted
     } finally {
       await m.stop();
       await server.stop();
