@@ -824,6 +824,16 @@ export class Vault {
   private offline = false;
   private offlineWaiters: (() => void)[] = [];
 
+  /**
+   * Offline: ask storage now whether it is back (one request), rather than wait for the next probe (up to 15 s
+   * away). The uploads resume if it is. Whether storage is online.
+   */
+  async checkOnline(): Promise<boolean> {
+    if (!this.offline) return true;
+    await this.storage.probe().catch(() => undefined);
+    return !this.offline;
+  }
+
   private whenOffline(): Promise<void> {
     return new Promise((r) => this.offlineWaiters.push(r));
   }

@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FLUSH } from '../../src/cache/constants.js';
 import { Vault, type VaultOptions } from '../../src/cache/vault.js';
 import { WriteBack, type WriteBackOptions } from '../../src/cache/writeback.js';
+import { Maintenance } from '../../src/fs/mirror/maintenance.js';
 import { silentLogger } from '../../src/log.js';
 import { FaultyStorage } from '../../src/storage/faulty.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
@@ -145,6 +146,19 @@ describe('write-back queue', () => {
     await until(() => text('one') === '1' && text('two') === '2');
     expect(powered.power).toBe('online');
   });
+
+  it('`s3vault flush --wait` while the mount thinks storage is offline asks it first: back already, the files go at once', async () => {
+    // The next probe is a minute away, as after an outage of several minutes (the interval doubles up to 15 s).
+    const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
+    await open({}, powered);
+    faulty.reachable(false);
+    await change('one', '1');
+    await until(() => powered.power === 'offline');
+    faulty.reachable(true);
+    // Before: it waited for that probe (or failed with "storage offline" when deletes were waiting too).
+    await new Maintenance(vault, { uid: 0, gid: 0 }).flush('/', true, () => undefined);
+    expect([text('one'), powered.power]).toEqual(['1', 'online']);
+  }, 10_000);
 
   it('a key the server answers 500 for is retried alone: the storage stays online and the other files upload', async () => {
     const powered = new PoweredStorage(faulty, { probeMs: 30, maxProbeMs: 60 });

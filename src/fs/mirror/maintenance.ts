@@ -118,6 +118,9 @@ export class Maintenance {
       for (const s of pending) await this.vault.flushFile(s.key, FLUSH_MODE.ASYNC);
       return counts;
     }
+    // A mount that went offline learns storage is back at its next probe: the user asking now is a reason to look.
+    // Still out of reach, the deletes' failure below says so at once.
+    await this.vault.checkOnline();
     await this.vault.sendDeletes();
     const progress: Progress = { doneBytes: 0, totalBytes: pending.reduce((n, s) => n + s.size, 0), files: 0, totalFiles: pending.length, current: '' };
     // All queued at once (the write-back queue bounds how many run); the first failure is reported.
