@@ -11,7 +11,7 @@ import { E } from '../../src/fs/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { FaultyStorage } from '../../src/storage/faulty.js';
-import { RWRESULT } from '../../src/storage/rwresult.js';
+import { RWRESULT, StorageError } from '../../src/storage/rwresult.js';
 
 const caller = { uid: 1000, gid: 1000, pid: 1 };
 let dir: string;
@@ -737,6 +737,30 @@ describe('mirror: namespace', () => {
     await vault.flushAll();
     expect([...storage.objects.keys()].sort()).toEqual(['elsewhere', 'r2']);
     expect([storage.objects.get('r2')?.data.toString(), vault.conflicts]).toEqual(['data', []]);
+  });
+
+  it('a rename whose copy landed but whose answer was lost: nothing is left under the new name if it failed, nor under a name the file moved on from', async () => {
+    const loseNextCopyAnswer = (): void => {
+      const inner = storage.copy.bind(storage);
+      storage.copy = async (fromKey, ...rest) => {
+        storage.copy = inner;
+        await inner(fromKey, ...rest);
+        throw new StorageError(RWRESULT.FAILURE, 'copy', fromKey, 'connection reset (the answer was lost)');
+      };
+    };
+    storage.putObject('e', 'in storage only');
+    expect((await fs.getFileInfo('/e'))?.size).toBe(15);
+    await writeFile('/c', 'data');
+    loseNextCopyAnswer();
+    await fs.renameOrMoveFile('/c', '/c2', 0); // whole in the vault: moves as a changed file
+    await fs.renameOrMoveFile('/c2', '/c3', 0); // and on, before its upload
+    loseNextCopyAnswer();
+    await expect(fs.renameOrMoveFile('/e', '/e2', 0)).rejects.toMatchObject({ errno: E.EIO });
+    expect(await fs.getFileInfo('/e2')).toBeNull();
+    await vault.flushAll();
+    await vault.sendDeletes();
+    // Before: c2 stayed (the landed copy), and so did e2, a second copy of a file mv said it had not moved.
+    expect([[...storage.objects.keys()].sort(), storage.objects.get('c3')?.data.toString(), vault.conflicts]).toEqual([['c3', 'e'], 'data', []]);
   });
 
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {

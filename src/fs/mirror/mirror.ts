@@ -715,13 +715,22 @@ export class S3Mirror implements CbfsHandlers {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
     let etag: string;
+    let sent = false;
     try {
       await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
+      sent = true;
       ({ etag } = await this.storage.copy(fromKey, toKey));
     } catch (err) {
-      // A copy that landed after all (its answer lost) is recognised by that upload as its own bytes.
-      if (!(err instanceof StorageError && err.transient) || !rec || !this.vault.holdsWhole(fromKey)) throw err;
-      return this.moveChanged(from, to, rec, dstExists);
+      if (!(err instanceof StorageError && err.transient)) throw err;
+      // The copy may have landed, its answer lost: what it left under the new name goes (journaled; an upload to
+      // that name sends it first). Left, it showed as a second copy of a file `mv` said it had not moved, or stayed
+      // under a name the file moved on from.
+      const mayHaveLanded = sent && !dstExists;
+      if (!rec || !this.vault.holdsWhole(fromKey)) {
+        if (mayHaveLanded) this.vault.deleteObject(toKey);
+        throw err;
+      }
+      return this.moveChanged(from, to, rec, dstExists || mayHaveLanded);
     }
     this.vault.renameFile(fromKey, toKey);
     // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
