@@ -763,6 +763,33 @@ describe('mirror: namespace', () => {
     expect([[...storage.objects.keys()].sort(), storage.objects.get('c3')?.data.toString(), vault.conflicts]).toEqual([['c3', 'e'], 'data', []]);
   });
 
+  it('rmdir while storage is unreachable: a directory made here or listed before is judged by what the vault knows; one it never listed is EIO', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    storage.putObject('never/x', 'x');
+    await writeFile('/listed/f', 'f');
+    expect((await fs.enumerateDirectory('/listed')).map((e) => e.name)).toEqual(['f']);
+    expect((await fs.getFileInfo('/never'))?.kind).toBe('dir');
+    faulty.reachable(false);
+    await fs.createDirectory('/made', 0o755, caller);
+    await fs.deleteDirectory('/made'); // before: EIO
+    await fs.createDirectory('/full', 0o755, caller);
+    const { handle } = await fs.createFile('/full/a', 0o644, 0o1, caller);
+    await fs.closeFile(handle);
+    await expect(fs.deleteDirectory('/full')).rejects.toMatchObject({ errno: E.ENOTEMPTY });
+    await expect(fs.deleteDirectory('/listed')).rejects.toMatchObject({ errno: E.ENOTEMPTY });
+    await fs.deleteFile('/listed/f');
+    await fs.deleteDirectory('/listed'); // `rm -r` of a tree listed before
+    await expect(fs.deleteDirectory('/never')).rejects.toMatchObject({ errno: E.EIO });
+    expect([await fs.getFileInfo('/made'), await fs.getFileInfo('/listed')]).toEqual([null, null]);
+    faulty.reachable(true);
+    await vault.flushAll();
+    await vault.sendDeletes();
+    expect([...storage.objects.keys()].sort()).toEqual(['full/', 'full/a', 'never/x']);
+  });
+
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
     await writeFile('/f', 'data');
     const writes = storage.calls.write;

@@ -605,7 +605,9 @@ export class S3Mirror implements CbfsHandlers {
     // them (rm -r sends no batch per directory). Past a batch of them under it, they go first: a shorter listing.
     if (this.vault.deletesUnder(prefix).length > DELETE_BATCH) await this.vault.sendDeletes();
     // Two keys: its marker and one other, if there is one.
-    if ((await this.ns.liveKeys(prefix, 2)).some((o) => o.key !== prefix)) return false;
+    // Offline, what the vault knows of the directory answers (rmdir of one made, or listed, before): as elsewhere
+    // offline, names it does not know look absent.
+    if ((await this.ns.liveKeys(prefix, 2, true)).some((o) => o.key !== prefix)) return false;
     return !this.vault.pendingUnder(prefix).some((r) => r.key !== prefix && (r.remoteEtag === null || this.vault.isOpen(r.key)));
   }
 

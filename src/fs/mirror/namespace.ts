@@ -337,10 +337,33 @@ export class Namespace {
    * returns `want` live keys if there are that many. Those journaled when it starts are skipped: one confirmed
    * while it is on its way is gone all the same.
    */
-  async liveKeys(prefix: string, want: number): Promise<ObjectInfo[]> {
+  async liveKeys(prefix: string, want: number, offlineKnown = false): Promise<ObjectInfo[]> {
     const gone = new Set(this.vault.deletesUnder(prefix));
-    const listing = await this.storage.list(prefix, { maxKeys: gone.size + want });
-    return gone.size ? listing.objects.filter((o) => !gone.has(o.key)) : listing.objects;
+    let objects: ObjectInfo[];
+    try {
+      objects = (await this.storage.list(prefix, { maxKeys: gone.size + want })).objects;
+    } catch (err) {
+      const known = offlineKnown && err instanceof StorageError && err.transient ? this.knownKeys(prefix) : undefined;
+      if (!known) throw err;
+      objects = known;
+    }
+    return gone.size ? objects.filter((o) => !gone.has(o.key)) : objects;
+  }
+
+  /**
+   * Storage unreachable: the keys under a directory the vault knows of — its last stored listing (however old;
+   * a subdirectory stands as its marker's key) and the records under it — if it knows the directory: listed
+   * before, or made here and not uploaded yet. undefined: it does not (the failure stands).
+   */
+  private knownKeys(prefix: string): ObjectInfo[] | undefined {
+    const stored = this.storedListing(prefix, Number.POSITIVE_INFINITY);
+    if (!stored && this.vault.record(prefix)?.remoteEtag !== null) return undefined;
+    const keys = new Map<string, ObjectInfo>();
+    const placeholder = (key: string): ObjectInfo => ({ key, size: 0, etag: '', lastModified: new Date(0) });
+    for (const o of stored?.objects ?? []) keys.set(o.key, o);
+    for (const p of stored?.prefixes ?? []) keys.set(p, placeholder(p));
+    for (const rec of this.vault.recordsUnder(prefix)) if (rec.remoteEtag !== null) keys.set(rec.key, placeholder(rec.key));
+    return [...keys.values()];
   }
 
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
