@@ -288,6 +288,8 @@ describe('durability', () => {
       // An uploaded, unchanged file the vault holds whole moves without the server's copy (before: EIO).
       sh(`mv ${m.mountpoint}/docs/keep.txt ${m.mountpoint}/docs/kept.txt`);
       expect(sh(`cat ${m.mountpoint}/docs/kept.txt`)).toBe('keep\n');
+      // A scratch tree made and removed offline (a build's temporary directory; before: rmdir was EIO).
+      sh(`mkdir -p ${m.mountpoint}/docs/tmp/sub && echo t > ${m.mountpoint}/docs/tmp/sub/t && rm -r ${m.mountpoint}/docs/tmp`);
       expect(sh(`readlink ${m.mountpoint}/docs/link`).trim()).toBe('a.txt');
       expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'kept.txt', 'link', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
