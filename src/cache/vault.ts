@@ -597,6 +597,15 @@ export class Vault {
     }
   }
 
+  /**
+   * An upload of the file was sent and its outcome never learned (its answer lost): storage may hold it under the
+   * name it was sent to, until the retry tells.
+   */
+  uploadOutcomeUnknown(key: string): boolean {
+    const rec = this.record(key);
+    return rec !== undefined && this.ctx.failedAttempts.has(rec.id);
+  }
+
   /** Every byte of the file is in the vault: nothing of it is left to fetch from storage. */
   holdsWhole(key: string): boolean {
     const open = this.open.get(key);

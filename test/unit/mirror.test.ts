@@ -790,6 +790,26 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()].sort()).toEqual(['full/', 'full/a', 'never/x']);
   });
 
+  it('a file whose upload landed but whose answer was lost, renamed before the retry: nothing stays under the old name', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, retryBaseMs: 60_000, retryMaxMs: 60_000 });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const { handle } = await fs.createFile('/p', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('data'));
+    await fs.closeFile(handle);
+    faulty.loseAnswerNext();
+    void vault.flushFile('p').catch(() => undefined); // waits for the retry, a minute away
+    for (let i = 0; i < 200 && !vault.uploadOutcomeUnknown('p'); i++) await new Promise((r) => setTimeout(r, 5));
+    expect([storage.objects.has('p'), vault.uploadOutcomeUnknown('p')]).toEqual([true, true]);
+    await fs.renameOrMoveFile('/p', '/p2', 0);
+    await vault.sendDeletes();
+    // Before: p stayed in storage, an object under a name the file no longer has.
+    expect([...storage.objects.keys()]).toEqual([]);
+    await vault.flushFile('p2');
+    expect([[...storage.objects.keys()], storage.objects.get('p2')?.data.toString(), vault.conflicts]).toEqual([['p2'], 'data', []]);
+  });
+
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
     await writeFile('/f', 'data');
     const writes = storage.calls.write;

@@ -689,6 +689,8 @@ export class S3Mirror implements CbfsHandlers {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
     const hadObject = rec.remoteEtag !== null;
+    // An upload whose answer was lost may have landed under the old name: that goes too (before, it stayed there).
+    const mayHaveLanded = this.vault.uploadOutcomeUnknown(fromKey);
     const file = hadObject ? await this.vault.openFile(fromKey, { etag: rec.remoteEtag!, size: rec.size }, rec) : undefined;
     const letGo = file?.keepBlocks();
     try {
@@ -696,7 +698,7 @@ export class S3Mirror implements CbfsHandlers {
       this.vault.renameFile(fromKey, toKey);
       // Both deletes journaled: the old name's object, and the replaced target's (the upload to the new name sends
       // it before its PUT, so that object is no conflict).
-      if (hadObject) await this.deleteObjectOf(from, fromKey);
+      if (hadObject || mayHaveLanded) await this.deleteObjectOf(from, fromKey);
       if (dstExists) await this.deleteObjectOf(to, toKey);
       this.vault.detachRemote(toKey);
     } finally {
