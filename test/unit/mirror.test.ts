@@ -790,7 +790,7 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()].sort()).toEqual(['full/', 'full/a', 'never/x']);
   });
 
-  it('a file whose upload landed but whose answer was lost, renamed before the retry: nothing stays under the old name', async () => {
+  it('a file whose upload landed but whose answer was lost, renamed or removed before the retry: nothing stays under the old name', async () => {
     await vault.close();
     const faulty = new FaultyStorage(storage);
     vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, retryBaseMs: 60_000, retryMaxMs: 60_000 });
@@ -808,6 +808,17 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()]).toEqual([]);
     await vault.flushFile('p2');
     expect([[...storage.objects.keys()], storage.objects.get('p2')?.data.toString(), vault.conflicts]).toEqual([['p2'], 'data', []]);
+    // The same, removed instead of renamed: before, the object stayed, a file rm had removed.
+    const second = await fs.createFile('/q', 0o644, 0o1, caller);
+    await fs.writeFile(second.handle, 0, Buffer.from('data'));
+    await fs.closeFile(second.handle);
+    faulty.loseAnswerNext();
+    void vault.flushFile('q').catch(() => undefined);
+    for (let i = 0; i < 200 && !vault.uploadOutcomeUnknown('q'); i++) await new Promise((r) => setTimeout(r, 5));
+    expect(storage.objects.has('q')).toBe(true);
+    await fs.deleteFile('/q');
+    await vault.sendDeletes();
+    expect([...storage.objects.keys()]).toEqual(['p2']);
   });
 
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {

@@ -559,7 +559,9 @@ export class S3Mirror implements CbfsHandlers {
           await this.vault.closeFile(file, { flush: FLUSH.NONE });
         }
       }
-      this.vault.removeRecord(key, { deleteObject: deleteObject && (!rec || rec.remoteEtag !== null) });
+      // Never uploaded, as far as the vault knows, unless an upload's answer was lost: it may have landed.
+      const hasObject = !rec || rec.remoteEtag !== null || this.vault.uploadOutcomeUnknown(key);
+      this.vault.removeRecord(key, { deleteObject: deleteObject && hasObject });
       this.links.delete(key);
       return rec;
     } finally {
