@@ -678,7 +678,7 @@ export class S3Mirror implements CbfsHandlers {
     const toLocal = this.localNames.matches(to);
     if (rec?.local || toLocal) return this.renameLocal(from, to, src, toLocal);
     if (rec && (rec.dirty || rec.remoteEtag === null)) await this.moveChanged(from, to, rec, dstExists);
-    else await this.moveByCopy(from, to, src, rec, dstExists);
+    else await this.moveByCopy(from, to, src, dstExists);
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
   }
 
@@ -717,7 +717,7 @@ export class S3Mirror implements CbfsHandlers {
    * failing right now), a file the vault holds whole moves as a changed one does instead, uploaded under its new
    * name once storage is back: a `mv`, an editor's save, work offline as on a local disk.
    */
-  private async moveByCopy(from: string, to: string, src: FileInfo, rec: FileRecord | undefined, dstExists: boolean): Promise<void> {
+  private async moveByCopy(from: string, to: string, src: FileInfo, dstExists: boolean): Promise<void> {
     const fromKey = pathToKey(from);
     const toKey = pathToKey(to);
     let etag: string;
@@ -732,11 +732,12 @@ export class S3Mirror implements CbfsHandlers {
       // that name sends it first). Left, it showed as a second copy of a file `mv` said it had not moved, or stayed
       // under a name the file moved on from.
       const mayHaveLanded = sent && !dstExists;
-      if (!rec || !this.vault.holdsWhole(fromKey)) {
+      const live = this.vault.record(fromKey); // as it is now (opened or written while the copy was tried)
+      if (!live || !this.vault.holdsWhole(fromKey)) {
         if (mayHaveLanded) this.vault.deleteObject(toKey);
         throw err;
       }
-      return this.moveChanged(from, to, rec, dstExists || mayHaveLanded);
+      return this.moveChanged(from, to, live, dstExists || mayHaveLanded);
     }
     this.vault.renameFile(fromKey, toKey);
     // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
