@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Vault } from '../../src/cache/vault.js';
+import { Vault, type VaultOptions } from '../../src/cache/vault.js';
 import { objectMetaFor } from '../../src/fs/mirror/meta.js';
 import { S3Mirror } from '../../src/fs/mirror/mirror.js';
 import { RENAME_NOREPLACE } from '../../src/fs/cbfs/events.js';
@@ -49,6 +49,18 @@ function resolvable(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((r) => (resolve = r));
   return { promise, resolve };
+}
+
+/**
+ * The vault and the mirror opened again (after `vault.close()`) over a FaultyStorage of the same bucket, reachable
+ * or not from the start: a restart, or a storage that fails on demand.
+ */
+async function reopenOver(options: Partial<VaultOptions> = {}, reachable = true): Promise<FaultyStorage> {
+  const faulty = new FaultyStorage(storage);
+  faulty.reachable(reachable);
+  vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, ...options });
+  fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+  return faulty;
 }
 
 /** Its directories first, as the kernel looks each one up (a name is made only in a directory that exists). */
@@ -359,9 +371,7 @@ describe('mirror: namespace', () => {
   it('a mkdir survives a crash before its upload, and one made while storage is unreachable goes up when it is back', async () => {
     await fs.createDirectory('/kept', 0o711, caller);
     await vault.close(); // the "crash": nothing uploaded
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver();
     expect(vault.orphans.map((r) => r.key)).toEqual(['kept/']);
     expect(await fs.getFileInfo('/kept')).toMatchObject({ kind: 'dir', mode: 0o711 });
     faulty.reachable(false);
@@ -386,10 +396,7 @@ describe('mirror: namespace', () => {
     expect(storage.calls.copy ?? 0).toBe(0);
     // Stopped before the upload, restarted with the storage unreachable: still a link, still readable, and more can be made.
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    faulty.reachable(false);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver({}, false);
     expect(await fs.getFileInfo('/l')).toMatchObject({ kind: 'symlink', uid: 7, mtimeMs: 1_600_000_000_000 });
     expect(await fs.readSymlink('/l')).toBe('../target/file');
     await fs.createSymlink('/offline', 'l', caller);
@@ -443,9 +450,7 @@ describe('mirror: namespace', () => {
 
   it('a directory removed here whose marker delete is still journaled is gone to a look-up while storage is unreachable too', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, deleteDelayMs: 60_000 });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver({ deleteDelayMs: 60_000 });
     storage.putObject('gone/', '', { mode: String(0o40755) });
     expect(await fs.getFileInfo('/gone')).toMatchObject({ kind: 'dir' });
     await fs.deleteDirectory('/gone');
@@ -607,10 +612,7 @@ describe('mirror: namespace', () => {
     await vault.flushAll();
     await fs.deleteFile('/k');
     await vault.close(); // the "crash": stopped before the delete went
-    const faulty = new FaultyStorage(storage);
-    faulty.reachable(false);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver({}, false);
     expect(vault.pendingDeletes).toBe(1);
     expect(await fs.getFileInfo('/k')).toBeNull();
     await fs.deleteFile('/off');
@@ -718,9 +720,7 @@ describe('mirror: namespace', () => {
 
   it('a file the vault holds whole is renamed while storage is unreachable: it moves as a changed file, and goes up under its new name once storage is back', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver();
     await writeFile('/r', 'data');
     storage.putObject('elsewhere', 'not in the vault');
     expect((await fs.getFileInfo('/elsewhere'))?.size).toBe(16);
@@ -765,9 +765,7 @@ describe('mirror: namespace', () => {
 
   it('rmdir while storage is unreachable: a directory made here or listed before is judged by what the vault knows; one it never listed is EIO', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver();
     storage.putObject('never/x', 'x');
     await writeFile('/listed/f', 'f');
     expect((await fs.enumerateDirectory('/listed')).map((e) => e.name)).toEqual(['f']);
@@ -792,9 +790,7 @@ describe('mirror: namespace', () => {
 
   it('a file whose upload landed but whose answer was lost, renamed or removed before the retry: nothing stays under the old name', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor, retryBaseMs: 60_000, retryMaxMs: 60_000 });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver({ retryBaseMs: 60_000, retryMaxMs: 60_000 });
     const { handle } = await fs.createFile('/p', 0o644, 0o1, caller);
     await fs.writeFile(handle, 0, Buffer.from('data'));
     await fs.closeFile(handle);
@@ -953,9 +949,7 @@ describe('mirror: namespace', () => {
     await fs.createDirectory('/src', 0o755, caller);
     for (const n of ['a', 'b', 'c']) await writeFile(`/src/${n}`, n);
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver();
     faulty.failNext('delete', RWRESULT.FAILURE, 1); // the copies are made, the deletes are not: the "crash"
     await expect(fs.renameOrMoveFile('/src', '/dst', 0)).rejects.toMatchObject({ errno: 5 });
     expect(vault.pendingRenames()).toHaveLength(1);
@@ -978,9 +972,7 @@ describe('mirror: namespace', () => {
     expect((await fs.enumerateDirectory('/moved')).length).toBe(40);
     // One copy of forty fails: the rename fails and every source is still there.
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    vault = await Vault.open({ dir, storage: faulty, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const faulty = await reopenOver();
     faulty.failNext('copy', RWRESULT.FAILURE, 1);
     await expect(fs.renameOrMoveFile('/moved', '/again', 0)).rejects.toMatchObject({ errno: 5 });
     expect([...storage.objects.keys()].filter((k) => k.startsWith('moved/f')).length).toBe(40);
