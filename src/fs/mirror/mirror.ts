@@ -722,6 +722,8 @@ export class S3Mirror implements CbfsHandlers {
     const toKey = pathToKey(to);
     let etag: string;
     let sent = false;
+    // The version the copy takes: what the file's record, or a record made while the copy runs, is based on.
+    const copied = this.vault.record(fromKey)?.remoteEtag ?? this.cache.get(fromKey)?.etag;
     try {
       await this.vault.sendDeletes(toKey); // a file removed there just before: its late delete would remove the copy
       sent = true;
@@ -740,11 +742,9 @@ export class S3Mirror implements CbfsHandlers {
       return this.moveChanged(from, to, live, dstExists || mayHaveLanded);
     }
     this.vault.renameFile(fromKey, toKey);
-    // The record is now based on the copy. Written meanwhile (an open handle), it is changed, and still based on
-    // the object it read from, which is the copy now: its ETag differs when the source was a multipart upload.
-    this.vault.rebase(toKey, etag, {});
-    const moved = this.vault.record(toKey);
-    if (moved?.dirty && moved.remoteEtag !== null) this.vault.rebaseMoved(toKey, moved.remoteEtag, etag);
+    // The record is now based on the copy, also if written meanwhile (an open handle): the object it read from is
+    // the copy now, whose ETag differs when the source was a multipart upload.
+    this.vault.rebase(toKey, etag, {}, copied);
     // The source's delete is journaled and sent batched: the rename waits for the copy alone.
     await this.deleteObjectOf(from, fromKey);
     const link = this.links.get(fromKey);
