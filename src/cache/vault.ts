@@ -659,6 +659,54 @@ export class Vault {
   }
 
   /**
+   * Move records the vault holds whole to new keys without storage (a directory moved offline), in one commit: each
+   * becomes a changed file at its new key, uploaded whole once storage is back, and the delete of the object it had
+   * (or may have, an upload's answer lost) is journaled. `gone`: more keys whose objects go (directory markers the
+   * vault has no record of). A crash leaves all of it done or none.
+   */
+  moveHeld(moves: { from: string; to: string }[], gone: string[]): void {
+    for (const m of moves) if (!this.holdsWhole(m.from)) throw new VaultError('NOT_FOUND', `move ${JSON.stringify(m.from)}: not all of it is in the vault`);
+    this.db.transaction(() => {
+      for (const { from, to } of moves) {
+        const rec = this.record(from);
+        if (!rec) continue;
+        const hadObject = rec.remoteEtag !== null || this.uploadOutcomeUnknown(from);
+        this.renameFile(from, to);
+        if (hadObject) this.deleteObject(from);
+        if (!rec.local) this.detachRemote(to);
+      }
+      for (const key of gone) this.deleteObject(key);
+    })();
+    for (const { to } of moves) if (!this.isOpen(to)) this.scheduleUpload(to);
+  }
+
+  /** Storage is offline (the power wrapper's last word): uploads and deletes wait for it. */
+  get isOffline(): boolean {
+    return this.offline;
+  }
+
+  /**
+   * `work`'s outcome, or `undefined` as soon as storage is (or goes) offline: work that would wait for storage (an
+   * upload asked for) is left to go on by itself.
+   */
+  async unlessOffline<T>(work: Promise<T>): Promise<T | undefined> {
+    if (this.offline) {
+      work.catch(() => undefined);
+      return undefined;
+    }
+    let wake!: () => void;
+    const offline = new Promise<undefined>((r) => (wake = () => r(undefined)));
+    this.offlineWaiters.push(wake);
+    work.catch(() => undefined); // if offline wins the race, its failure is nobody's to handle
+    try {
+      return await Promise.race([work, offline]);
+    } finally {
+      const at = this.offlineWaiters.indexOf(wake);
+      if (at >= 0) this.offlineWaiters.splice(at, 1);
+    }
+  }
+
+  /**
    * Make a file local (R44: only in the vault, never uploaded; its data must all be present) or ordinary
    * again (it then counts as changed and is uploaded by the next flush).
    */

@@ -276,6 +276,7 @@ describe('durability', () => {
     mounts.push(m);
     try {
       sh(`mkdir ${m.mountpoint}/docs && echo 'first draft' > ${m.mountpoint}/docs/a.txt && echo old > ${m.mountpoint}/docs/old.txt && echo keep > ${m.mountpoint}/docs/keep.txt && ls -l ${m.mountpoint}/docs`);
+      sh(`mkdir -p ${m.mountpoint}/proj/src && echo 'int x;' > ${m.mountpoint}/proj/src/x.c && echo readme > ${m.mountpoint}/proj/README`);
       await flushMount(m.mountpoint);
       await server.stop();
       // Offline: the known file reads, changes and new files are accepted, listings come from the vault.
@@ -290,6 +291,10 @@ describe('durability', () => {
       expect(sh(`cat ${m.mountpoint}/docs/kept.txt`)).toBe('keep\n');
       // A scratch tree made and removed offline (a build's temporary directory; before: rmdir was EIO).
       sh(`mkdir -p ${m.mountpoint}/docs/tmp/sub && echo t > ${m.mountpoint}/docs/tmp/sub/t && rm -r ${m.mountpoint}/docs/tmp`);
+      // A tree made here renamed offline, with a file in it not uploaded yet (before: EIO).
+      sh(`echo 'int y;' > ${m.mountpoint}/proj/src/new.c && mv ${m.mountpoint}/proj ${m.mountpoint}/project`);
+      expect(sh(`cat ${m.mountpoint}/project/src/x.c ${m.mountpoint}/project/src/new.c ${m.mountpoint}/project/README`)).toBe('int x;\nint y;\nreadme\n');
+      expect(sh(`ls ${m.mountpoint}`).trim().split('\n')).toEqual(['docs', 'project']);
       expect(sh(`readlink ${m.mountpoint}/docs/link`).trim()).toBe('a.txt');
       expect(sh(`ls ${m.mountpoint}/docs`).trim().split('\n').sort()).toEqual(['a.txt', 'b.txt', 'kept.txt', 'link', 'made-offline']);
       // The first upload to meet the stopped server tells the mount it is offline: that upload starts once the
@@ -309,6 +314,7 @@ describe('durability', () => {
       let link = '';
       let kept = '';
       let keep = 'keep\n';
+      let moved: string[] = [];
       while (Date.now() < deadline) {
         // A poll that fails (a kept-alive connection the server closed as it was reused, mid-body) is polled again.
         const get = (key: string) =>
@@ -320,7 +326,8 @@ describe('durability', () => {
             .then((r) => (r.ok ? (r.headers.get('x-amz-meta-mode') ?? '') : ''))
             .catch(() => '');
         [a, b, made, old, link, kept, keep] = await Promise.all([get('docs/a.txt'), get('docs/b.txt'), mode('docs/made-offline/'), get('docs/old.txt'), mode('docs/link'), get('docs/kept.txt'), get('docs/keep.txt')]);
-        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link && kept && !keep) break;
+        moved = await Promise.all(['project/src/x.c', 'project/src/new.c', 'project/README', 'proj/src/x.c', 'proj/README'].map(get));
+        if (a === 'first draft\noffline edit\n' && b === 'written offline\n' && made && !old && link && kept && !keep && moved.join('|') === 'int x;\n|int y;\n|readme\n||') break;
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(a).toBe('first draft\noffline edit\n');
@@ -329,6 +336,7 @@ describe('durability', () => {
       expect(old).toBe(''); // removed offline: its journaled delete went once the server was back
       expect(link).toBe(String(0o120777)); // the symlink made offline, uploaded as s3fs's symlink object
       expect([kept, keep]).toEqual(['keep\n', '']); // moved offline: uploaded under its new name, the old one deleted
+      expect(moved).toEqual(['int x;\n', 'int y;\n', 'readme\n', '', '']); // the tree moved offline, under its new names only
     } finally {
       await m.stop();
       await server.stop();

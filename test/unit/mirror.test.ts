@@ -11,6 +11,7 @@ import { E } from '../../src/fs/errors.js';
 import { silentLogger } from '../../src/log.js';
 import { MemoryStorage } from '../../src/storage/memory.js';
 import { FaultyStorage } from '../../src/storage/faulty.js';
+import { PoweredStorage } from '../../src/storage/power.js';
 import { RWRESULT, StorageError } from '../../src/storage/rwresult.js';
 
 const caller = { uid: 1000, gid: 1000, pid: 1 };
@@ -786,6 +787,74 @@ describe('mirror: namespace', () => {
     await vault.flushAll();
     await vault.sendDeletes();
     expect([...storage.objects.keys()].sort()).toEqual(['full/', 'full/a', 'never/x']);
+  });
+
+  it('a directory is moved while storage is offline: the vault moves the tree it knows and holds whole, uploaded under the new names when storage is back; one it does not know or hold is EIO', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
+    vault = await Vault.open({ dir, storage: powered, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    await writeFile('/d/a', 'a');
+    await writeFile('/d/sub/b', 'b');
+    await fs.createDirectory('/d/empty', 0o700, caller);
+    await fs.createDirectory('/t', 0o755, caller);
+    await vault.flushAll();
+    storage.putObject('x/big', 'in storage only');
+    storage.putObject('never/y', 'y');
+    expect((await fs.enumerateDirectory('/x')).map((e) => e.name)).toEqual(['big']);
+    expect((await fs.getFileInfo('/never'))?.kind).toBe('dir');
+    expect((await fs.enumerateDirectory('/')).map((e) => e.name).sort()).toEqual(['d', 'never', 't', 'x']);
+    faulty.reachable(false);
+    powered.goOffline(new StorageError(RWRESULT.FAILURE, 'probe', '', 'cannot reach the storage'));
+    // Made offline, inside it: a file and a directory.
+    await fs.createDirectory('/d/made', 0o755, caller);
+    const { handle } = await fs.createFile('/d/new', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('new'));
+    await fs.closeFile(handle);
+    await fs.renameOrMoveFile('/d', '/e', 0); // before: EIO
+    await fs.renameOrMoveFile('/e', '/t', 0); // onto an empty directory (its marker in storage)
+    expect(await fs.getFileInfo('/d')).toBeNull();
+    expect(await fs.getFileInfo('/e')).toBeNull();
+    expect((await fs.enumerateDirectory('/t')).map((e) => `${e.name}:${e.info.kind}`).sort()).toEqual(['a:file', 'empty:dir', 'made:dir', 'new:file', 'sub:dir']);
+    expect((await fs.enumerateDirectory('/t/sub')).map((e) => e.name)).toEqual(['b']);
+    expect((await fs.getFileInfo('/t/empty'))?.mode).toBe(0o700);
+    const h = await fs.openFile('/t/sub/b', 0);
+    expect((await fs.readFile(h, 0, 10)).toString()).toBe('b');
+    await fs.closeFile(h);
+    // A file in storage only, and a directory never listed, cannot move without storage.
+    await expect(fs.renameOrMoveFile('/x', '/x2', 0)).rejects.toMatchObject({ errno: E.EIO });
+    await expect(fs.renameOrMoveFile('/never', '/n2', 0)).rejects.toMatchObject({ errno: E.EIO });
+    expect((await fs.enumerateDirectory('/x')).map((e) => e.name)).toEqual(['big']);
+    expect(storage.objects.has('d/sub/b')).toBe(true);
+    faulty.reachable(true);
+    expect(await vault.checkOnline()).toBe(true);
+    await vault.flushAll();
+    await vault.sendDeletes();
+    expect([...storage.objects.keys()].sort()).toEqual(['never/y', 't/', 't/a', 't/empty/', 't/made/', 't/new', 't/sub/', 't/sub/b', 'x/big']);
+    expect([storage.objects.get('t/sub/b')?.data.toString(), storage.objects.get('t/new')?.data.toString(), vault.conflicts]).toEqual(['b', 'new', []]);
+  });
+
+  it('a directory with changes not uploaded yet is moved as storage goes away: the move does not wait for storage to come back', async () => {
+    await vault.close();
+    const faulty = new FaultyStorage(storage);
+    const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
+    vault = await Vault.open({ dir, storage: powered, objectMeta: objectMetaFor });
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    await fs.createDirectory('/h', 0o755, caller);
+    const { handle } = await fs.createFile('/h/f', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('pending'));
+    await fs.closeFile(handle);
+    faulty.reachable(false);
+    // Its upload goes first, fails, and takes storage offline. Before: the move waited for the upload, that is
+    // for storage to come back.
+    await fs.renameOrMoveFile('/h', '/h2', 0);
+    expect([powered.power, await fs.getFileInfo('/h'), (await fs.getFileInfo('/h2/f'))?.size]).toEqual(['offline', null, 7]);
+    faulty.reachable(true);
+    expect(await vault.checkOnline()).toBe(true);
+    await vault.flushAll();
+    await vault.sendDeletes();
+    expect([[...storage.objects.keys()].sort(), storage.objects.get('h2/f')?.data.toString()]).toEqual([['h2/', 'h2/f'], 'pending']);
   });
 
   it('a file whose upload landed but whose answer was lost, renamed or removed before the retry: nothing stays under the old name', async () => {

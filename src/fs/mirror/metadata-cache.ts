@@ -82,10 +82,15 @@ export class MetadataCache {
 
   /** Forget a key, everything under it as a directory, and the listings of its directory and below (refresh). */
   forgetUnder(key: string): void {
+    this.forgetTree(key);
+    this.listings.drop(splitKey(key)[0]);
+  }
+
+  /** The same, but its directory's listing stays: a change of the key itself is then recorded on it (`set`). */
+  forgetTree(key: string): void {
     const prefix = key === '' ? '' : `${key}/`;
     for (const k of [...this.entries.keys()]) if (k === key || k.startsWith(prefix)) this.entries.delete(k);
     this.listings.dropUnder(prefix);
-    this.listings.drop(splitKey(key)[0]);
   }
 
   /** Store a directory's listing (prefix "" or "dir/") as just taken; with the watch started before asking for it. */

@@ -636,7 +636,7 @@ export class S3Mirror implements CbfsHandlers {
       if (dst && dst.kind !== 'dir') throw new FsError(E.ENOTDIR, 'rename', to);
       if (dst && !(await this.isDirectoryEmpty(dirPrefix(to)))) throw new FsError(E.ENOTEMPTY, 'rename', to);
       if (dirPrefix(to).startsWith(dirPrefix(from))) throw new FsError(E.EINVAL, 'rename', from, 'cannot move a directory into itself');
-      await this.renameDirectory(from, to, self);
+      await this.renameDirectory(from, to, self, dst !== null);
     }
   }
 
@@ -781,47 +781,123 @@ export class S3Mirror implements CbfsHandlers {
     for (const h of this.handles.values()) if (h.path === from) h.path = to;
   }
 
-  private async renameDirectory(from: string, to: string, self: Change): Promise<void> {
+  private async renameDirectory(from: string, to: string, self: Change, dstExists: boolean): Promise<void> {
     const fromPrefix = dirPrefix(from);
-    const toPrefix = dirPrefix(to);
     // Changes under either name wait until the move is over, and it begins once those running have ended.
     const endMove = await this.gate.beginMove(self, from, to);
     let moved = false;
     try {
-      // Files removed under it are still in storage until their deletes go: the copies must not bring them back
-      // (nor a delete at the target's name hide the moved directory).
-      if (this.vault.pendingDeletes) await this.vault.sendDeletes();
-      // Pending changes under it go up first, so the server-side copies carry them: all queued at once, the
-      // write-back queue bounds how many run (one after another, `tar x` into a directory then `mv` paid a round
-      // trip per file).
-      await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
-      // A file still open under it may close meanwhile: its upload waits and follows the file to its new name.
-      const release = this.vault.holdUploads(fromPrefix);
+      // What is pending under it goes up first, unless storage is (or goes) offline: then the vault moves what it
+      // holds (before, the move waited for storage to come back).
+      let sent: boolean | undefined;
       try {
-        await this.vault.uploadsSettledUnder(fromPrefix);
-        // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
-        const info = (await this.getFileInfo(from))!;
-        await this.putMarker(to, info);
-        const id = this.vault.beginRename(fromPrefix, toPrefix);
-        // A long directory move is progressing, not hung.
-        await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
-        this.vault.endRename(id);
-        // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
-        this.cache.forgetUnder(pathToKey(from));
-        this.cache.forgetUnder(pathToKey(to));
-        // A listing of the parent taken before the move may still land (a walk's look-up listing): both names'
-        // changes are replayed on it, as a file rename's are. Without this the old name came back from it, EEXIST
-        // to mkdir.
-        this.forgetName(from, pathToKey(from));
-        this.cache.set(pathToKey(to), { info, complete: true });
-        for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
-      } finally {
-        release();
+        if (!this.vault.isOffline) sent = await this.vault.unlessOffline(this.sendUnder(fromPrefix).then(() => true));
+      } catch (err) {
+        if (!this.wentOffline(err)) throw err;
       }
+      if (sent) await this.moveDirectoryInStorage(from, to, dstExists);
+      else await this.moveDirectoryHeld(from, to, dstExists);
       moved = true;
     } finally {
       endMove(moved);
     }
+  }
+
+  /** A transient failure that took storage offline (the power wrapper's first failure does). */
+  private wentOffline(err: unknown): boolean {
+    return err instanceof StorageError && err.transient && this.vault.isOffline;
+  }
+
+  /**
+   * Before a directory moves in storage: the deletes journaled under it go (files removed there are still in
+   * storage: the copies must not bring them back, nor a delete at the target's name hide the moved directory), and
+   * its pending changes go up, so the server-side copies carry them. All queued at once, the write-back queue bounds
+   * how many run (one after another, `tar x` into a directory then `mv` paid a round trip per file).
+   */
+  private async sendUnder(fromPrefix: string): Promise<void> {
+    if (this.vault.pendingDeletes) await this.vault.sendDeletes();
+    await Promise.all(this.vault.pendingUnder(fromPrefix).flatMap((rec) => (rec.dirty && !rec.local ? [this.vault.flushFile(rec.key)] : [])));
+  }
+
+  private async moveDirectoryInStorage(from: string, to: string, dstExists: boolean): Promise<void> {
+    const fromPrefix = dirPrefix(from);
+    const toPrefix = dirPrefix(to);
+    // A file still open under it may close meanwhile: its upload waits and follows the file to its new name.
+    const release = this.vault.holdUploads(fromPrefix);
+    try {
+      await this.vault.uploadsSettledUnder(fromPrefix);
+      // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
+      const info = (await this.getFileInfo(from))!;
+      try {
+        await this.putMarker(to, info);
+      } catch (err) {
+        // Nothing copied yet, nothing to finish after a restart: the vault moves what it holds.
+        if (!this.wentOffline(err)) throw err;
+        return await this.moveDirectoryHeld(from, to, dstExists);
+      }
+      const id = this.vault.beginRename(fromPrefix, toPrefix);
+      // A long directory move is progressing, not hung.
+      await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
+      this.vault.endRename(id);
+      this.movedDirectory(from, to, info);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * A directory moved without storage: possible when the vault knows the whole tree under it (every directory in
+   * it listed before or made here) and holds every file in it whole. Each file moves as a changed file does,
+   * uploaded under its new name once storage is back, with its old object's delete journaled; directories get
+   * markers at their new names, the old ones' deletes journaled. All in one commit. Otherwise EIO, as before.
+   */
+  private async moveDirectoryHeld(from: string, to: string, dstExists: boolean): Promise<void> {
+    const fromPrefix = dirPrefix(from);
+    const toPrefix = dirPrefix(to);
+    const moveTo = (key: string): string => toPrefix + key.slice(fromPrefix.length);
+    const letGo = [this.vault.holdUploads(fromPrefix), this.vault.holdUploads(toPrefix)];
+    try {
+      await this.vault.uploadsSettledUnder(fromPrefix);
+      const tree = this.ns.knownTree(fromPrefix);
+      if (!tree) throw new FsError(E.EIO, 'rename', from, 'storage is offline, and the vault does not know every directory under this one');
+      const records = this.vault.recordsUnder(fromPrefix);
+      const recorded = new Set(records.map((r) => r.key));
+      const missing = tree.files.find((k) => !recorded.has(k)) ?? records.find((r) => !this.vault.holdsWhole(r.key))?.key;
+      if (missing !== undefined) throw new FsError(E.EIO, 'rename', from, `storage is offline, and ${JSON.stringify(missing)} is not all in the vault`);
+      const info = (await this.getFileInfo(from))!;
+      // The empty directory it replaces: its marker goes (its delete before the new marker's upload: no conflict).
+      if (dstExists) await this.releaseName(toPrefix, to, true);
+      // Directories the vault has no marker record of get one at their new names (made as mkdir makes one): an
+      // empty one would vanish otherwise. Their old markers, if storage has any, go.
+      const bare = tree.dirs.filter((d) => !recorded.has(d));
+      for (const d of bare) {
+        const attrs = d === fromPrefix ? info : (this.cache.get(d.slice(0, -1))?.info ?? { mode: 0o755, uid: info.uid, gid: info.gid, mtimeMs: Date.now() });
+        const marker = await this.vault.openFile(moveTo(d), null, { mode: attrs.mode, uid: attrs.uid, gid: attrs.gid, mtimeMs: attrs.mtimeMs });
+        await this.vault.closeFile(marker, { flush: FLUSH.DELAYED });
+      }
+      this.vault.moveHeld(records.map((r) => ({ from: r.key, to: moveTo(r.key) })), bare);
+      this.movedDirectory(from, to, info, true);
+    } finally {
+      for (const release of letGo) release();
+    }
+  }
+
+  /**
+   * After a directory move: the caches of both trees, and the handles open under it. `offline`: the parents'
+   * listings are kept (the move's changes recorded on them), as nothing could list them again.
+   */
+  private movedDirectory(from: string, to: string, info: FileInfo, offline = false): void {
+    // What is known of both trees (and of their parents' listings) is stale; the rest of the bucket is not.
+    for (const key of [pathToKey(from), pathToKey(to)]) {
+      if (offline) this.cache.forgetTree(key);
+      else this.cache.forgetUnder(key);
+    }
+    // A listing of the parent taken before the move may still land (a walk's look-up listing): both names'
+    // changes are replayed on it, as a file rename's are. Without this the old name came back from it, EEXIST
+    // to mkdir.
+    this.forgetName(from, pathToKey(from));
+    this.cache.set(pathToKey(to), { info, complete: true });
+    for (const h of this.handles.values()) if (h.path.startsWith(`${from}/`)) h.path = to + h.path.slice(from.length);
   }
 
   /**

@@ -366,6 +366,32 @@ export class Namespace {
     return [...keys.values()];
   }
 
+  /**
+   * Storage unreachable: the whole tree under a directory, as the vault knows it (knownKeys, directory by directory):
+   * the keys of files storage holds (as last known, less journaled deletes) and every directory prefix, the top one
+   * first. undefined: some directory in it was never listed nor made here, and may hold files the vault never saw.
+   */
+  knownTree(prefix: string): { files: string[]; dirs: string[] } | undefined {
+    const gone = new Set(this.vault.deletesUnder(prefix));
+    const files = new Set<string>();
+    const dirs = new Set<string>();
+    const walk = (dir: string): boolean => {
+      if (dirs.has(dir)) return true;
+      const known = this.knownKeys(dir);
+      if (!known) return false;
+      dirs.add(dir);
+      for (const { key } of known) {
+        if (key === dir || gone.has(key)) continue;
+        if (!key.endsWith('/')) files.add(key);
+        // Every directory between this one and the key (records reach below its listing): each is known, or the
+        // tree is not.
+        for (let cut = key.indexOf('/', dir.length); cut >= 0; cut = key.indexOf('/', cut + 1)) if (!walk(key.slice(0, cut + 1))) return false;
+      }
+      return true;
+    };
+    return walk(prefix) ? { files: [...files], dirs: [...dirs] } : undefined;
+  }
+
   async enumerateDirectory(path: string): Promise<DirEntry[]> {
     const prefix = dirPrefix(path);
     // What look-ups taught about entries (kept with the stored listing), by name: those are exact, the rest
@@ -508,8 +534,10 @@ export class Namespace {
       // Offline: the last listing kept in the vault, however old, else the vault's records.
       const stale = this.storedListing(prefix, Number.POSITIVE_INFINITY);
       if (stale) return stale;
+      // A directory the vault knows nothing of stays an error; one with records (its marker's, or files made or
+      // moved there offline, added by the caller) is listed from them.
       listing = this.offlineListing(prefix);
-      if (!listing.objects.length && !listing.prefixes.length) throw err;
+      if (!listing.objects.length && !listing.prefixes.length && !this.vault.record(prefix) && !this.vault.pendingUnder(prefix).length) throw err;
       return listing;
     }
     const entries: ListedEntry[] = [];
