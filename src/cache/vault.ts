@@ -957,8 +957,11 @@ export class Vault {
     let rec = this.record(key);
     if (!rec || !rec.dirty || rec.local) return 'gone';
     // A file made where an object was removed: the old object's delete goes first (it must not follow the upload).
-    if (this.deletes.has(key)) {
-      await this.deletes.settle(key);
+    // A directory's marker, made where a file of its name was removed (offline: mkdir could not send that delete),
+    // sends the file's delete first too: once the marker is uploaded, that pending delete would hide the directory.
+    for (const gone of key.endsWith('/') ? [key, key.slice(0, -1)] : [key]) {
+      if (!this.deletes.has(gone)) continue;
+      await this.deletes.settle(gone);
       rec = this.record(key);
       if (!rec || !rec.dirty || rec.local) return 'gone';
     }

@@ -886,6 +886,48 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()]).toEqual(['p2']);
   });
 
+  it('mkdir where a file was removed while storage is unreachable: the directory shows at once, and its marker goes up after the file\'s delete', async () => {
+    await vault.close();
+    const faulty = await reopenOver();
+    await writeFile('/n', 'a file first');
+    faulty.reachable(false);
+    await fs.deleteFile('/n');
+    await fs.createDirectory('/n', 0o750, caller); // before: EIO (the file's delete had to go first)
+    const { handle } = await fs.createFile('/n/inside', 0o644, 0o1, caller);
+    await fs.writeFile(handle, 0, Buffer.from('x'));
+    await fs.closeFile(handle);
+    expect([(await fs.getFileInfo('/n'))?.kind, (await fs.enumerateDirectory('/')).map((e) => `${e.name}:${e.info.kind}`)]).toEqual(['dir', ['n:dir']]);
+    faulty.reachable(true);
+    // The marker's upload alone: the file's delete goes with it, first. Left pending, it hid the directory once the
+    // marker was uploaded.
+    await vault.flushFile('n/');
+    expect([storage.objects.has('n'), storage.objects.has('n/'), (await fs.getFileInfo('/n'))?.kind]).toEqual([false, true, 'dir']);
+    await vault.flushAll();
+    expect([...storage.objects.keys()].sort()).toEqual(['n/', 'n/inside']);
+    expect([(await fs.getFileInfo('/n'))?.kind, (await fs.getFileInfo('/n'))?.mode]).toEqual(['dir', 0o750]);
+  });
+
+  it('chmod of a closed file or a directory while storage is unreachable is journaled, and copied onto the object once storage is back (no data upload); one known only from a listing is EIO', async () => {
+    await vault.close();
+    const faulty = await reopenOver();
+    await writeFile('/f', 'data');
+    await fs.createDirectory('/dir', 0o755, caller);
+    await vault.flushAll();
+    storage.putObject('listed/o', 'x');
+    expect((await fs.enumerateDirectory('/listed')).map((e) => e.name)).toEqual(['o']);
+    const writes = storage.calls.write;
+    faulty.reachable(false);
+    expect((await fs.setFileAttributes('/f', { mode: 0o600 })).mode).toBe(0o600); // before: EIO
+    expect((await fs.setFileAttributes('/dir', { mode: 0o700 })).mode).toBe(0o700); // before: EIO
+    expect([(await fs.getFileInfo('/f'))?.mode, (await fs.getFileInfo('/dir'))?.mode]).toEqual([0o600, 0o700]);
+    // Its mode, owner and time are the listing's defaults: journaled, they would overwrite the object's own.
+    await expect(fs.setFileAttributes('/listed/o', { mode: 0o600 })).rejects.toMatchObject({ errno: E.EIO });
+    faulty.reachable(true);
+    await vault.flushAll();
+    expect([Number(storage.objects.get('f')!.meta.mode) & 0o7777, Number(storage.objects.get('dir/')!.meta.mode) & 0o7777]).toEqual([0o600, 0o700]);
+    expect([storage.objects.get('f')!.data.toString(), storage.calls.write - writes, vault.conflicts]).toEqual(['data', 0, []]);
+  });
+
   it('chmod of a closed file copies the object onto itself with new metadata (no data upload)', async () => {
     await writeFile('/f', 'data');
     const writes = storage.calls.write;

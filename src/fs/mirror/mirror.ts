@@ -444,11 +444,34 @@ export class S3Mirror implements CbfsHandlers {
         // object was a multipart upload): its upload carries both, and meets no conflict.
         this.vault.rebase(key, etag, attrs, copied);
         this.cache.set(key, { info: next, etag, complete: true });
+      } catch (err) {
+        if (!(err instanceof StorageError && err.transient)) throw err;
+        return await this.journalAttributes(key, info, attrs, err);
       } finally {
         letGo();
       }
       return next;
     }));
+  }
+
+  /**
+   * chmod/chown/touch of a closed file without storage (offline, or the copy failing after its retries): the change
+   * goes on the file's record, and its upload, once storage is back, copies the object onto itself with it (no
+   * data moves). Only for a file whose attributes are all known (a record, or a look-up's answer): a listing's
+   * defaults would overwrite the object's own metadata. Otherwise the failure stands.
+   */
+  private async journalAttributes(key: string, info: FileInfo, attrs: Partial<FileAttrs>, err: unknown): Promise<FileInfo> {
+    const rec = this.vault.record(key);
+    const cached = this.cache.get(key);
+    const etag = rec?.remoteEtag ?? (cached?.complete ? cached.etag : undefined);
+    if (!etag) throw err;
+    const file = await this.vault.openFile(key, { etag, size: rec?.size ?? info.size }, rec ?? info);
+    try {
+      file.setAttrs(attrs);
+      return this.fileInfoOf(file);
+    } finally {
+      await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
+    }
   }
 
   /** A symlink made here whose upload is still to come: its record takes attribute changes (lchown, touch -h). */
@@ -481,8 +504,11 @@ export class S3Mirror implements CbfsHandlers {
     return next;
   }
 
-  /** A directory's attributes go to its marker: with its upload if that is still to come, else rewritten now. */
-  private async putMarker(path: string, info: FileInfo): Promise<void> {
+  /**
+   * A directory's attributes go to its marker: with its upload if that is still to come, else rewritten now.
+   * `journal`: without storage, journaled instead (a directory move must not go on as if its marker were written).
+   */
+  private async putMarker(path: string, info: FileInfo, journal = true): Promise<void> {
     const marker = this.ns.pendingMarker(pathToKey(path));
     if (marker) {
       const file = await this.vault.openFile(marker.key, marker.remoteEtag ? { etag: marker.remoteEtag, size: 0 } : null, marker);
@@ -492,7 +518,21 @@ export class S3Mirror implements CbfsHandlers {
         await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
       }
     } else {
-      await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+      try {
+        await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+      } catch (err) {
+        // Without storage, a directory whose attributes are all known (its marker's record, or a look-up's answer:
+        // a listing's defaults would overwrite the marker's own) gets a marker record with them, uploaded when
+        // storage is back, as mkdir's is (a marker holds attributes only: its upload overwrites, never a conflict).
+        const rec = this.vault.record(dirPrefix(path));
+        if (!journal || !(err instanceof StorageError && err.transient) || !(rec || this.cache.get(pathToKey(path))?.complete)) throw err;
+        const file = await this.vault.openFile(dirPrefix(path), rec?.remoteEtag ? { etag: rec.remoteEtag, size: 0 } : null, rec ?? info);
+        try {
+          file.setAttrs({ mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
+        } finally {
+          await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
+        }
+      }
     }
     this.cache.set(pathToKey(path), { info, complete: true });
   }
@@ -505,7 +545,11 @@ export class S3Mirror implements CbfsHandlers {
     return this.gate.change([path], true, ([path]) => this.run('mkdir', path, async () => {
       if (await this.getFileInfo(path)) throw new FsError(E.EEXIST, 'mkdir', path);
       await this.inDirectory(path, 'mkdir');
-      await this.vault.sendDeletes(pathToKey(path)); // a file removed just before: its delete must not hide the directory
+      // A file removed just before: its delete goes first, so that it cannot hide the directory. Without storage,
+      // the marker's upload sends it first (before, mkdir failed with EIO offline).
+      await this.vault.sendDeletes(pathToKey(path)).catch((err: unknown) => {
+        if (!(err instanceof StorageError && err.transient)) throw err;
+      });
       const info: FileInfo = { kind: 'dir', size: 0, mode: mode & 0o7777, uid: caller.uid, gid: caller.gid, mtimeMs: Date.now() };
       // Its marker is journaled in the vault and uploaded by the write-back queue, like a new empty file: mkdir
       // waits for no request (tar x and git clone make a directory every few files), and works offline.
@@ -829,7 +873,7 @@ export class S3Mirror implements CbfsHandlers {
       // The target always gets a marker (with the source's attributes), so an empty directory survives the move.
       const info = (await this.getFileInfo(from))!;
       try {
-        await this.putMarker(to, info);
+        await this.putMarker(to, info, false);
       } catch (err) {
         // Nothing copied yet, nothing to finish after a restart: the vault moves what it holds.
         if (!this.wentOffline(err)) throw err;
