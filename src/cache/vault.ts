@@ -539,11 +539,18 @@ export class Vault {
     this.ctx.absentAt.delete(fromKey);
     this.ctx.absentAt.delete(toKey);
     if (fromKey === toKey) return;
-    this.removeRecord(toKey);
-    this.writeback.move(fromKey, toKey);
     const file = this.open.get(fromKey);
     const rec = file?.rec ?? this.statements.find(fromKey);
-    if (!rec) return;
+    if (!rec) {
+      // Nothing to move (a file never opened, or one a directory move already took there): a record at the target
+      // is dropped only if it is a clean copy of what that name held before. A changed or open one is the moved
+      // file itself, changed since (a directory move finished again after a crash): dropped, its changes were lost.
+      const there = this.open.get(toKey)?.rec ?? this.statements.find(toKey);
+      if (there && !there.dirty && !this.open.has(toKey)) this.removeRecord(toKey);
+      return;
+    }
+    this.removeRecord(toKey);
+    this.writeback.move(fromKey, toKey);
     rec.key = toKey;
     this.statements.saveFile(rec);
     if (file) {

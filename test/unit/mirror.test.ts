@@ -1061,9 +1061,14 @@ describe('mirror: namespace', () => {
     for (const n of ['a', 'b', 'c']) await writeFile(`/src/${n}`, n);
     await vault.close();
     const faulty = await reopenOver();
-    faulty.failNext('delete', RWRESULT.FAILURE, 1); // the copies are made, the deletes are not: the "crash"
+    faulty.failNext('delete', RWRESULT.FAILURE, 100); // the copies are made, the deletes are not (each attempt): the "crash"
     await expect(fs.renameOrMoveFile('/src', '/dst', 0)).rejects.toMatchObject({ errno: 5 });
     expect(vault.pendingRenames()).toHaveLength(1);
+    // A file under the new name written before the crash (a handle left open on it): the finishing copies must
+    // not bring its old bytes back. Before, they did, and its record was dropped.
+    const h = await fs.openFile('/dst/a', 2);
+    await fs.writeFile(h, 0, Buffer.from('changed'));
+    await fs.closeFile(h);
     await vault.close();
     vault = await Vault.open({ dir, storage, objectMeta: objectMetaFor });
     fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
@@ -1071,6 +1076,8 @@ describe('mirror: namespace', () => {
     expect(vault.pendingRenames()).toHaveLength(0);
     expect([...storage.objects.keys()].sort()).toEqual(['dst/', 'dst/a', 'dst/b', 'dst/c']);
     expect((await fs.enumerateDirectory('/dst')).map((e) => e.name).sort()).toEqual(['a', 'b', 'c']);
+    await vault.flushAll();
+    expect([storage.objects.get('dst/a')?.data.toString(), vault.conflicts]).toEqual(['changed', []]);
   });
 
   it('a directory moves with its copies in parallel (16 at most); a failed copy deletes nothing', async () => {
@@ -1081,12 +1088,37 @@ describe('mirror: namespace', () => {
     expect(copies.most).toBeLessThanOrEqual(16);
     expect([...storage.objects.keys()].filter((k) => k.startsWith('big/'))).toEqual([]);
     expect((await fs.enumerateDirectory('/moved')).length).toBe(40);
-    // One copy of forty fails: the rename fails and every source is still there.
+    // Copies that keep failing: the rename fails and every source is still there.
     await vault.close();
     const faulty = await reopenOver();
-    faulty.failNext('copy', RWRESULT.FAILURE, 1);
+    faulty.failNext('copy', RWRESULT.FAILURE, 1000);
     await expect(fs.renameOrMoveFile('/moved', '/again', 0)).rejects.toMatchObject({ errno: 5 });
     expect([...storage.objects.keys()].filter((k) => k.startsWith('moved/f')).length).toBe(40);
+  });
+
+  it('a directory move whose copies fail for a moment goes on from where it stopped (before: EIO, both trees half copied)', async () => {
+    await vault.close();
+    const faulty = await reopenOver();
+    for (let i = 0; i < 40; i++) storage.putObject(`burst/f${i}`, `x${i}`);
+    await writeFile('/burst/changed', 'old');
+    const h = await fs.openFile('/burst/changed', 2);
+    const copies: string[] = [];
+    const copy = storage.copy.bind(storage);
+    storage.copy = (from, to, meta) => {
+      copies.push(from);
+      // The third copy fails (and those the first run has in flight meanwhile), as a burst of 503s past the SDK's
+      // retries would.
+      if (copies.length === 3) faulty.failNext('copy', RWRESULT.FAILURE, 16);
+      return copy(from, to, meta);
+    };
+    await fs.renameOrMoveFile('/burst', '/calm', 0);
+    await fs.writeFile(h, 0, Buffer.from('new'));
+    await fs.closeFile(h);
+    await vault.flushAll();
+    await vault.sendDeletes();
+    expect([...storage.objects.keys()].filter((k) => k.startsWith('burst')).length).toBe(0);
+    expect([...storage.objects.keys()].filter((k) => k.startsWith('calm/')).length).toBe(42);
+    expect([storage.objects.get('calm/changed')?.data.toString(), vault.conflicts]).toEqual(['new', []]);
   });
 
   it('a directory rename uploads the changes under it together first, and the copies carry them', async () => {

@@ -66,6 +66,9 @@ function sameAttributes(info: FileInfo, next: FileInfo): boolean {
  * I/O: `mv` of a 1000-file directory took 5.4 s against s3rver (2.9-3.4 s with 16).
  */
 const MOVE_CONCURRENCY = 16;
+/** A directory move whose requests fail transiently runs again this many times in all, after 0.5 s, then 1 s. */
+const MOVE_ATTEMPTS = 3;
+const MOVE_RETRY_MS = 500;
 const ZEROS = Buffer.alloc(1024 * 1024);
 const O_SYNC = 0o4010000;
 
@@ -880,8 +883,22 @@ export class S3Mirror implements CbfsHandlers {
         return await this.moveDirectoryHeld(from, to, dstExists);
       }
       const id = this.vault.beginRename(fromPrefix, toPrefix);
-      // A long directory move is progressing, not hung.
-      await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from));
+      // A transient failure half-way (a burst of 5xx or resets past the SDK's retries) is met by running the move
+      // again a little later, from where it stopped. Before, the rename failed with EIO and left both trees, half
+      // copied, until the next mount finished it.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          // A long directory move is progressing, not hung.
+          await this.moveTree(fromPrefix, toPrefix, () => resetTimeout(from), attempt > 1);
+          break;
+        } catch (err) {
+          if (!(err instanceof StorageError && err.transient) || attempt >= MOVE_ATTEMPTS) throw err;
+          this.log.warn({ from, to, attempt, err: err.message }, 'directory move: a request failed; going on from where it stopped');
+          await new Promise((r) => setTimeout(r, MOVE_RETRY_MS * attempt));
+          await this.vault.checkOnline();
+          resetTimeout(from);
+        }
+      }
       this.vault.endRename(id);
       this.movedDirectory(from, to, info);
     } finally {
@@ -948,8 +965,10 @@ export class S3Mirror implements CbfsHandlers {
    * Copy every key under one prefix to another, then delete the sources: a failure half-way leaves both
    * trees, never neither, and running it again (after a crash, from the rename journal) finishes the job.
    */
-  private async moveTree(fromPrefix: string, toPrefix: string, progress?: () => void): Promise<void> {
+  private async moveTree(fromPrefix: string, toPrefix: string, progress?: () => void, again = false): Promise<void> {
     const all = await this.storage.list(fromPrefix);
+    // Run again (after a failure or a crash): what the earlier run copied, as storage has it now.
+    const landed = again ? new Map((await this.storage.list(toPrefix)).objects.map((o) => [o.key, o.etag])) : undefined;
     // Copies run MOVE_CONCURRENCY at a time; the first failure stops the queue (those in flight end) and stands:
     // no source has been deleted yet.
     const queue = new PQueue({ concurrency: MOVE_CONCURRENCY });
@@ -957,6 +976,11 @@ export class S3Mirror implements CbfsHandlers {
     for (const o of all.objects) {
       if (o.key === fromPrefix) continue;
       const target = toPrefix + o.key.slice(fromPrefix.length);
+      // Moved by an earlier run of this move (its record is at the target, based on the object there, and none is
+      // left here): copied already, and perhaps changed there since (an open file written before a crash). Copied
+      // again, the old bytes came back over the changes.
+      const there = landed?.get(target);
+      if (there !== undefined && this.vault.record(target)?.remoteEtag === there && !this.vault.record(o.key)) continue;
       queue
         .add(async () => {
           let etag: string;
@@ -996,7 +1020,15 @@ export class S3Mirror implements CbfsHandlers {
       try {
         const marker = await this.storage.head(r.toPrefix);
         if (!marker) await this.storage.write(r.toPrefix, 0, async () => Buffer.alloc(0), { contentType: DIR_CONTENT_TYPE });
-        await this.moveTree(r.fromPrefix, r.toPrefix);
+        // Orphans under either name (changed before the crash) go up after the move, not during it.
+        const letGo = [this.vault.holdUploads(r.fromPrefix), this.vault.holdUploads(r.toPrefix)];
+        try {
+          await this.vault.uploadsSettledUnder(r.fromPrefix);
+          await this.vault.uploadsSettledUnder(r.toPrefix);
+          await this.moveTree(r.fromPrefix, r.toPrefix, undefined, true);
+        } finally {
+          for (const release of letGo) release();
+        }
         this.vault.endRename(r.id);
         this.log.warn({ from: r.fromPrefix, to: r.toPrefix }, 'finished a directory rename interrupted by a crash');
       } catch (err) {
