@@ -886,6 +886,16 @@ describe('mirror: namespace', () => {
     expect([...storage.objects.keys()]).toEqual(['p2']);
   });
 
+  it('a directory keeps its mode while storage is unreachable: its marker record answers, not the defaults', async () => {
+    await fs.createDirectory('/private', 0o700, caller);
+    await writeFile('/private/f', 'x');
+    await vault.close();
+    const faulty = await reopenOver(); // a new mount: nothing in the metadata cache
+    faulty.reachable(false);
+    // Before: 0755, the defaults for a directory holding cached files.
+    expect([(await fs.getFileInfo('/private'))?.kind, (await fs.getFileInfo('/private'))?.mode]).toEqual(['dir', 0o700]);
+  });
+
   it('mkdir where a file was removed while storage is unreachable: the directory shows at once, and its marker goes up after the file\'s delete', async () => {
     await vault.close();
     const faulty = await reopenOver();

@@ -190,8 +190,14 @@ export class Namespace {
     if (!(err instanceof StorageError) || !err.transient) return undefined;
     const rec = this.vault.record(key);
     if (rec) return recordInfo(rec);
-    if (this.vault.recordsUnder(`${key}/`).length) return this.rootInfo();
+    // A directory: its marker's record (made or moved here, uploaded or not: it keeps the attributes), else what a
+    // look-up taught its listing entry. Before, a directory holding cached files showed the defaults offline (0755):
+    // its mode flipped while storage was away.
+    const marker = this.vault.record(`${key}/`);
+    if (marker) return recordInfo(marker, 'dir');
     const listed = this.cache.lastListed(key);
+    if (listed && listed !== 'absent' && listed.meta) return this.metaOf(listed);
+    if (this.vault.recordsUnder(`${key}/`).length) return this.rootInfo();
     if (listed && listed !== 'absent') return decodeMeta(listed.kind, listed.size, new Date(listed.modifiedMs), undefined, this.owner);
     return null;
   }
