@@ -64,6 +64,18 @@ async function reopenOver(options: Partial<VaultOptions> = {}, reachable = true)
   return faulty;
 }
 
+/**
+ * The same over a PoweredStorage (the mount's wrapper): storage goes offline on a failure, as in a mount, and the
+ * next probe is a minute away.
+ */
+async function reopenPowered(): Promise<{ faulty: FaultyStorage; powered: PoweredStorage }> {
+  const faulty = new FaultyStorage(storage);
+  const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
+  vault = await Vault.open({ dir, storage: powered, objectMeta: objectMetaFor });
+  fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+  return { faulty, powered };
+}
+
 /** Its directories first, as the kernel looks each one up (a name is made only in a directory that exists). */
 async function mkdirs(p: string): Promise<void> {
   const parts = p.split('/').slice(1, -1);
@@ -791,10 +803,7 @@ describe('mirror: namespace', () => {
 
   it('a directory is moved while storage is offline: the vault moves the tree it knows and holds whole, uploaded under the new names when storage is back; one it does not know or hold is EIO', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
-    vault = await Vault.open({ dir, storage: powered, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const { faulty, powered } = await reopenPowered();
     await writeFile('/d/a', 'a');
     await writeFile('/d/sub/b', 'b');
     await fs.createDirectory('/d/empty', 0o700, caller);
@@ -837,10 +846,7 @@ describe('mirror: namespace', () => {
 
   it('a directory with changes not uploaded yet is moved as storage goes away: the move does not wait for storage to come back', async () => {
     await vault.close();
-    const faulty = new FaultyStorage(storage);
-    const powered = new PoweredStorage(faulty, { probeMs: 60_000, maxProbeMs: 60_000 });
-    vault = await Vault.open({ dir, storage: powered, objectMeta: objectMetaFor });
-    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 } });
+    const { faulty, powered } = await reopenPowered();
     await fs.createDirectory('/h', 0o755, caller);
     const { handle } = await fs.createFile('/h/f', 0o644, 0o1, caller);
     await fs.writeFile(handle, 0, Buffer.from('pending'));
