@@ -900,6 +900,15 @@ describe('mirror: namespace', () => {
     faulty.reachable(false);
     // Before: 0755, the defaults for a directory holding cached files.
     expect([(await fs.getFileInfo('/private'))?.kind, (await fs.getFileInfo('/private'))?.mode]).toEqual(['dir', 0o700]);
+    // Changed online since (its marker rewritten at once): the record follows, and offline shows the new mode.
+    faulty.reachable(true);
+    await fs.setFileAttributes('/private', { mode: 0o750 });
+    await vault.close();
+    const again = await reopenOver();
+    again.reachable(false);
+    // Listings taken as stale at once: the look-up falls back on what the vault holds, the marker's record first.
+    fs = new S3Mirror({ vault, log: silentLogger, owner: { uid: 0, gid: 0 }, listingTtlMs: 0 });
+    expect((await fs.getFileInfo('/private'))?.mode).toBe(0o750);
   });
 
   it('mkdir where a file was removed while storage is unreachable: the directory shows at once, and its marker goes up after the file\'s delete', async () => {

@@ -522,7 +522,10 @@ export class S3Mirror implements CbfsHandlers {
       }
     } else {
       try {
-        await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+        const { etag } = await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+        // The marker's record, kept since its upload, takes the new attributes: offline look-ups and directory
+        // moves read it (before, it kept the old mode, which came back offline).
+        this.vault.rebase(dirPrefix(path), etag, { mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
       } catch (err) {
         // Without storage, a directory whose attributes are all known (its marker's record, or a look-up's answer:
         // a listing's defaults would overwrite the marker's own) gets a marker record with them, uploaded when
