@@ -467,7 +467,8 @@ export class S3Mirror implements CbfsHandlers {
     const rec = this.vault.record(key);
     const cached = this.cache.get(key);
     const etag = rec?.remoteEtag ?? (cached?.complete ? cached.etag : undefined);
-    if (!etag) throw err;
+    // A symlink without a record stays EIO: a record made from its attributes would lose its S_IFLNK.
+    if (!etag || (!rec && info.kind !== 'file')) throw err;
     const file = await this.vault.openFile(key, { etag, size: rec?.size ?? info.size }, rec ?? info);
     try {
       file.setAttrs(attrs);
