@@ -701,15 +701,12 @@ export class Vault {
       work.catch(() => undefined);
       return undefined;
     }
-    let wake!: () => void;
-    const offline = new Promise<undefined>((r) => (wake = () => r(undefined)));
-    this.offlineWaiters.push(wake);
+    const { offline, cancel } = this.whenOffline();
     work.catch(() => undefined); // if offline wins the race, its failure is nobody's to handle
     try {
-      return await Promise.race([work, offline]);
+      return await Promise.race([work, offline.then(() => undefined)]);
     } finally {
-      const at = this.offlineWaiters.indexOf(wake);
-      if (at >= 0) this.offlineWaiters.splice(at, 1);
+      cancel();
     }
   }
 
@@ -862,7 +859,7 @@ export class Vault {
       this.ctx.log.error({ deletes: this.deletes.size, err: (err as Error).message }, 'deletes not sent; they stay journaled for the next start');
     }
     // All queued at once: the write-back queue runs as many as its concurrency and memory budget allow.
-    const offline = this.whenOffline();
+    const { offline, cancel } = this.whenOffline();
     await Promise.all(
       keys.map(async (key) => {
         if (this.offline) {
@@ -882,6 +879,7 @@ export class Vault {
         onProgress?.(done + left, keys.length, key);
       }),
     );
+    cancel();
     return { uploaded: done, left };
   }
 
@@ -898,8 +896,16 @@ export class Vault {
     return !this.offline;
   }
 
-  private whenOffline(): Promise<void> {
-    return new Promise((r) => this.offlineWaiters.push(r));
+  /** Resolves when storage goes offline; `cancel` withdraws the waiter once it is no longer needed. */
+  private whenOffline(): { offline: Promise<void>; cancel: () => void } {
+    let wake!: () => void;
+    const offline = new Promise<void>((r) => (wake = r));
+    this.offlineWaiters.push(wake);
+    const cancel = (): void => {
+      const at = this.offlineWaiters.indexOf(wake);
+      if (at >= 0) this.offlineWaiters.splice(at, 1);
+    };
+    return { offline, cancel };
   }
 
   /** The write-back queue and everything that feeds it: orphans, power notifications, back-pressure. */

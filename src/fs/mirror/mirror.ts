@@ -513,33 +513,32 @@ export class S3Mirror implements CbfsHandlers {
    * `journal`: without storage, journaled instead (a directory move must not go on as if its marker were written).
    */
   private async putMarker(path: string, info: FileInfo, journal = true): Promise<void> {
-    const marker = this.ns.pendingMarker(pathToKey(path));
-    if (marker) {
-      const file = await this.vault.openFile(marker.key, marker.remoteEtag ? { etag: marker.remoteEtag, size: 0 } : null, marker);
+    const key = dirPrefix(path);
+    const attrs = { mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null };
+    const pending = this.ns.pendingMarker(pathToKey(path));
+    let rec = pending;
+    if (!pending) {
       try {
-        file.setAttrs({ mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
-      } finally {
-        await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
-      }
-    } else {
-      try {
-        const { etag } = await this.storage.write(dirPrefix(path), 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
+        const { etag } = await this.storage.write(key, 0, async () => Buffer.alloc(0), { meta: encodeMeta('dir', info), contentType: DIR_CONTENT_TYPE });
         // The marker's record, kept since its upload, takes the new attributes: offline look-ups and directory
         // moves read it (before, it kept the old mode, which came back offline).
-        this.vault.rebase(dirPrefix(path), etag, { mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
+        this.vault.rebase(key, etag, attrs);
+        this.cache.set(pathToKey(path), { info, complete: true });
+        return;
       } catch (err) {
         // Without storage, a directory whose attributes are all known (its marker's record, or a look-up's answer:
-        // a listing's defaults would overwrite the marker's own) gets a marker record with them, uploaded when
-        // storage is back, as mkdir's is (a marker holds attributes only: its upload overwrites, never a conflict).
-        const rec = this.vault.record(dirPrefix(path));
+        // a listing's defaults would overwrite the marker's own) is journaled below, as mkdir's marker is (a marker
+        // holds attributes only: its upload overwrites, never a conflict).
+        rec = this.vault.record(key);
         if (!journal || !(err instanceof StorageError && err.transient) || !(rec || this.cache.get(pathToKey(path))?.complete)) throw err;
-        const file = await this.vault.openFile(dirPrefix(path), rec?.remoteEtag ? { etag: rec.remoteEtag, size: 0 } : null, rec ?? info);
-        try {
-          file.setAttrs({ mode: info.mode, uid: info.uid, gid: info.gid, mtimeMs: info.mtimeMs, xattrs: info.xattrs ?? null });
-        } finally {
-          await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
-        }
       }
+    }
+    // The marker's record takes the attributes, and its upload carries them.
+    const file = await this.vault.openFile(key, rec?.remoteEtag ? { etag: rec.remoteEtag, size: 0 } : null, rec ?? info);
+    try {
+      file.setAttrs(attrs);
+    } finally {
+      await this.vault.closeFile(file, { flush: FLUSH.DELAYED });
     }
     this.cache.set(pathToKey(path), { info, complete: true });
   }
